@@ -1,0 +1,239 @@
+//! `shoal`: put, get, list, search, stat, remove files; list and drain peers.
+//! Human tables by default, `--json` for scripts. Errors: one line on stderr and an
+//! exit code (3 not found, 4 already exists, 5 verification failed, 6 unavailable,
+//! 1 anything else; 2 for bad usage).
+
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use shoal_client::{Client, ClientError, PutOptions};
+
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
+const DEFAULT_TRACKER: &str = "http://127.0.0.1:50052";
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Peer-to-peer file sharing: put, get, search, replicate"
+)]
+struct Cli {
+    /// The webserver to ask where the tracker is.
+    #[arg(long, global = true, env = "SHOAL_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Tracker URL(s), comma-separated; skips discovery.
+    #[arg(long, global = true, env = "SHOAL_TRACKER")]
+    tracker: Option<String>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Upload a file; prints its id.
+    Put {
+        path: PathBuf,
+        /// Name in the catalogue (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Copies to keep (default: the cluster's).
+        #[arg(long, default_value_t = 0)]
+        replicas: u32,
+        /// Replace a different file of the same name.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Download a file by name or id, verified; resumes an interrupted download.
+    Get {
+        name_or_id: String,
+        /// Output path (default: the file's name in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List files.
+    Ls,
+    /// Files whose name contains QUERY (case-insensitive).
+    Search { query: String },
+    /// A file's chunks and where each copy lives.
+    Stat { name_or_id: String },
+    /// Remove a name (or every name of an id); unreferenced chunks are deleted.
+    Rm { name_or_id: String },
+    /// Peers, or drain one.
+    Peers {
+        #[command(subcommand)]
+        action: Option<PeersCmd>,
+    },
+    /// Change a file's replica count; the tracker converges.
+    Replicas { name_or_id: String, replicas: u32 },
+    /// Cluster facts: peers, zones, under-replicated and lost chunks.
+    Info,
+    /// Exit 0 when the gRPC server at ADDR reports SERVING (for container health checks).
+    Health {
+        addr: String,
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeersCmd {
+    /// Move every chunk off a peer; reports when it is safe to remove.
+    Drain { peer_id: String },
+}
+
+fn exit_code(e: &ClientError) -> i32 {
+    use tonic::Code;
+    match e {
+        ClientError::Rpc {
+            code: Code::NotFound,
+            ..
+        } => 3,
+        ClientError::Rpc {
+            code: Code::AlreadyExists,
+            ..
+        } => 4,
+        ClientError::Verify(_)
+        | ClientError::Rpc {
+            code: Code::DataLoss,
+            ..
+        } => 5,
+        ClientError::Rpc {
+            code: Code::Unavailable | Code::DeadlineExceeded,
+            ..
+        } => 6,
+        ClientError::Rpc {
+            code: Code::InvalidArgument,
+            ..
+        } => 2,
+        _ => 1,
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Client, ClientError> {
+    if let Some(t) = &cli.tracker {
+        return Client::new(t);
+    }
+    match &cli.endpoint {
+        Some(e) => Ok(Client::discover(e).await?.0),
+        // No endpoint configured: the local webserver, else the local tracker.
+        None => match Client::discover(DEFAULT_ENDPOINT).await {
+            Ok((c, _)) => Ok(c),
+            Err(e) if e.code() == Some(tonic::Code::Unavailable) => Client::new(DEFAULT_TRACKER),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match run(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: &Cli) -> Result<i32, ClientError> {
+    let json = cli.json;
+    if let Cmd::Health { addr, service } = &cli.cmd {
+        return Ok(
+            match shoal_common::grpc::check_health(addr, service).await {
+                Ok(true) => {
+                    println!("SERVING");
+                    0
+                }
+                Ok(false) => {
+                    eprintln!("shoal: {addr} is NOT_SERVING");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("shoal: health check of {addr} failed: {}", e.message());
+                    1
+                }
+            },
+        );
+    }
+    let client = connect(cli).await?;
+    let bars = !json && std::io::stderr().is_terminal();
+    match &cli.cmd {
+        Cmd::Put {
+            path,
+            name,
+            replicas,
+            overwrite,
+        } => {
+            let name = match name {
+                Some(n) => n.clone(),
+                None => path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        ClientError::Other(format!("{}: give a --name", path.display()))
+                    })?,
+            };
+            let opts = PutOptions {
+                name,
+                replicas: *replicas,
+                overwrite: *overwrite,
+            };
+            let r = client.put(path, opts, output::progress(bars)).await?;
+            output::put(&r, json);
+        }
+        Cmd::Get {
+            name_or_id,
+            output: out,
+        } => {
+            let detail = client.stat(name_or_id).await?;
+            let summary = detail
+                .summary
+                .clone()
+                .ok_or_else(|| ClientError::Other("tracker sent no summary".into()))?;
+            // A name from the network becomes at most a plain file name here.
+            let out = match out {
+                Some(p) => p.clone(),
+                None => PathBuf::from(
+                    shoal_common::names::local_file_name(&summary.name)
+                        .unwrap_or_else(|| summary.id.clone()),
+                ),
+            };
+            let r = client
+                .get_detail(&detail, &out, output::progress(bars))
+                .await?;
+            output::get(&r, json);
+        }
+        Cmd::Ls => output::files(&client.list().await?, json),
+        Cmd::Search { query } => output::files(&client.search(query).await?, json),
+        Cmd::Stat { name_or_id } => output::stat(&client.stat(name_or_id).await?, json),
+        Cmd::Rm { name_or_id } => {
+            let r = client.delete(name_or_id).await?;
+            output::rm(&r, json);
+        }
+        Cmd::Peers { action: None } => output::peers(&client.peers().await?, json),
+        Cmd::Peers {
+            action: Some(PeersCmd::Drain { peer_id }),
+        } => output::drain(peer_id, &client.drain(peer_id).await?, json),
+        Cmd::Replicas {
+            name_or_id,
+            replicas,
+        } => {
+            let r = client.set_replicas(name_or_id, *replicas).await?;
+            if let Some(f) = r.file {
+                output::files(&[f], json);
+            }
+        }
+        Cmd::Info => output::info(&client.cluster_info().await?, json),
+        Cmd::Health { .. } => unreachable!("handled above"),
+    }
+    Ok(0)
+}

@@ -1,0 +1,339 @@
+//! Download: chunks from several peers in parallel, each verified against its hash
+//! (a failed or bad replica is reported and the next one continues from the same
+//! offset), written in place into `PATH.part`, the whole file verified against its
+//! id, then renamed. An interrupted get resumes: chunks already right in the `.part`
+//! file are kept.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tracing::{info_span, warn, Instrument};
+
+use crate::{Client, ClientError, Progress, Result};
+
+#[derive(Debug, Clone)]
+pub struct GetResult {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub path: PathBuf,
+    pub chunks: u32,
+    /// Chunks found already complete in the `.part` file.
+    pub resumed_chunks: u32,
+    /// Bytes served by each peer id.
+    pub from_peers: Vec<(String, u64)>,
+}
+
+/// The `.part` file beside `out`.
+pub fn part_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// Which chunks of an existing `.part` file already hold the right bytes.
+fn verify_existing(file: &File, chunks: &[pb::ChunkReplicas], chunk_size: u64) -> Vec<bool> {
+    let mut buf = Vec::new();
+    chunks
+        .iter()
+        .map(|c| {
+            buf.resize(c.size as usize, 0);
+            file.read_exact_at(&mut buf, c.index as u64 * chunk_size)
+                .is_ok()
+                && blake3::hash(&buf).to_hex().as_str() == c.hash
+        })
+        .collect()
+}
+
+impl Client {
+    /// Download `name_or_id` into `out`.
+    pub async fn get(
+        &self,
+        name_or_id: &str,
+        out: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<GetResult> {
+        let detail = self.stat(name_or_id).await?;
+        let summary = detail
+            .summary
+            .clone()
+            .ok_or_else(|| ClientError::Other("tracker sent no summary".into()))?;
+        let span = info_span!("get", file.name = %summary.name, file.id = %summary.id, file.size = summary.size);
+        self.get_detail(&detail, out, progress)
+            .instrument(span)
+            .await
+    }
+
+    /// Download a file whose detail is known.
+    pub async fn get_detail(
+        &self,
+        detail: &pb::FileDetail,
+        out: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<GetResult> {
+        let summary = detail
+            .summary
+            .clone()
+            .ok_or_else(|| ClientError::Other("tracker sent no summary".into()))?;
+        let part = part_path(out);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(|e| ClientError::io(&part, e))?;
+        let existing = file
+            .metadata()
+            .map_err(|e| ClientError::io(&part, e))?
+            .len();
+        let done: Vec<bool> = if existing == summary.size && existing > 0 {
+            let (f, chunks, cs) = (
+                file.try_clone().map_err(|e| ClientError::io(&part, e))?,
+                detail.chunks.clone(),
+                summary.chunk_size,
+            );
+            tokio::task::spawn_blocking(move || verify_existing(&f, &chunks, cs))
+                .await
+                .map_err(|e| ClientError::Other(e.to_string()))?
+        } else {
+            file.set_len(0)
+                .and_then(|_| file.set_len(summary.size))
+                .map_err(|e| ClientError::io(&part, e))?;
+            vec![false; detail.chunks.len()]
+        };
+        let resumed = done.iter().filter(|d| **d).count() as u32;
+        progress.start(summary.size, "downloading");
+        progress.advance(
+            detail
+                .chunks
+                .iter()
+                .zip(&done)
+                .filter(|(_, d)| **d)
+                .map(|(c, _)| c.size)
+                .sum(),
+        );
+
+        // One writer thread for the whole file: positional writes from any chunk.
+        let (wtx, mut wrx) = mpsc::channel::<(u64, Bytes)>(32);
+        let wfile = file.try_clone().map_err(|e| ClientError::io(&part, e))?;
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            while let Some((off, data)) = wrx.blocking_recv() {
+                wfile.write_all_at(&data, off)?;
+            }
+            Ok(())
+        });
+
+        let mut fetches = Vec::new();
+        for (c, done) in detail.chunks.iter().zip(done) {
+            if done {
+                continue;
+            }
+            let (wtx, progress) = (wtx.clone(), progress.clone());
+            let offset = c.index as u64 * summary.chunk_size;
+            fetches.push(async move { self.fetch_chunk(c, offset, wtx, progress.as_ref()).await });
+        }
+        let from: Vec<(String, u64)> = stream::iter(fetches)
+            .buffer_unordered(self.options.get_parallelism.max(1))
+            .try_collect()
+            .await?;
+        drop(wtx);
+        writer
+            .await
+            .map_err(|e| ClientError::Other(e.to_string()))?
+            .map_err(|e| ClientError::io(&part, e))?;
+
+        // The whole file must hash to its id.
+        let p = part.clone();
+        let whole = tokio::task::spawn_blocking(move || {
+            let mut h = blake3::Hasher::new();
+            h.update_mmap_rayon(&p).map(|h| h.finalize())
+        })
+        .await
+        .map_err(|e| ClientError::Other(e.to_string()))?
+        .map_err(|e| ClientError::io(&part, e))?;
+        if whole.to_hex().as_str() != summary.id {
+            return Err(ClientError::Verify(format!(
+                "file hashes to {}, expected {}",
+                whole.to_hex(),
+                summary.id
+            )));
+        }
+        std::fs::rename(&part, out).map_err(|e| ClientError::io(out, e))?;
+        progress.finish();
+        let mut by_peer: std::collections::BTreeMap<String, u64> = Default::default();
+        for (p, n) in from {
+            *by_peer.entry(p).or_default() += n;
+        }
+        Ok(GetResult {
+            id: summary.id,
+            name: summary.name,
+            size: summary.size,
+            path: out.to_path_buf(),
+            chunks: detail.chunks.len() as u32,
+            resumed_chunks: resumed,
+            from_peers: by_peer.into_iter().collect(),
+        })
+    }
+
+    /// Fetch one chunk, verified. Replicas are tried starting at `index mod n` so
+    /// parallel chunks spread over peers; a failed stream continues on the next
+    /// replica from the same offset; a mismatch restarts the chunk elsewhere.
+    async fn fetch_chunk(
+        &self,
+        c: &pb::ChunkReplicas,
+        file_offset: u64,
+        wtx: mpsc::Sender<(u64, Bytes)>,
+        progress: &dyn Progress,
+    ) -> Result<(String, u64)> {
+        let expected: Hash = c
+            .hash
+            .parse()
+            .map_err(|e| ClientError::Other(format!("tracker sent a bad hash: {e}")))?;
+        let n = c.replicas.len();
+        if n == 0 && c.size > 0 {
+            return Err(ClientError::Other(format!(
+                "chunk {} has no live replica",
+                c.index
+            )));
+        }
+        let order: Vec<&pb::PeerRef> = (0..n)
+            .map(|k| &c.replicas[(c.index as usize + k) % n.max(1)])
+            .collect();
+        let mut hasher = blake3::Hasher::new();
+        let mut pos = 0u64;
+        let mut contributors: Vec<&pb::PeerRef> = Vec::new();
+        let mut errors = Vec::new();
+        // Each replica gets one try; a mismatch with several contributors gets one full retry.
+        for peer in order.iter().chain(order.iter()).take(n + 1) {
+            let span = info_span!("chunk.get", chunk.index = c.index, chunk.hash = %c.hash, peer = %peer.id, offset = pos);
+            match self
+                .stream_range(peer, c, pos, &mut hasher, file_offset, &wtx, progress)
+                .instrument(span)
+                .await
+            {
+                Ok(got) => {
+                    pos += got;
+                    contributors.push(peer);
+                }
+                Err((got, code, e)) => {
+                    warn!(chunk = c.index, peer = %peer.id, error = %e, "replica failed; continuing on another");
+                    errors.push(format!("{}: {e}", peer.id));
+                    if code == Some(tonic::Code::DataLoss) {
+                        // The peer found its copy corrupt: drop what it sent, start over elsewhere.
+                        self.report_bad(&peer.id, &c.hash, &e).await;
+                        hasher.reset();
+                        pos = 0;
+                        contributors.clear();
+                        continue;
+                    }
+                    pos += got;
+                    if got > 0 {
+                        contributors.push(peer);
+                    }
+                    if pos < c.size {
+                        continue;
+                    }
+                }
+            }
+            if pos == c.size {
+                if Hash::from(hasher.finalize()) == expected {
+                    let last = contributors
+                        .last()
+                        .map(|p| p.id.clone())
+                        .unwrap_or_default();
+                    return Ok((last, c.size));
+                }
+                for p in &contributors {
+                    self.report_bad(&p.id, &c.hash, "client hash mismatch")
+                        .await;
+                }
+                errors.push(format!(
+                    "bytes from {} failed verification",
+                    contributors
+                        .iter()
+                        .map(|p| p.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+                hasher.reset();
+                pos = 0;
+                contributors.clear();
+            }
+        }
+        if c.size == 0 {
+            return Ok((String::new(), 0));
+        }
+        Err(ClientError::Other(format!(
+            "chunk {} could not be fetched from any replica: {}",
+            c.index,
+            errors.join("; ")
+        )))
+    }
+
+    /// Stream `[pos, size)` of a chunk from one peer into the hasher and the writer.
+    /// Returns the bytes received (also on error, with the error).
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_range(
+        &self,
+        peer: &pb::PeerRef,
+        c: &pb::ChunkReplicas,
+        pos: u64,
+        hasher: &mut blake3::Hasher,
+        file_offset: u64,
+        wtx: &mpsc::Sender<(u64, Bytes)>,
+        progress: &dyn Progress,
+    ) -> std::result::Result<u64, (u64, Option<tonic::Code>, String)> {
+        let mut got = 0u64;
+        let mut client = self
+            .peer(&peer.addr)
+            .map_err(|e| (0, None, e.to_string()))?;
+        let req = pb::GetChunkRequest {
+            hash: c.hash.clone(),
+            offset: pos,
+            length: c.size - pos,
+        };
+        let mut s = client
+            .get_chunk(req)
+            .await
+            .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
+            .into_inner();
+        loop {
+            let msg = match tokio::time::timeout(self.options.idle_timeout, s.message()).await {
+                Err(_) => return Err((got, None, "stalled".into())),
+                Ok(Err(e)) => return Err((got, Some(e.code()), e.message().to_string())),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(m))) => m,
+            };
+            let len = msg.data.len() as u64;
+            if pos + got + len > c.size {
+                return Err((
+                    got,
+                    None,
+                    "peer sent more bytes than the chunk holds".into(),
+                ));
+            }
+            hasher.update(&msg.data);
+            wtx.send((file_offset + pos + got, msg.data))
+                .await
+                .map_err(|_| (got, None, "local writer failed".to_string()))?;
+            got += len;
+            progress.advance(len);
+        }
+        if pos + got != c.size {
+            return Err((
+                got,
+                None,
+                format!("stream ended at {} of {} bytes", pos + got, c.size),
+            ));
+        }
+        Ok(got)
+    }
+}

@@ -1,0 +1,107 @@
+//! The shoal client library, shared by the `shoal` CLI and the webserver's gateway.
+//!
+//! `put` asks the tracker for a chunk size, hashes the file once (chunk hashes and the
+//! file id), asks where each chunk goes, and streams every chunk once to the first peer
+//! of its pipeline; peers forward it down the pipeline. `get` fetches chunks from
+//! several peers in parallel, verifies each and the whole file, and resumes from a
+//! `.part` file. Memory stays bounded: files are streamed, never loaded whole.
+
+mod error;
+mod get;
+mod put;
+mod stream;
+mod tracker;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use shoal_proto::v1 as pb;
+use tonic::transport::Channel;
+
+pub use error::ClientError;
+pub use get::{part_path as get_part_path, GetResult};
+pub use put::{PutOptions, PutResult};
+pub use tracker::Trackers;
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Receives progress of a put or get (a progress bar, or nothing).
+pub trait Progress: Send + Sync {
+    fn start(&self, _total_bytes: u64, _what: &str) {}
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
+
+/// No progress reporting.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Tuning for transfers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Chunks downloaded at once (from different peers when possible).
+    pub get_parallelism: usize,
+    /// Chunks uploaded at once.
+    pub put_parallelism: usize,
+    /// A chunk stream that sends nothing for this long is abandoned for another replica.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            get_parallelism: 8,
+            put_parallelism: 4,
+            idle_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Client {
+    pub trackers: Trackers,
+    peers: Mutex<HashMap<String, Channel>>,
+    pub options: Options,
+}
+
+impl Client {
+    /// A client for the given tracker URL(s) (comma-separated; fails over on UNAVAILABLE).
+    pub fn new(tracker_urls: &str) -> Result<Self> {
+        Ok(Self {
+            trackers: Trackers::new(tracker_urls)?,
+            peers: Mutex::new(HashMap::new()),
+            options: Options::default(),
+        })
+    }
+
+    /// Ask the webserver at `endpoint` where the tracker is, then connect to it.
+    pub async fn discover(endpoint: &str) -> Result<(Self, pb::DiscoverResponse)> {
+        let ch =
+            shoal_common::grpc::channel(endpoint).map_err(|e| ClientError::rpc("discover", e))?;
+        let resp = pb::webserver_client::WebserverClient::new(ch)
+            .discover(pb::DiscoverRequest {})
+            .await
+            .map_err(|e| ClientError::rpc(&format!("discover via {endpoint}"), e))?
+            .into_inner();
+        if resp.tracker_urls.is_empty() {
+            return Err(ClientError::Other(format!(
+                "{endpoint} returned no tracker endpoint"
+            )));
+        }
+        Ok((Self::new(&resp.tracker_urls.join(","))?, resp))
+    }
+
+    pub(crate) fn peer(&self, addr: &str) -> Result<pb::peer_client::PeerClient<Channel>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let ch = match peers.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = shoal_common::grpc::channel(addr)
+                    .map_err(|e| ClientError::rpc("peer address", e))?;
+                peers.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(pb::peer_client::PeerClient::new(ch)
+            .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES))
+    }
+}

@@ -1,0 +1,331 @@
+//! Upload: fragment (tracker), hash once, place (tracker), stream each chunk once to
+//! the head of its pipeline, commit.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{stream, StreamExt, TryStreamExt};
+use shoal_common::STREAM_MESSAGE_BYTES;
+use shoal_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::{Client, ClientError, Progress, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub name: String,
+    /// 0 = the cluster default.
+    pub replicas: u32,
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub chunks: u32,
+    /// True when the content was already stored and only the name was added.
+    pub deduplicated: bool,
+    pub file: Option<pb::FileSummary>,
+}
+
+/// Hash a file in one pass: every chunk's BLAKE3 and the whole file's.
+pub fn hash_file(
+    path: &Path,
+    chunk_size: u64,
+    progress: &dyn Progress,
+) -> Result<(String, Vec<pb::ChunkDigest>, u64)> {
+    let mut f = File::open(path).map_err(|e| ClientError::io(path, e))?;
+    let mut whole = blake3::Hasher::new();
+    let mut chunks = Vec::new();
+    let mut chunk = blake3::Hasher::new();
+    let mut in_chunk = 0u64;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| ClientError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        whole.update(&buf[..n]);
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest.len().min((chunk_size - in_chunk) as usize);
+            chunk.update(&rest[..take]);
+            in_chunk += take as u64;
+            rest = &rest[take..];
+            if in_chunk == chunk_size {
+                chunks.push(pb::ChunkDigest {
+                    index: chunks.len() as u32,
+                    hash: chunk.finalize().to_hex().to_string(),
+                    size: in_chunk,
+                });
+                chunk.reset();
+                in_chunk = 0;
+            }
+        }
+        total += n as u64;
+        progress.advance(n as u64);
+    }
+    if in_chunk > 0 {
+        chunks.push(pb::ChunkDigest {
+            index: chunks.len() as u32,
+            hash: chunk.finalize().to_hex().to_string(),
+            size: in_chunk,
+        });
+    }
+    Ok((whole.finalize().to_hex().to_string(), chunks, total))
+}
+
+/// Stream bytes `[offset, offset+len)` of `path` as PutChunk data messages after `header`.
+fn chunk_messages(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    header: pb::PutChunkHeader,
+) -> ReceiverStream<pb::PutChunkRequest> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, SeekFrom};
+        if tx
+            .blocking_send(pb::PutChunkRequest {
+                msg: Some(pb::put_chunk_request::Msg::Header(header)),
+            })
+            .is_err()
+        {
+            return;
+        }
+        let Ok(mut f) = File::open(&path) else { return };
+        if f.seek(SeekFrom::Start(offset)).is_err() {
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(STREAM_MESSAGE_BYTES as u64) as usize;
+            let mut buf = BytesMut::zeroed(n);
+            // A short read means the file changed under us: the peer's hash check rejects it.
+            if f.read_exact(&mut buf).is_err() {
+                return;
+            }
+            left -= n as u64;
+            let data: Bytes = buf.freeze();
+            if tx
+                .blocking_send(pb::PutChunkRequest {
+                    msg: Some(pb::put_chunk_request::Msg::Data(data)),
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+impl Client {
+    pub async fn put(
+        &self,
+        path: &Path,
+        opts: PutOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PutResult> {
+        let meta = std::fs::metadata(path).map_err(|e| ClientError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(ClientError::Other(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
+        }
+        let size = meta.len();
+        let name = opts.name.clone();
+        let span = info_span!("put", file.name = %name, file.size = size);
+        async {
+            let begin = self
+                .trackers
+                .call("put: begin upload", |mut c| {
+                    let req = pb::BeginUploadRequest {
+                        name: name.clone(),
+                        size,
+                        replicas: opts.replicas,
+                        overwrite: opts.overwrite,
+                    };
+                    async move { c.begin_upload(req).await }
+                })
+                .await?;
+            let upload_id = begin.upload_id.clone();
+            let result = self.put_inner(path, &name, size, &begin, &progress).await;
+            if result.is_err() {
+                let id = upload_id.clone();
+                let _ = self
+                    .trackers
+                    .call("abort upload", |mut c| {
+                        let upload_id = id.clone();
+                        async move { c.abort_upload(pb::AbortUploadRequest { upload_id }).await }
+                    })
+                    .await;
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn put_inner(
+        &self,
+        path: &Path,
+        name: &str,
+        size: u64,
+        begin: &pb::BeginUploadResponse,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<PutResult> {
+        let chunk_size = begin.chunk_size;
+        progress.start(size * 2, "hashing");
+        let (p, pr) = (path.to_path_buf(), progress.clone());
+        let (file_id, digests, hashed) =
+            tokio::task::spawn_blocking(move || hash_file(&p, chunk_size, pr.as_ref()))
+                .await
+                .map_err(|e| ClientError::Other(format!("hashing task: {e}")))??;
+        if hashed != size {
+            return Err(ClientError::Other(format!(
+                "{}: file changed while reading ({size} → {hashed} bytes)",
+                path.display()
+            )));
+        }
+        let chunks = digests.len() as u32;
+        let placed = self
+            .trackers
+            .call("put: place chunks", |mut c| {
+                let req = pb::PlaceChunksRequest {
+                    upload_id: begin.upload_id.clone(),
+                    file_id: file_id.clone(),
+                    chunks: digests.clone(),
+                };
+                async move { c.place_chunks(req).await }
+            })
+            .await?;
+        let result = |file| PutResult {
+            id: file_id.clone(),
+            name: name.to_string(),
+            size,
+            chunk_size,
+            chunks,
+            deduplicated: placed.deduplicated,
+            file,
+        };
+        if placed.deduplicated {
+            progress.finish();
+            return Ok(result(placed.file.clone()));
+        }
+        let skipped: u64 = placed
+            .placements
+            .iter()
+            .filter(|p| p.already_stored)
+            .map(|p| digests[p.index as usize].size)
+            .sum();
+        progress.advance(skipped);
+        // Futures are built eagerly: no closure types end up inside the spawned future.
+        let mut sends = Vec::new();
+        for p in &placed.placements {
+            if p.already_stored {
+                continue;
+            }
+            let len = digests[p.index as usize].size;
+            sends.push(async move {
+                let peer_ids = self
+                    .send_chunk(path, p, p.index as u64 * chunk_size, len)
+                    .await?;
+                progress.advance(len);
+                Ok::<_, ClientError>(pb::ChunkStored {
+                    index: p.index,
+                    peer_ids,
+                })
+            });
+        }
+        let stored: Vec<pb::ChunkStored> = stream::iter(sends)
+            .buffer_unordered(self.options.put_parallelism.max(1))
+            .try_collect()
+            .await?;
+        let committed = self
+            .trackers
+            .call("put: commit", |mut c| {
+                let req = pb::CommitUploadRequest {
+                    upload_id: begin.upload_id.clone(),
+                    stored: stored.clone(),
+                };
+                async move { c.commit_upload(req).await }
+            })
+            .await?;
+        progress.finish();
+        Ok(result(committed.file))
+    }
+
+    /// Send one chunk down its pipeline; if the head is unreachable, the next target
+    /// becomes the head. Returns the peers that acknowledged it durable.
+    async fn send_chunk(
+        &self,
+        path: &Path,
+        p: &pb::ChunkPlacement,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<String>> {
+        let need = p.targets.len().min(2);
+        let mut targets = p.targets.clone();
+        let mut last_err = String::from("no target peers");
+        while !targets.is_empty() {
+            let head = targets.remove(0);
+            let header = pb::PutChunkHeader {
+                hash: p.hash.clone(),
+                size: len,
+                forward: targets.clone(),
+            };
+            let msgs = chunk_messages(path.to_path_buf(), offset, len, header);
+            let span = info_span!("chunk.send", chunk.index = p.index, chunk.hash = %p.hash, peer = %head.id, bytes = len);
+            match self
+                .peer(&head.addr)?
+                .put_chunk(msgs)
+                .instrument(span)
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    for f in &r.failures {
+                        warn!(chunk = p.index, peer = %f.peer_id, error = %f.error, "pipeline hop failed; repair will add the copy");
+                    }
+                    if r.stored_on.len() >= need.min(1 + targets.len()) {
+                        debug!(chunk = p.index, stored_on = ?r.stored_on, "chunk durable");
+                        return Ok(r.stored_on);
+                    }
+                    last_err = format!("stored on {} peers, {need} needed", r.stored_on.len());
+                    targets.retain(|t| !r.stored_on.contains(&t.id));
+                    if !r.stored_on.is_empty() && targets.is_empty() {
+                        return Ok(r.stored_on);
+                    }
+                }
+                Err(s)
+                    if s.code() == tonic::Code::DataLoss
+                        || s.code() == tonic::Code::InvalidArgument =>
+                {
+                    return Err(ClientError::rpc(
+                        &format!("put chunk {} to peer {}", p.index, head.id),
+                        s,
+                    ));
+                }
+                Err(s) => {
+                    warn!(chunk = p.index, peer = %head.id, error = %s.message(), "pipeline head failed; trying the next target");
+                    last_err = format!("peer {} ({}): {}", head.id, head.addr, s.message());
+                }
+            }
+        }
+        Err(ClientError::Other(format!(
+            "chunk {} could not be stored: {last_err}",
+            p.index
+        )))
+    }
+}

@@ -1,0 +1,196 @@
+//! Streaming reads for gateways (the webserver's downloads): a chunk fetched whole from
+//! its replicas and verified before anyone sees a byte of it, and a byte range of a file
+//! as a stream of such verified pieces, a few chunks fetched ahead.
+//!
+//! Nothing here touches the disk; memory is bounded by `ahead` chunks per stream.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{stream, Stream, StreamExt};
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use tracing::{info_span, warn, Instrument};
+
+use crate::{Client, ClientError, Result};
+
+/// Chunks at least this big are hashed on a blocking thread.
+const BLOCKING_HASH_BYTES: usize = 1 << 20;
+
+/// A failed read from one replica: bytes appended before the failure, the gRPC code, why.
+type ReplicaError = (u64, Option<tonic::Code>, String);
+
+impl Client {
+    /// Fetch one whole chunk, verified against its BLAKE3 hash. Replicas are tried
+    /// starting at `index mod n` so parallel chunks spread over peers; a stream that
+    /// fails continues on the next replica from the same offset; a mismatch (or a peer
+    /// reporting its copy corrupt) drops the bytes, reports the copy and starts over
+    /// on another replica.
+    pub async fn fetch_chunk_bytes(&self, c: &pb::ChunkReplicas) -> Result<Bytes> {
+        let expected: Hash = c
+            .hash
+            .parse()
+            .map_err(|e| ClientError::Other(format!("tracker sent a bad hash: {e}")))?;
+        if c.size == 0 {
+            return Ok(Bytes::new());
+        }
+        let n = c.replicas.len();
+        if n == 0 {
+            return Err(ClientError::Other(format!(
+                "chunk {} has no live replica",
+                c.index
+            )));
+        }
+        let size = usize::try_from(c.size)
+            .map_err(|_| ClientError::Other(format!("chunk {} is too big for memory", c.index)))?;
+        let order: Vec<&pb::PeerRef> = (0..n)
+            .map(|k| &c.replicas[(c.index as usize + k) % n])
+            .collect();
+        let mut buf = BytesMut::with_capacity(size);
+        let mut contributors: Vec<&pb::PeerRef> = Vec::new();
+        let mut errors = Vec::new();
+        // Each replica gets one try; a mismatch with several contributors gets one more.
+        for peer in order.iter().chain(order.iter()).take(n + 1) {
+            let span = info_span!("chunk.fetch", chunk.index = c.index, chunk.hash = %c.hash, peer = %peer.id, offset = buf.len());
+            match self.read_replica(peer, c, &mut buf).instrument(span).await {
+                Ok(()) => contributors.push(peer),
+                Err((got, code, e)) => {
+                    warn!(chunk = c.index, peer = %peer.id, error = %e, "replica failed; continuing on another");
+                    errors.push(format!("{}: {e}", peer.id));
+                    if code == Some(tonic::Code::DataLoss) {
+                        self.report_bad(&peer.id, &c.hash, &e).await;
+                        buf.clear();
+                        contributors.clear();
+                        continue;
+                    }
+                    if got > 0 {
+                        contributors.push(peer);
+                    }
+                    if buf.len() < size {
+                        continue;
+                    }
+                }
+            }
+            if buf.len() == size {
+                let data = buf.split().freeze();
+                if hash_of(data.clone()).await? == expected {
+                    return Ok(data);
+                }
+                for p in &contributors {
+                    self.report_bad(&p.id, &c.hash, "gateway hash mismatch")
+                        .await;
+                }
+                errors.push(format!(
+                    "bytes from {} failed verification",
+                    contributors
+                        .iter()
+                        .map(|p| p.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+                buf.reserve(size);
+                contributors.clear();
+            }
+        }
+        Err(ClientError::Other(format!(
+            "chunk {} could not be fetched from any replica: {}",
+            c.index,
+            errors.join("; ")
+        )))
+    }
+
+    /// Append `[buf.len(), size)` of a chunk from one peer to `buf`.
+    async fn read_replica(
+        &self,
+        peer: &pb::PeerRef,
+        c: &pb::ChunkReplicas,
+        buf: &mut BytesMut,
+    ) -> std::result::Result<(), ReplicaError> {
+        let start = buf.len() as u64;
+        let got = |buf: &BytesMut| buf.len() as u64 - start;
+        let mut client = self
+            .peer(&peer.addr)
+            .map_err(|e| (0, None, e.to_string()))?;
+        let req = pb::GetChunkRequest {
+            hash: c.hash.clone(),
+            offset: start,
+            length: c.size - start,
+        };
+        let mut s = client
+            .get_chunk(req)
+            .await
+            .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
+            .into_inner();
+        loop {
+            let msg = match tokio::time::timeout(self.options.idle_timeout, s.message()).await {
+                Err(_) => return Err((got(buf), None, "stalled".into())),
+                Ok(Err(e)) => return Err((got(buf), Some(e.code()), e.message().to_string())),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(m))) => m,
+            };
+            if buf.len() as u64 + msg.data.len() as u64 > c.size {
+                return Err((
+                    got(buf),
+                    None,
+                    "peer sent more bytes than the chunk holds".into(),
+                ));
+            }
+            buf.extend_from_slice(&msg.data);
+        }
+        if (buf.len() as u64) != c.size {
+            return Err((
+                got(buf),
+                None,
+                format!("stream ended at {} of {} bytes", buf.len(), c.size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes `range` of a file as a stream of verified pieces, in order. Only the chunks
+    /// overlapping the range are fetched, up to `ahead` at once; the stream ends with an
+    /// error when a chunk cannot be fetched from any replica.
+    pub fn range_stream(
+        self: &Arc<Self>,
+        detail: &pb::FileDetail,
+        range: Range<u64>,
+        ahead: usize,
+    ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+        let chunk_size = detail.summary.as_ref().map(|s| s.chunk_size).unwrap_or(0);
+        let mut wanted: Vec<(pb::ChunkReplicas, Range<usize>)> = Vec::new();
+        if chunk_size > 0 && range.start < range.end {
+            for c in &detail.chunks {
+                let start = c.index as u64 * chunk_size;
+                let end = start + c.size;
+                if end <= range.start || start >= range.end {
+                    continue;
+                }
+                // Offsets within the chunk: below its size, so they fit in usize.
+                let from = (range.start.max(start) - start) as usize;
+                let to = (range.end.min(end) - start) as usize;
+                wanted.push((c.clone(), from..to));
+            }
+            wanted.sort_by_key(|(c, _)| c.index);
+        }
+        let client = self.clone();
+        stream::iter(wanted)
+            .map(move |(c, part)| {
+                let client = client.clone();
+                async move {
+                    let data = client.fetch_chunk_bytes(&c).await?;
+                    Ok(data.slice(part))
+                }
+            })
+            .buffered(ahead.max(1))
+    }
+}
+
+async fn hash_of(data: Bytes) -> Result<Hash> {
+    if data.len() < BLOCKING_HASH_BYTES {
+        return Ok(Hash::of(&data));
+    }
+    tokio::task::spawn_blocking(move || Hash::of(&data))
+        .await
+        .map_err(|e| ClientError::Other(format!("hashing task: {e}")))
+}

@@ -1,0 +1,38 @@
+//! The admin HTTP listener every service may expose (`SHOAL_METRICS_ADDR`):
+//! `/metrics` in Prometheus text and `/healthz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The `/metrics` route, for servers that mount it on their own router.
+pub fn metrics_route<S: Clone + Send + Sync + 'static>(render: Render) -> axum::Router<S> {
+    axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4")], render()) }
+        }),
+    )
+}
+
+/// Bind `addr` and serve `/metrics` and `/healthz` until `shutdown`.
+pub async fn spawn(
+    addr: SocketAddr,
+    render: Render,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = metrics_route(render).route("/healthz", get(|| async { "ok" }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    Ok(local)
+}

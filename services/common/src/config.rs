@@ -1,0 +1,158 @@
+//! Configuration from the environment: `SHOAL_` prefix, `__` for nesting
+//! (`SHOAL_REPLICATION__FACTOR=3` is `replication.factor`), through the `config` crate.
+//!
+//! A bad value stops the service at start with one line naming the variable and the
+//! value, and exit code 64 (EX_USAGE). Nothing falls back silently.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+
+/// Exit code for a configuration error (sysexits EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// A value that parsed but is out of range.
+    pub fn invalid(key: &str, value: impl std::fmt::Display, why: &str) -> Self {
+        ConfigError(format!("{}={value}: {why}", env_name(key)))
+    }
+}
+
+/// The environment variable behind a config key (`chunk.min_bytes` → `SHOAL_CHUNK__MIN_BYTES`).
+pub fn env_name(key: &str) -> String {
+    format!("SHOAL_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Load `T` from the process environment.
+pub fn from_env<T: DeserializeOwned>() -> Result<T, ConfigError> {
+    from_vars(std::env::vars())
+}
+
+/// Load `T` from the given variables (tests pass a map instead of touching the process env).
+pub fn from_vars<T: DeserializeOwned>(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let vars: HashMap<String, String> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SHOAL_"))
+        .collect();
+    let cfg = config::Config::builder()
+        .add_source(
+            config::Environment::with_prefix("SHOAL")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(vars.clone())),
+        )
+        .build()
+        .map_err(|e| describe(e, &vars))?;
+    cfg.try_deserialize().map_err(|e| describe(e, &vars))
+}
+
+/// Read a secret given as `X` or `X_FILE` (the file wins; trailing newline trimmed).
+pub fn secret(
+    value: Option<String>,
+    file: Option<&std::path::Path>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| {
+                ConfigError::invalid(&format!("{key}_file"), path.display(), &e.to_string())
+            }),
+        None => Ok(value),
+    }
+}
+
+fn describe(err: config::ConfigError, vars: &HashMap<String, String>) -> ConfigError {
+    use config::ConfigError as E;
+    match &err {
+        E::Type {
+            key: Some(key),
+            expected,
+            ..
+        } => {
+            let var = env_name(key);
+            let value = vars.get(&var).map(String::as_str).unwrap_or("?");
+            ConfigError(format!("{var}={value}: expected {expected}"))
+        }
+        E::Message(m) => {
+            // serde messages name the field but not the variable: find it.
+            let var = vars
+                .iter()
+                .find(|(k, _)| m.contains(&k["SHOAL_".len()..].to_lowercase().replace("__", ".")))
+                .map(|(k, v)| format!("{k}={v}: "))
+                .unwrap_or_default();
+            ConfigError(format!("{var}{m}"))
+        }
+        _ => ConfigError(err.to_string().replace('\n', " ")),
+    }
+}
+
+/// Print the error as one line on stderr and exit 64.
+pub fn exit_on_error<T>(r: Result<T, ConfigError>) -> T {
+    match r {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        #[serde(default)]
+        capacity_bytes: Option<u64>,
+        #[serde(default)]
+        chunk: Chunk,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    struct Chunk {
+        #[serde(default, with = "humantime_serde")]
+        every: Option<Duration>,
+        #[serde(default)]
+        min_bytes: u64,
+    }
+
+    fn vars(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn nested_keys_and_durations() {
+        let s: Sample = from_vars(vars(&[
+            ("SHOAL_CAPACITY_BYTES", "1024"),
+            ("SHOAL_CHUNK__MIN_BYTES", "65536"),
+            ("SHOAL_CHUNK__EVERY", "500ms"),
+            ("OTHER", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(s.capacity_bytes, Some(1024));
+        assert_eq!(s.chunk.min_bytes, 65536);
+        assert_eq!(s.chunk.every, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn bad_value_names_the_variable() {
+        let e = from_vars::<Sample>(vars(&[("SHOAL_CAPACITY_BYTES", "abc")])).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("SHOAL_CAPACITY_BYTES=abc"), "{msg}");
+        assert!(!msg.contains('\n'));
+        let e = from_vars::<Sample>(vars(&[("SHOAL_CHUNK__EVERY", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("SHOAL_CHUNK__EVERY=soon"), "{e}");
+    }
+}

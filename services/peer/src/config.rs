@@ -1,0 +1,154 @@
+//! Peer configuration (`SHOAL_*` environment variables).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_common::config::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerConfig {
+    #[serde(default = "default_listen")]
+    pub listen_addr: SocketAddr,
+    /// What other peers and clients dial; defaults to the listen address
+    /// (127.0.0.1 when listening on all interfaces).
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    #[serde(default = "default_tracker")]
+    pub tracker_url: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// A file holding the zone (written by an init step in Kubernetes); wins over `zone`.
+    #[serde(default)]
+    pub zone_file: Option<PathBuf>,
+    /// Bytes this peer offers; default: free space of the data dir at start.
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub scrub: Scrub,
+    /// On SIGTERM, how long in-flight transfers may take before the peer leaves.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Scrub {
+    /// Re-hash rate in bytes per second (0 = scrub off).
+    #[serde(default = "default_scrub_rate")]
+    pub rate_bytes: u64,
+    /// Pause between two full passes.
+    #[serde(default = "default_scrub_pause", with = "humantime_serde")]
+    pub pause: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    "0.0.0.0:50053".parse().expect("valid literal")
+}
+fn default_tracker() -> String {
+    "http://127.0.0.1:50052".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".shoal/peer")
+}
+fn default_zone() -> String {
+    "default".into()
+}
+fn default_scrub_rate() -> u64 {
+    64 << 20
+}
+fn default_scrub_pause() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Scrub {
+    fn default() -> Self {
+        Self {
+            rate_bytes: default_scrub_rate(),
+            pause: default_scrub_pause(),
+        }
+    }
+}
+
+impl PeerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut c: PeerConfig = shoal_common::config::from_env()?;
+        c.resolve()?;
+        Ok(c)
+    }
+
+    /// Defaults (what an empty environment gives) for tests.
+    pub fn for_test(data_dir: PathBuf, tracker_url: String, zone: &str) -> Self {
+        let mut c: PeerConfig =
+            shoal_common::config::from_vars(Vec::new()).expect("defaults are valid");
+        c.data_dir = data_dir;
+        c.tracker_url = tracker_url;
+        c.zone = zone.to_string();
+        c.listen_addr = "127.0.0.1:0".parse().expect("valid literal");
+        c
+    }
+
+    /// Read the zone file and check values.
+    pub fn resolve(&mut self) -> Result<(), ConfigError> {
+        if let Some(f) = &self.zone_file {
+            let z = std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::invalid("zone_file", f.display(), &e.to_string()))?;
+            let z = z.trim();
+            if !z.is_empty() {
+                self.zone = z.to_string();
+            }
+        }
+        if self.zone.is_empty()
+            || self.zone.len() > 64
+            || !self
+                .zone
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::invalid(
+                "zone",
+                &self.zone,
+                "1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if let Some(a) = &self.advertise_addr {
+            if a.rsplit_once(':')
+                .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(ConfigError::invalid(
+                    "advertise_addr",
+                    a,
+                    "expected host:port",
+                ));
+            }
+        }
+        if self.capacity_bytes == Some(0) {
+            return Err(ConfigError::invalid(
+                "capacity_bytes",
+                0,
+                "must be positive",
+            ));
+        }
+        if !self
+            .tracker_url
+            .split(',')
+            .all(|u| u.trim().starts_with("http://") || u.trim().starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "tracker_url",
+                &self.tracker_url,
+                "expected http://host:port",
+            ));
+        }
+        Ok(())
+    }
+}

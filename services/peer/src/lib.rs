@@ -1,0 +1,216 @@
+//! The shoal peer: a content-addressed chunk store (BLAKE3, verified on every write
+//! and read) that serves chunks to clients and peers, forwards uploads down the
+//! pipeline, copies chunks when the tracker asks, and scrubs itself.
+//!
+//! `run` takes a bound listener so tests can use port 0.
+
+pub mod agent;
+pub mod config;
+pub mod service;
+pub mod store;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shoal_proto::v1 as pb;
+use shoal_proto::v1::peer_server::PeerServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::PeerConfig;
+
+/// The peer's stable id: generated once, kept in the data dir.
+pub fn peer_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("peer_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = hex::encode(rand::random::<[u8; 8]>());
+            let tmp = data_dir.join("peer_id.tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
+}
+
+fn advertise(cfg: &PeerConfig, local: std::net::SocketAddr) -> String {
+    match &cfg.advertise_addr {
+        Some(a) => a.clone(),
+        None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
+        None => local.to_string(),
+    }
+}
+
+/// Serve the peer on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    cfg: PeerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (router, health) = shoal_common::grpc::server(&["shoal.v1.Peer"]).await;
+    let id =
+        peer_id(&cfg.data_dir).with_context(|| format!("peer id in {}", cfg.data_dir.display()))?;
+    let capacity = match cfg.capacity_bytes {
+        Some(c) => c,
+        None => fs4::available_space(&cfg.data_dir)
+            .with_context(|| format!("free space of {}", cfg.data_dir.display()))?,
+    };
+    let dir = cfg.data_dir.clone();
+    let store =
+        tokio::task::spawn_blocking(move || store::ChunkStore::open(&dir, capacity)).await??;
+    let local = listener.local_addr()?;
+    let me = pb::PeerRef {
+        id: id.clone(),
+        addr: advertise(&cfg, local),
+        zone: cfg.zone.clone(),
+    };
+    info!(peer = %id, addr = %me.addr, zone = %me.zone, chunks = store.len(), capacity, "chunk store scanned");
+
+    let (corrupt_tx, corrupt_rx) = tokio::sync::mpsc::unbounded_channel();
+    let core = Arc::new(service::PeerCore {
+        id,
+        store: Arc::new(store),
+        counters: Default::default(),
+        corrupt: corrupt_tx,
+    });
+    let trackers = cfg
+        .tracker_url
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let agent = Arc::new(agent::Agent {
+        core: core.clone(),
+        me,
+        trackers,
+    });
+
+    if let Some(addr) = cfg.metrics_addr {
+        let c = core.clone();
+        shoal_common::admin::spawn(addr, Arc::new(move || render_metrics(&c)), shutdown.clone())
+            .await?;
+    }
+    // Background loops stop on their own token so in-flight transfers can finish first.
+    let background = CancellationToken::new();
+    let h = health.clone();
+    tokio::spawn(agent.clone().run(
+        corrupt_rx,
+        move || {
+            tokio::spawn(async move { h.set(true).await });
+        },
+        background.clone(),
+    ));
+    tokio::spawn(agent::scrub(
+        core.clone(),
+        cfg.scrub.rate_bytes,
+        cfg.scrub.pause,
+        background.clone(),
+    ));
+
+    let svc = PeerServer::new(service::PeerService { core: core.clone() })
+        .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
+    let stop = shutdown.clone();
+    let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);
+    router
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                stop.cancelled().await;
+                h.set(false).await;
+                // Let in-flight transfers finish (bounded), then leave.
+                let deadline = tokio::time::Instant::now() + timeout;
+                while c.counters.active_transfers.load(Relaxed) > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
+        .await?;
+    background.cancel();
+    agent.deregister().await;
+    Ok(())
+}
+
+pub fn render_metrics(core: &service::PeerCore) -> String {
+    use std::fmt::Write as _;
+    let c = &core.counters;
+    let mut out = String::new();
+    let rows: [(&str, &str, &str, u64); 10] = [
+        (
+            "shoal_peer_capacity_bytes",
+            "gauge",
+            "Bytes this peer offers.",
+            core.store.capacity(),
+        ),
+        (
+            "shoal_peer_used_bytes",
+            "gauge",
+            "Bytes of chunks stored.",
+            core.store.used(),
+        ),
+        (
+            "shoal_peer_chunks",
+            "gauge",
+            "Chunks stored.",
+            core.store.len() as u64,
+        ),
+        (
+            "shoal_peer_active_transfers",
+            "gauge",
+            "Chunk transfers in progress.",
+            c.active_transfers.load(Relaxed) as u64,
+        ),
+        (
+            "shoal_peer_bytes_received_total",
+            "counter",
+            "Chunk bytes received.",
+            c.bytes_in.load(Relaxed),
+        ),
+        (
+            "shoal_peer_bytes_sent_total",
+            "counter",
+            "Chunk bytes sent.",
+            c.bytes_out.load(Relaxed),
+        ),
+        (
+            "shoal_peer_chunks_received_total",
+            "counter",
+            "Chunks received and verified.",
+            c.chunks_received.load(Relaxed),
+        ),
+        (
+            "shoal_peer_verify_failures_total",
+            "counter",
+            "Chunks that failed verification on write or read.",
+            c.verify_failures.load(Relaxed),
+        ),
+        (
+            "shoal_peer_scrubbed_bytes_total",
+            "counter",
+            "Bytes re-hashed by scrub.",
+            c.scrubbed_bytes.load(Relaxed),
+        ),
+        (
+            "shoal_peer_scrub_failures_total",
+            "counter",
+            "Corrupt chunks found by scrub.",
+            c.scrub_failures.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{peer=\"{}\"}} {v}",
+            core.id
+        );
+    }
+    out
+}

@@ -1,0 +1,432 @@
+//! `shoal.v1.Peer` over gRPC: chunks in (verified while streaming, forwarded down the
+//! pipeline as they arrive), chunks out (verified while read), copies from other peers.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use shoal_common::hash::{self, Hash};
+use shoal_proto::v1 as pb;
+use shoal_proto::v1::peer_server::Peer as PeerRpc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::store::{ChunkStore, StoreError};
+
+/// Largest chunk a peer accepts (the tracker's maximum chunk size is far below).
+pub const MAX_CHUNK_BYTES: u64 = 1 << 30;
+/// Messages buffered between the network and the disk for one transfer.
+const PIPE_DEPTH: usize = 8;
+
+#[derive(Default)]
+pub struct Counters {
+    pub active_transfers: AtomicU32,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub chunks_received: AtomicU64,
+    pub chunks_served: AtomicU64,
+    pub verify_failures: AtomicU64,
+    pub scrubbed_bytes: AtomicU64,
+    pub scrub_failures: AtomicU64,
+}
+
+/// What the peer shares between its gRPC service and its background loops.
+pub struct PeerCore {
+    pub id: String,
+    pub store: Arc<ChunkStore>,
+    pub counters: Counters,
+    /// Corrupt chunks found on read, for the agent to report.
+    pub corrupt: mpsc::UnboundedSender<Hash>,
+}
+
+struct Active<'a>(&'a AtomicU32);
+impl<'a> Active<'a> {
+    fn new(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, Relaxed);
+        Active(c)
+    }
+}
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl PeerCore {
+    /// Receive a chunk from a stream of byte messages into the store, verifying it.
+    /// Runs the disk side on a blocking thread fed through a bounded channel.
+    async fn receive(
+        self: &Arc<Self>,
+        h: Hash,
+        size: u64,
+        mut next: impl FnMut() -> futures::future::BoxFuture<'static, Result<Option<Bytes>, Status>>,
+        mut tee: Option<mpsc::Sender<pb::PutChunkRequest>>,
+    ) -> Result<bool, Status> {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
+        let store = self.store.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let mut w = store.writer(h, size)?;
+            while let Some(b) = rx.blocking_recv() {
+                w.write(&b)?;
+            }
+            w.commit()
+        });
+        let mut received = 0u64;
+        let mut early: Option<Status> = None;
+        loop {
+            let data = match next().await {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    early = Some(e);
+                    break;
+                }
+            };
+            received += data.len() as u64;
+            if received > size {
+                early = Some(Status::invalid_argument(format!(
+                    "chunk {h} declared {size} bytes, received more"
+                )));
+                break;
+            }
+            if let Some(t) = &tee {
+                let msg = pb::PutChunkRequest {
+                    msg: Some(pb::put_chunk_request::Msg::Data(data.clone())),
+                };
+                if t.send(msg).await.is_err() {
+                    tee = None; // downstream failed; its error is reported when joined
+                }
+            }
+            if tx.send(data).await.is_err() {
+                break; // the writer failed; its error is below
+            }
+        }
+        drop(tx);
+        drop(tee);
+        if let Some(e) = early {
+            writer.abort();
+            return Err(e);
+        }
+        let stored = writer
+            .await
+            .map_err(|e| Status::internal(format!("writer task: {e}")))?;
+        self.counters.bytes_in.fetch_add(received, Relaxed);
+        match stored {
+            Ok(new) => {
+                self.counters.chunks_received.fetch_add(1, Relaxed);
+                Ok(new)
+            }
+            Err(e @ StoreError::Mismatch { .. }) => {
+                self.counters.verify_failures.fetch_add(1, Relaxed);
+                warn!(chunk = %h, "received chunk failed verification; discarded");
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+pub struct PeerService {
+    pub core: Arc<PeerCore>,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl PeerRpc for PeerService {
+    async fn put_chunk(
+        &self,
+        req: Request<Streaming<pb::PutChunkRequest>>,
+    ) -> R<pb::PutChunkResponse> {
+        let core = &self.core;
+        let _active = Active::new(&core.counters.active_transfers);
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::PutChunkRequest {
+                msg: Some(pb::put_chunk_request::Msg::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "PutChunk must start with a header",
+                ))
+            }
+        };
+        let h = hash::parse(&header.hash)?;
+        if header.size > MAX_CHUNK_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "chunk of {} bytes exceeds the {MAX_CHUNK_BYTES}-byte limit",
+                header.size
+            )));
+        }
+        if header.forward.len() > 16 {
+            return Err(Status::invalid_argument("pipeline longer than 16 peers"));
+        }
+        let span = info_span!("chunk.put", chunk = %h, bytes = header.size, peer = %core.id, forward = header.forward.len());
+
+        // Downstream: open the next hop now and tee every message to it.
+        let mut forward = header.forward.clone();
+        forward.retain(|p| p.id != core.id);
+        let downstream = if forward.is_empty() {
+            None
+        } else {
+            let next = forward.remove(0);
+            let (tx, rx) = mpsc::channel::<pb::PutChunkRequest>(PIPE_DEPTH);
+            let first = pb::PutChunkRequest {
+                msg: Some(pb::put_chunk_request::Msg::Header(pb::PutChunkHeader {
+                    hash: header.hash.clone(),
+                    size: header.size,
+                    forward,
+                })),
+            };
+            tx.send(first)
+                .await
+                .map_err(|_| Status::internal("pipeline channel closed"))?;
+            let fspan = info_span!(parent: &span, "chunk.forward", chunk = %h, from = %core.id, to = %next.id, to_addr = %next.addr);
+            let task = tokio::spawn(
+                async move {
+                    let mut c =
+                        pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&next.addr)?);
+                    c.put_chunk(ReceiverStream::new(rx))
+                        .await
+                        .map(|r| r.into_inner())
+                }
+                .instrument(fspan),
+            );
+            Some((tx, task, header.forward[0].id.clone()))
+        };
+
+        let stream = Arc::new(tokio::sync::Mutex::new(stream));
+        let next = move || {
+            let s = stream.clone();
+            async move {
+                let mut s = s.lock().await;
+                match s.message().await? {
+                    Some(pb::PutChunkRequest {
+                        msg: Some(pb::put_chunk_request::Msg::Data(d)),
+                    }) => Ok(Some(d)),
+                    Some(_) => Err(Status::invalid_argument(
+                        "PutChunk carries one header, then data only",
+                    )),
+                    None => Ok(None),
+                }
+            }
+            .boxed()
+        };
+        let (tee, task, next_id) = match downstream {
+            Some((tx, task, id)) => (Some(tx), Some(task), id),
+            None => (None, None, String::new()),
+        };
+        let local = core
+            .receive(h, header.size, next, tee)
+            .instrument(span.clone())
+            .await;
+        let mut resp = pb::PutChunkResponse::default();
+        match &local {
+            Ok(_) => resp.stored_on.push(core.id.clone()),
+            Err(e) => {
+                if let Some(t) = task {
+                    t.abort();
+                }
+                return Err(Status::new(e.code(), e.message().to_string()));
+            }
+        }
+        if let Some(task) = task {
+            match task.await {
+                Ok(Ok(down)) => {
+                    resp.stored_on.extend(down.stored_on);
+                    resp.failures.extend(down.failures);
+                }
+                Ok(Err(e)) => resp.failures.push(pb::ForwardFailure {
+                    peer_id: next_id,
+                    error: e.message().to_string(),
+                }),
+                Err(e) => resp.failures.push(pb::ForwardFailure {
+                    peer_id: next_id,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        span.in_scope(|| {
+            info!(
+                verify = "ok",
+                stored_on = resp.stored_on.len(),
+                "chunk stored"
+            )
+        });
+        Ok(Response::new(resp))
+    }
+
+    type GetChunkStream = ReceiverStream<Result<pb::ChunkData, Status>>;
+
+    async fn get_chunk(&self, req: Request<pb::GetChunkRequest>) -> R<Self::GetChunkStream> {
+        let req = req.into_inner();
+        let h = hash::parse(&req.hash)?;
+        let core = self.core.clone();
+        let (mut file, len) = {
+            let store = core.store.clone();
+            tokio::task::spawn_blocking(move || store.open_chunk(&h))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??
+        };
+        if req.offset > len
+            || req
+                .offset
+                .checked_add(req.length)
+                .is_none_or(|end| end > len)
+        {
+            return Err(Status::out_of_range(format!(
+                "range {}+{} is outside chunk {h} of {len} bytes",
+                req.offset, req.length
+            )));
+        }
+        let end = if req.length == 0 {
+            len
+        } else {
+            req.offset + req.length
+        };
+        let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+        let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let _e = span.enter();
+            let _active = Active::new(&core.counters.active_transfers);
+            // The whole chunk is hashed even for a range: a copy is served only if it verifies.
+            let mut hasher = blake3::Hasher::new();
+            let mut pos = 0u64;
+            loop {
+                let mut buf = vec![0u8; shoal_common::STREAM_MESSAGE_BYTES];
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "reading chunk {h}: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                buf.truncate(n);
+                hasher.update(&buf);
+                let (s, e) = (pos.max(req.offset), (pos + n as u64).min(end));
+                if s < e {
+                    let data = Bytes::from(buf).slice((s - pos) as usize..(e - pos) as usize);
+                    core.counters
+                        .bytes_out
+                        .fetch_add(data.len() as u64, Relaxed);
+                    if tx.blocking_send(Ok(pb::ChunkData { data })).is_err() {
+                        return; // the reader went away
+                    }
+                }
+                pos += n as u64;
+            }
+            if Hash::from(hasher.finalize()) == h {
+                core.counters.chunks_served.fetch_add(1, Relaxed);
+                info!(verify = "ok", "chunk served");
+            } else {
+                core.counters.verify_failures.fetch_add(1, Relaxed);
+                warn!(verify = "mismatch", "stored chunk is corrupt; quarantined");
+                let _ = core.store.quarantine(&h);
+                let _ = core.corrupt.send(h);
+                let _ = tx.blocking_send(Err(Status::data_loss(format!(
+                    "chunk {h} is corrupt on peer {}",
+                    core.id
+                ))));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn has_chunks(&self, req: Request<pb::HasChunksRequest>) -> R<pb::HasChunksResponse> {
+        let req = req.into_inner();
+        let present = req
+            .hashes
+            .iter()
+            .map(|s| hash::parse(s).map(|h| self.core.store.has(&h)))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::HasChunksResponse { present }))
+    }
+
+    async fn delete_chunks(
+        &self,
+        req: Request<pb::DeleteChunksRequest>,
+    ) -> R<pb::DeleteChunksResponse> {
+        let hashes: Vec<Hash> = req
+            .into_inner()
+            .hashes
+            .iter()
+            .map(|s| hash::parse(s))
+            .collect::<Result<_, _>>()?;
+        let store = self.core.store.clone();
+        let deleted = tokio::task::spawn_blocking(move || -> Result<u32, StoreError> {
+            let mut n = 0;
+            for h in &hashes {
+                n += store.delete(h)? as u32;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        info!(deleted, "chunks deleted on request");
+        Ok(Response::new(pb::DeleteChunksResponse { deleted }))
+    }
+
+    async fn replicate_chunk(
+        &self,
+        req: Request<pb::ReplicateChunkRequest>,
+    ) -> R<pb::ReplicateChunkResponse> {
+        let req = req.into_inner();
+        let h = hash::parse(&req.hash)?;
+        if req.size > MAX_CHUNK_BYTES {
+            return Err(Status::invalid_argument("chunk too large"));
+        }
+        let core = self.core.clone();
+        if core.store.has(&h) {
+            return Ok(Response::new(pb::ReplicateChunkResponse {
+                source_peer_id: core.id.clone(),
+                bytes: 0,
+            }));
+        }
+        let _active = Active::new(&core.counters.active_transfers);
+        let mut last = Status::invalid_argument("no source peers given");
+        for src in req.sources.iter().filter(|s| s.id != core.id) {
+            let span = info_span!("chunk.replicate", chunk = %h, source = %src.id, target = %core.id, bytes = req.size);
+            let result = async {
+                let mut c =
+                    pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&src.addr)?);
+                let stream = c
+                    .get_chunk(pb::GetChunkRequest {
+                        hash: h.to_hex(),
+                        offset: 0,
+                        length: 0,
+                    })
+                    .await?
+                    .into_inner();
+                let stream = Arc::new(tokio::sync::Mutex::new(stream));
+                let next = move || {
+                    let s = stream.clone();
+                    async move { Ok(s.lock().await.message().await?.map(|m| m.data)) }.boxed()
+                };
+                core.receive(h, req.size, next, None).await
+            }
+            .instrument(span)
+            .await;
+            match result {
+                Ok(_) => {
+                    info!(chunk = %h, source = %src.id, "chunk copied from peer");
+                    return Ok(Response::new(pb::ReplicateChunkResponse {
+                        source_peer_id: src.id.clone(),
+                        bytes: req.size,
+                    }));
+                }
+                Err(e) => {
+                    warn!(chunk = %h, source = %src.id, error = %e.message(), "copy from source failed; trying the next");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+}

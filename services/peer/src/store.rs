@@ -1,0 +1,361 @@
+//! The chunk store on disk: one file per chunk under `chunks/<first two hex>/<hash>`,
+//! the path derived only from the hash. A chunk is written to `tmp/`, hashed while it
+//! is written, fsynced and renamed into place only if its BLAKE3 hash matches, so a
+//! crash or a bad sender never leaves a half or wrong chunk visible. Corrupt chunks
+//! found on read or scrub move to `quarantine/`.
+//!
+//! Everything here is blocking I/O: call it from `spawn_blocking`.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use shoal_common::hash::Hash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chunk {expected} failed verification: received bytes hash to {actual}")]
+    Mismatch { expected: Hash, actual: Hash },
+    #[error("chunk {hash} declared {declared} bytes, received {received}")]
+    WrongSize {
+        hash: Hash,
+        declared: u64,
+        received: u64,
+    },
+    #[error("chunk {0} is not stored here")]
+    Missing(Hash),
+    #[error("no space left for chunk {hash}: {needed} bytes needed, {free} free")]
+    Full { hash: Hash, needed: u64, free: u64 },
+    #[error("chunk store I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        use tonic::Status;
+        match e {
+            StoreError::Mismatch { .. } => Status::data_loss(e.to_string()),
+            StoreError::WrongSize { .. } => Status::invalid_argument(e.to_string()),
+            StoreError::Missing(_) => Status::not_found(e.to_string()),
+            StoreError::Full { .. } => Status::resource_exhausted(e.to_string()),
+            StoreError::Io(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+pub struct ChunkStore {
+    root: PathBuf,
+    capacity: u64,
+    used: AtomicU64,
+    inventory: Mutex<BTreeSet<Hash>>,
+}
+
+impl ChunkStore {
+    /// Open (creating) the store and scan its chunks. Leftover temp files are removed.
+    pub fn open(root: &Path, capacity: u64) -> Result<Self, StoreError> {
+        for d in ["chunks", "tmp", "quarantine"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        for e in fs::read_dir(root.join("tmp"))? {
+            let _ = fs::remove_file(e?.path());
+        }
+        let mut inventory = BTreeSet::new();
+        let mut used = 0;
+        for shard in fs::read_dir(root.join("chunks"))? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(shard.path())? {
+                let e = e?;
+                if let Some(h) = e.file_name().to_str().and_then(|n| n.parse::<Hash>().ok()) {
+                    used += e.metadata()?.len();
+                    inventory.insert(h);
+                }
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            capacity,
+            used: AtomicU64::new(used),
+            inventory: Mutex::new(inventory),
+        })
+    }
+
+    pub fn path(&self, h: &Hash) -> PathBuf {
+        let hex = h.to_hex();
+        self.root.join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    fn inv(&self) -> std::sync::MutexGuard<'_, BTreeSet<Hash>> {
+        self.inventory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn has(&self, h: &Hash) -> bool {
+        self.inv().contains(h)
+    }
+
+    pub fn inventory(&self) -> Vec<Hash> {
+        self.inv().iter().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inv().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn digest(&self) -> String {
+        shoal_common::hash::inventory_digest(self.inv().iter())
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Relaxed)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Start writing chunk `h` of `size` bytes.
+    pub fn writer(&self, h: Hash, size: u64) -> Result<ChunkWriter<'_>, StoreError> {
+        let free = self.capacity.saturating_sub(self.used());
+        if !self.has(&h) && size > free {
+            return Err(StoreError::Full {
+                hash: h,
+                needed: size,
+                free,
+            });
+        }
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{:016x}", h.to_hex(), rand::random::<u64>()));
+        let file = File::create(&tmp)?;
+        Ok(ChunkWriter {
+            store: self,
+            file: Some(file),
+            tmp,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            hash: h,
+            size,
+        })
+    }
+
+    /// Open a stored chunk for reading.
+    pub fn open_chunk(&self, h: &Hash) -> Result<(File, u64), StoreError> {
+        match File::open(self.path(h)) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                Ok((f, len))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(h, 0);
+                Err(StoreError::Missing(*h))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn forget(&self, h: &Hash, bytes: u64) -> bool {
+        let removed = self.inv().remove(h);
+        if removed {
+            self.used.fetch_sub(bytes.min(self.used()), Relaxed);
+        }
+        removed
+    }
+
+    pub fn delete(&self, h: &Hash) -> Result<bool, StoreError> {
+        let p = self.path(h);
+        let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(self.forget(h, len)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(self.forget(h, 0)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Move a corrupt chunk aside; it is no longer served or counted.
+    pub fn quarantine(&self, h: &Hash) -> Result<(), StoreError> {
+        let p = self.path(h);
+        let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        let dest =
+            self.root
+                .join("quarantine")
+                .join(format!("{}.{}", h.to_hex(), rand::random::<u32>()));
+        match fs::rename(&p, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.forget(h, len);
+        Ok(())
+    }
+
+    /// Re-hash a stored chunk: `Ok(true)` when it matches its name.
+    pub fn verify(&self, h: &Hash, pace: &mut dyn FnMut(u64)) -> Result<bool, StoreError> {
+        let (mut f, _) = self.open_chunk(h)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; shoal_common::STREAM_MESSAGE_BYTES];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            pace(n as u64);
+        }
+        Ok(Hash::from(hasher.finalize()) == *h)
+    }
+}
+
+/// A chunk being received. Dropped without `commit`, it leaves nothing behind.
+pub struct ChunkWriter<'a> {
+    store: &'a ChunkStore,
+    file: Option<File>,
+    tmp: PathBuf,
+    hasher: blake3::Hasher,
+    written: u64,
+    hash: Hash,
+    size: u64,
+}
+
+impl ChunkWriter<'_> {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let received = self.written + data.len() as u64;
+        if received > self.size {
+            return Err(StoreError::WrongSize {
+                hash: self.hash,
+                declared: self.size,
+                received,
+            });
+        }
+        // Large updates use BLAKE3's SIMD paths; 256 KiB messages hash at several GB/s.
+        self.hasher.update(data);
+        self.file
+            .as_mut()
+            .expect("open until commit")
+            .write_all(data)?;
+        self.written = received;
+        Ok(())
+    }
+
+    /// Verify, fsync and rename into place. `Ok(true)` if the chunk is new here.
+    pub fn commit(mut self) -> Result<bool, StoreError> {
+        if self.written != self.size {
+            return Err(StoreError::WrongSize {
+                hash: self.hash,
+                declared: self.size,
+                received: self.written,
+            });
+        }
+        let actual = Hash::from(self.hasher.finalize());
+        if actual != self.hash {
+            return Err(StoreError::Mismatch {
+                expected: self.hash,
+                actual,
+            });
+        }
+        let file = self.file.take().expect("open until commit");
+        if self.store.has(&self.hash) {
+            return Ok(false);
+        }
+        file.sync_data()?;
+        drop(file);
+        let dest = self.store.path(&self.hash);
+        let dir = dest.parent().expect("chunk paths have a shard dir");
+        fs::create_dir_all(dir)?;
+        fs::rename(&self.tmp, &dest)?;
+        // The rename is durable only once the directory is.
+        File::open(dir)?.sync_all()?;
+        if self.store.inv().insert(self.hash) {
+            self.store.used.fetch_add(self.size, Relaxed);
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for ChunkWriter<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ChunkStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(d.path(), 1 << 30).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn write_verify_read_delete() {
+        let (d, s) = store();
+        let data = vec![7u8; 300_000];
+        let h = Hash::of(&data);
+        let mut w = s.writer(h, data.len() as u64).unwrap();
+        w.write(&data[..100]).unwrap();
+        w.write(&data[100..]).unwrap();
+        assert!(w.commit().unwrap());
+        assert!(s.has(&h));
+        assert_eq!(s.used(), 300_000);
+        assert!(s.verify(&h, &mut |_| {}).unwrap());
+        let reopened = ChunkStore::open(d.path(), 1 << 30).unwrap();
+        assert_eq!(reopened.inventory(), vec![h]);
+        assert!(s.delete(&h).unwrap());
+        assert_eq!(s.used(), 0);
+    }
+
+    #[test]
+    fn bad_bytes_leave_nothing() {
+        let (d, s) = store();
+        let h = Hash::of(b"right");
+        let mut w = s.writer(h, 5).unwrap();
+        w.write(b"wrong").unwrap();
+        assert!(matches!(w.commit(), Err(StoreError::Mismatch { .. })));
+        let mut w = s.writer(h, 5).unwrap();
+        assert!(matches!(
+            w.write(b"toolong"),
+            Err(StoreError::WrongSize { .. })
+        ));
+        drop(w);
+        let mut w = s.writer(h, 5).unwrap();
+        w.write(b"rig").unwrap();
+        assert!(matches!(w.commit(), Err(StoreError::WrongSize { .. })));
+        assert!(!s.has(&h));
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corruption_is_detected_and_quarantined() {
+        let (_d, s) = store();
+        let h = Hash::of(b"payload");
+        let mut w = s.writer(h, 7).unwrap();
+        w.write(b"payload").unwrap();
+        w.commit().unwrap();
+        fs::write(s.path(&h), b"paXload").unwrap();
+        assert!(!s.verify(&h, &mut |_| {}).unwrap());
+        s.quarantine(&h).unwrap();
+        assert!(!s.has(&h));
+        assert!(matches!(s.open_chunk(&h), Err(StoreError::Missing(_))));
+    }
+
+    #[test]
+    fn full_store_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(d.path(), 4).unwrap();
+        assert!(matches!(
+            s.writer(Hash::of(b"12345"), 5),
+            Err(StoreError::Full { .. })
+        ));
+    }
+}

@@ -1,0 +1,360 @@
+//! An in-process shoal cluster for tests: a tracker, N peers and optionally the
+//! webserver, each on port 0 with its own temp dir and **its own tokio runtime on its
+//! own thread**, so a test can kill a node abruptly (its runtime is dropped with every
+//! connection and task) as well as stop it gracefully. Readiness is polled with
+//! deadlines, never slept for.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use shoal_client::Client;
+use shoal_peer::PeerConfig;
+use shoal_tracker::TrackerConfig;
+use shoal_webserver::WebserverConfig;
+use tokio_util::sync::CancellationToken;
+
+/// A node running on its own runtime and thread.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn spawn<F, Fut>(name: &str, addr: SocketAddr, data_dir: PathBuf, make: F) -> Node
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let (s, k) = (shutdown.clone(), kill.clone());
+        let name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .thread_name(name.clone())
+                    .build()
+                    .expect("test runtime");
+                rt.block_on(async move {
+                    tokio::select! {
+                        r = make(s) => if let Err(e) = r { eprintln!("{name} exited: {e:#}") },
+                        _ = k.cancelled() => {}
+                    }
+                });
+                // Dropping the runtime aborts every task and closes every socket: a crash.
+                rt.shutdown_background();
+            })
+            .expect("spawn node thread");
+        Node {
+            addr,
+            data_dir,
+            shutdown,
+            kill,
+            thread: Some(thread),
+        }
+    }
+
+    /// Graceful stop (SIGTERM-like): waits for the node to finish.
+    pub fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Abrupt stop (SIGKILL-like).
+    pub fn kill(mut self) {
+        self.kill.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind(addr: &str) -> anyhow::Result<std::net::TcpListener> {
+    // A restarted tracker wants its old port back; it may take a moment to free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return Ok(l);
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("bind {addr}")),
+        }
+    }
+}
+
+/// Shape and settings of a test cluster.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    /// One entry per peer: its zone.
+    pub zones: Vec<String>,
+    pub tracker: TrackerConfig,
+    /// Applied to every peer's config before start.
+    pub peer_tweak: fn(&mut PeerConfig),
+    pub webserver: bool,
+}
+
+impl ClusterOptions {
+    /// Peers in the given zones, 64 KiB chunks, fast liveness.
+    pub fn zones(zones: &[&str]) -> Self {
+        let mut tracker = TrackerConfig::for_data_dir(PathBuf::new());
+        tracker.chunk.min_bytes = 64 << 10;
+        tracker.chunk.max_bytes = 64 << 10;
+        tracker.liveness.heartbeat = Duration::from_millis(100);
+        tracker.liveness.suspect_after = Duration::from_millis(600);
+        tracker.liveness.dead_after = Duration::from_millis(1500);
+        tracker.repair.interval = Duration::from_millis(100);
+        tracker.repair.gc_grace = Duration::from_secs(1);
+        Self {
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            tracker,
+            peer_tweak: |_| {},
+            webserver: false,
+        }
+    }
+
+    pub fn replication(mut self, r: u32) -> Self {
+        self.tracker.replication.factor = r;
+        self
+    }
+}
+
+pub struct Webserver {
+    pub node: Node,
+    pub http: SocketAddr,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub opts: ClusterOptions,
+    pub tracker: Option<Node>,
+    pub tracker_addr: SocketAddr,
+    pub peers: Vec<Option<Node>>,
+    pub webserver: Option<Webserver>,
+}
+
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+    let a = addr.to_string();
+    wait_for(&format!("{addr} SERVING"), Duration::from_secs(20), || {
+        let a = a.clone();
+        async move {
+            shoal_common::grpc::check_health(&a, "")
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await
+}
+
+impl TestCluster {
+    pub async fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let tracker_addr = bind("127.0.0.1:0")?.local_addr()?;
+        let mut c = TestCluster {
+            dir,
+            opts,
+            tracker: None,
+            tracker_addr,
+            peers: Vec::new(),
+            webserver: None,
+        };
+        c.start_tracker().await?;
+        for i in 0..c.opts.zones.len() {
+            let n = c.spawn_peer(i)?;
+            c.peers.push(Some(n));
+        }
+        for p in c.peers.iter().flatten() {
+            wait_serving(p.addr).await?;
+        }
+        c.wait_live_peers(c.opts.zones.len()).await?;
+        if c.opts.webserver {
+            c.start_webserver().await?;
+        }
+        Ok(c)
+    }
+
+    pub fn tracker_url(&self) -> String {
+        format!("http://{}", self.tracker_addr)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.tracker_url()).expect("valid URL")
+    }
+
+    pub async fn start_tracker(&mut self) -> anyhow::Result<()> {
+        let mut cfg = self.opts.tracker.clone();
+        cfg.data_dir = self.dir.path().join("tracker");
+        let l = bind(&self.tracker_addr.to_string())?;
+        let node = Node::spawn(
+            "tracker",
+            self.tracker_addr,
+            cfg.data_dir.clone(),
+            move |stop| async move {
+                shoal_tracker::run(cfg, tokio::net::TcpListener::from_std(l)?, stop).await
+            },
+        );
+        self.tracker = Some(node);
+        wait_serving(self.tracker_addr).await
+    }
+
+    pub fn peer_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("peer{i}"))
+    }
+
+    fn spawn_peer(&self, i: usize) -> anyhow::Result<Node> {
+        let mut cfg =
+            PeerConfig::for_test(self.peer_dir(i), self.tracker_url(), &self.opts.zones[i]);
+        cfg.capacity_bytes = Some(64 << 30);
+        cfg.shutdown_timeout = Duration::from_secs(5);
+        (self.opts.peer_tweak)(&mut cfg);
+        let l = bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        Ok(Node::spawn(
+            &format!("peer{i}"),
+            addr,
+            cfg.data_dir.clone(),
+            move |stop| async move {
+                shoal_peer::run(cfg, tokio::net::TcpListener::from_std(l)?, stop).await
+            },
+        ))
+    }
+
+    /// Start (again) peer `i` on its data dir; waits until it is SERVING.
+    pub async fn start_peer(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = self.spawn_peer(i)?;
+        let addr = n.addr;
+        self.peers[i] = Some(n);
+        wait_serving(addr).await
+    }
+
+    pub fn kill_peer(&mut self, i: usize) {
+        if let Some(n) = self.peers[i].take() {
+            n.kill();
+        }
+    }
+
+    pub fn stop_peer(&mut self, i: usize) {
+        if let Some(n) = self.peers[i].take() {
+            n.stop();
+        }
+    }
+
+    pub async fn restart_tracker(&mut self) -> anyhow::Result<()> {
+        if let Some(t) = self.tracker.take() {
+            t.stop();
+        }
+        self.start_tracker().await
+    }
+
+    pub async fn start_webserver(&mut self) -> anyhow::Result<()> {
+        let cfg = WebserverConfig::for_test(self.tracker_url());
+        let g = bind("127.0.0.1:0")?;
+        let h = bind("127.0.0.1:0")?;
+        let (addr, http) = (g.local_addr()?, h.local_addr()?);
+        let node = Node::spawn("webserver", addr, PathBuf::new(), move |stop| async move {
+            shoal_webserver::run(
+                cfg,
+                tokio::net::TcpListener::from_std(g)?,
+                tokio::net::TcpListener::from_std(h)?,
+                stop,
+            )
+            .await
+        });
+        self.webserver = Some(Webserver { node, http });
+        wait_serving(addr).await
+    }
+
+    /// Wait until the tracker reports `n` alive peers.
+    pub async fn wait_live_peers(&self, n: usize) -> anyhow::Result<()> {
+        let client = self.client();
+        wait_for(&format!("{n} live peers"), Duration::from_secs(20), || {
+            let client = &client;
+            async move {
+                client
+                    .peers()
+                    .await
+                    .map(|p| {
+                        p.iter()
+                            .filter(|p| p.state == shoal_proto::v1::PeerState::Alive as i32)
+                            .count()
+                            == n
+                    })
+                    .unwrap_or(false)
+            }
+        })
+        .await
+    }
+
+    /// The on-disk file of a chunk on peer `i`.
+    pub fn chunk_file(&self, i: usize, hash: &str) -> PathBuf {
+        self.peer_dir(i).join("chunks").join(&hash[..2]).join(hash)
+    }
+}
+
+/// Write `len` pseudo-random bytes (seeded) to `path`.
+pub fn random_file(path: &Path, len: u64, seed: u64) -> std::io::Result<()> {
+    use rand::{RngCore, SeedableRng};
+    use std::io::Write;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
+}
+
+/// BLAKE3 of a file, hex.
+pub fn file_hash(path: &Path) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}

@@ -1,0 +1,288 @@
+//! Tracker configuration (`SHOAL_*` environment variables).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_common::config::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrackerConfig {
+    #[serde(default = "default_listen")]
+    pub listen_addr: SocketAddr,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub replication: Replication,
+    #[serde(default)]
+    pub chunk: Chunking,
+    #[serde(default)]
+    pub liveness: Liveness,
+    #[serde(default)]
+    pub upload: Uploads,
+    #[serde(default)]
+    pub repair: Repair,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Replication {
+    #[serde(default = "default_factor")]
+    pub factor: u32,
+    /// Highest replica count a file may ask for.
+    #[serde(default = "default_max_factor")]
+    pub max_factor: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Chunking {
+    #[serde(default = "default_min_chunk")]
+    pub min_bytes: u64,
+    #[serde(default = "default_max_chunk")]
+    pub max_bytes: u64,
+    /// Largest file accepted.
+    #[serde(default = "default_max_file")]
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Liveness {
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    #[serde(default = "default_suspect", with = "humantime_serde")]
+    pub suspect_after: Duration,
+    #[serde(default = "default_dead", with = "humantime_serde")]
+    pub dead_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Uploads {
+    /// An upload not committed within this time is dropped.
+    #[serde(default = "default_upload_expiry", with = "humantime_serde")]
+    pub expiry: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repair {
+    /// How often the manager looks for work.
+    #[serde(default = "default_repair_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Copies in flight at once, cluster-wide.
+    #[serde(default = "default_repair_concurrency")]
+    pub concurrency: usize,
+    /// Copies in flight at once to or from one peer.
+    #[serde(default = "default_repair_per_peer")]
+    pub per_peer: usize,
+    /// Cluster-wide repair bandwidth budget, bytes per second (0 = unlimited).
+    #[serde(default)]
+    pub bandwidth_bytes: u64,
+    /// Unreferenced chunks younger than this are left alone (uploads in flight).
+    #[serde(default = "default_gc_grace", with = "humantime_serde")]
+    pub gc_grace: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    "0.0.0.0:50052".parse().expect("valid literal")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".shoal/tracker")
+}
+fn default_factor() -> u32 {
+    3
+}
+fn default_max_factor() -> u32 {
+    16
+}
+fn default_min_chunk() -> u64 {
+    1 << 20
+}
+fn default_max_chunk() -> u64 {
+    64 << 20
+}
+fn default_max_file() -> u64 {
+    1 << 40
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_suspect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_dead() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_upload_expiry() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_repair_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_repair_concurrency() -> usize {
+    16
+}
+fn default_repair_per_peer() -> usize {
+    4
+}
+fn default_gc_grace() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            factor: default_factor(),
+            max_factor: default_max_factor(),
+        }
+    }
+}
+impl Default for Chunking {
+    fn default() -> Self {
+        Self {
+            min_bytes: default_min_chunk(),
+            max_bytes: default_max_chunk(),
+            max_file_bytes: default_max_file(),
+        }
+    }
+}
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            heartbeat: default_heartbeat(),
+            suspect_after: default_suspect(),
+            dead_after: default_dead(),
+        }
+    }
+}
+impl Default for Uploads {
+    fn default() -> Self {
+        Self {
+            expiry: default_upload_expiry(),
+        }
+    }
+}
+impl Default for Repair {
+    fn default() -> Self {
+        Self {
+            interval: default_repair_interval(),
+            concurrency: default_repair_concurrency(),
+            per_peer: default_repair_per_peer(),
+            bandwidth_bytes: 0,
+            gc_grace: default_gc_grace(),
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// Defaults for everything (what an empty environment gives).
+    pub fn for_data_dir(data_dir: PathBuf) -> Self {
+        let mut c: TrackerConfig =
+            shoal_common::config::from_vars(Vec::new()).expect("defaults are valid");
+        c.data_dir = data_dir;
+        c
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let c: TrackerConfig = shoal_common::config::from_env()?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.replication;
+        if r.factor == 0 || r.factor > r.max_factor {
+            return Err(ConfigError::invalid(
+                "replication.factor",
+                r.factor,
+                &format!("must be between 1 and {}", r.max_factor),
+            ));
+        }
+        let c = &self.chunk;
+        for (key, v) in [
+            ("chunk.min_bytes", c.min_bytes),
+            ("chunk.max_bytes", c.max_bytes),
+        ] {
+            if !v.is_power_of_two() || !(4096..=(1 << 30)).contains(&v) {
+                return Err(ConfigError::invalid(
+                    key,
+                    v,
+                    "must be a power of two between 4096 and 1073741824",
+                ));
+            }
+        }
+        if c.min_bytes > c.max_bytes {
+            return Err(ConfigError::invalid(
+                "chunk.min_bytes",
+                c.min_bytes,
+                "must not exceed SHOAL_CHUNK__MAX_BYTES",
+            ));
+        }
+        let l = &self.liveness;
+        if l.heartbeat.is_zero() {
+            return Err(ConfigError::invalid(
+                "liveness.heartbeat",
+                humantime::format_duration(l.heartbeat),
+                "must be positive",
+            ));
+        }
+        if l.suspect_after <= l.heartbeat {
+            return Err(ConfigError::invalid(
+                "liveness.suspect_after",
+                humantime::format_duration(l.suspect_after),
+                "must exceed SHOAL_LIVENESS__HEARTBEAT",
+            ));
+        }
+        if l.dead_after <= l.suspect_after {
+            return Err(ConfigError::invalid(
+                "liveness.dead_after",
+                humantime::format_duration(l.dead_after),
+                "must exceed SHOAL_LIVENESS__SUSPECT_AFTER",
+            ));
+        }
+        if self.repair.concurrency == 0 || self.repair.per_peer == 0 {
+            return Err(ConfigError::invalid(
+                "repair.concurrency",
+                self.repair.concurrency,
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(kv: &[(&str, &str)]) -> Result<TrackerConfig, ConfigError> {
+        let c: TrackerConfig = shoal_common::config::from_vars(
+            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.replication.factor, 3);
+        assert_eq!(c.chunk.min_bytes, 1 << 20);
+        assert_eq!(c.liveness.dead_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (k, v) in [
+            ("SHOAL_REPLICATION__FACTOR", "0"),
+            ("SHOAL_REPLICATION__FACTOR", "x"),
+            ("SHOAL_CHUNK__MIN_BYTES", "1000"),
+            ("SHOAL_LIVENESS__HEARTBEAT", "0s"),
+            ("SHOAL_LIVENESS__DEAD_AFTER", "1s"),
+            ("SHOAL_LISTEN_ADDR", "nowhere"),
+        ] {
+            let e = load(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+}

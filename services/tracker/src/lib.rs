@@ -1,0 +1,120 @@
+//! The shoal tracker: peer registry, catalogue (redb), fragmentation, placement and
+//! the replication manager. It never carries chunk bytes.
+//!
+//! `run` takes a bound listener so tests can use port 0.
+
+pub mod config;
+pub mod error;
+pub mod fragment;
+pub mod manager;
+pub mod metrics;
+pub mod placement;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod tracker;
+
+use std::sync::Arc;
+
+use shoal_proto::v1::tracker_server::TrackerServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::TrackerConfig;
+pub use tracker::Tracker;
+
+/// Serve the tracker on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    cfg: TrackerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (router, health) = shoal_common::grpc::server(&["shoal.v1.Tracker"]).await;
+    let tracker = Tracker::open(cfg.clone())?;
+    if let Some(addr) = cfg.metrics_addr {
+        let t = tracker.clone();
+        let render = Arc::new(move || render_metrics(&t));
+        shoal_common::admin::spawn(addr, render, shutdown.clone()).await?;
+    }
+    tokio::spawn(manager::run(tracker.clone(), shutdown.clone()));
+    let svc = TrackerServer::new(service::TrackerService {
+        tracker: tracker.clone(),
+    })
+    .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
+    health.set(true).await;
+    tracing::info!(addr = %listener.local_addr()?, "tracker serving");
+    let h = health.clone();
+    let stop = shutdown.clone();
+    router
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                stop.cancelled().await;
+                h.set(false).await;
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Prometheus text for the tracker.
+pub fn render_metrics(t: &Tracker) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let info = manager::cluster_info(t);
+    let gauges = [
+        ("shoal_tracker_files", "Names in the catalogue.", info.files),
+        (
+            "shoal_tracker_chunks",
+            "Distinct chunks referenced by files.",
+            info.chunks,
+        ),
+        (
+            "shoal_tracker_under_replicated_chunks",
+            "Chunks with fewer live copies than their target.",
+            info.under_replicated_chunks,
+        ),
+        (
+            "shoal_tracker_lost_chunks",
+            "Chunks with no live copy.",
+            info.lost_chunks,
+        ),
+        (
+            "shoal_tracker_repair_queue_depth",
+            "Chunks waiting for repair.",
+            info.repair_queue,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let st = t.state();
+    let now = tokio::time::Instant::now();
+    let mut by: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
+    for p in st.peers.values() {
+        let state = match st.peer_state(p, &t.cfg, now) {
+            shoal_proto::v1::PeerState::Alive => "alive",
+            shoal_proto::v1::PeerState::Suspect => "suspect",
+            shoal_proto::v1::PeerState::Dead => "dead",
+            shoal_proto::v1::PeerState::Draining => "draining",
+            shoal_proto::v1::PeerState::Drained => "drained",
+            shoal_proto::v1::PeerState::Unspecified => "unknown",
+        };
+        *by.entry((p.zone.clone(), state)).or_default() += 1;
+    }
+    drop(st);
+    let _ = writeln!(
+        out,
+        "# HELP shoal_tracker_peers Peers by zone and state.\n# TYPE shoal_tracker_peers gauge"
+    );
+    for ((zone, state), n) in by {
+        let _ = writeln!(
+            out,
+            "shoal_tracker_peers{{zone=\"{zone}\",state=\"{state}\"}} {n}"
+        );
+    }
+    t.metrics.render(&mut out);
+    out
+}

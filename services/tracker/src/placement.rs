@@ -1,0 +1,245 @@
+//! Placement: which peers hold the copies of a chunk. One scoring function serves
+//! uploads, repairs and drains, and it is never random:
+//!
+//! 1. a zone not yet holding the chunk beats one that does (spread over zones);
+//! 2. never two copies on one peer; dead, suspect, draining or full peers are out;
+//! 3. then more free space (compared in whole MiB so near-equal peers tie);
+//! 4. then less load (active transfers plus copies already planned in this batch);
+//! 5. then a stable tie-break: rendezvous hash of (chunk, peer), which spreads the
+//!    chunks of one file over equal peers the same way every time.
+//!
+//! The decision carries its reasons so it can be traced and shown.
+
+use std::collections::HashSet;
+
+use shoal_common::hash::Hash;
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: String,
+    pub zone: String,
+    pub free_bytes: u64,
+    pub load: u64,
+    /// Why this peer may not take new copies (suspect, dead, draining), if so.
+    pub excluded: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    /// Chosen peer ids, best first.
+    pub chosen: Vec<String>,
+    /// Distinct zones holding the chunk once the chosen copies exist.
+    pub zones_covered: usize,
+    /// Zones among the eligible candidates and existing holders.
+    pub zones_available: usize,
+    /// Peers considered (eligible or not).
+    pub candidates: usize,
+    pub eligible: usize,
+    /// One line per chosen peer: how it scored.
+    pub scores: Vec<String>,
+}
+
+impl Decision {
+    pub fn reason(&self) -> String {
+        format!(
+            "zones {}/{} covered; {} of {} candidates eligible; chose [{}]",
+            self.zones_covered,
+            self.zones_available,
+            self.eligible,
+            self.candidates,
+            self.scores.join("; ")
+        )
+    }
+}
+
+/// Places chunk after chunk over one set of candidates, charging each choice to the
+/// chosen peer (less free space, more load) so one file spreads over equal peers.
+pub struct Planner {
+    candidates: Vec<Candidate>,
+}
+
+fn rendezvous(chunk: &Hash, peer: &str) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&chunk.0);
+    h.update(peer.as_bytes());
+    let out = h.finalize();
+    u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+impl Planner {
+    pub fn new(candidates: Vec<Candidate>) -> Self {
+        Self { candidates }
+    }
+
+    /// Choose up to `want` new holders for `chunk` of `size` bytes, given the peers
+    /// (id, zone) that already hold it.
+    pub fn place(
+        &mut self,
+        chunk: &Hash,
+        size: u64,
+        want: usize,
+        holders: &[(String, String)],
+    ) -> Decision {
+        let held: HashSet<&str> = holders.iter().map(|(id, _)| id.as_str()).collect();
+        let mut zones: HashSet<String> = holders.iter().map(|(_, z)| z.clone()).collect();
+        let mut pool: Vec<usize> = (0..self.candidates.len())
+            .filter(|&i| {
+                let c = &self.candidates[i];
+                c.excluded.is_none() && c.free_bytes >= size && !held.contains(c.id.as_str())
+            })
+            .collect();
+        let mut all_zones: HashSet<&str> = pool
+            .iter()
+            .map(|&i| self.candidates[i].zone.as_str())
+            .collect();
+        all_zones.extend(holders.iter().map(|(_, z)| z.as_str()));
+        let mut d = Decision {
+            candidates: self.candidates.len(),
+            eligible: pool.len(),
+            zones_available: all_zones.len(),
+            ..Default::default()
+        };
+        for _ in 0..want {
+            let best = pool.iter().enumerate().max_by_key(|(_, &i)| {
+                let c = &self.candidates[i];
+                (
+                    !zones.contains(&c.zone),
+                    c.free_bytes >> 20,
+                    std::cmp::Reverse(c.load),
+                    std::cmp::Reverse(rendezvous(chunk, &c.id)),
+                )
+            });
+            let Some((pos, &i)) = best else { break };
+            pool.swap_remove(pos);
+            let c = &mut self.candidates[i];
+            let new_zone = zones.insert(c.zone.clone());
+            d.scores.push(format!(
+                "{} zone={}{} free_mib={} load={}",
+                short(&c.id),
+                c.zone,
+                if new_zone { " (new zone)" } else { "" },
+                c.free_bytes >> 20,
+                c.load
+            ));
+            d.chosen.push(c.id.clone());
+            c.free_bytes = c.free_bytes.saturating_sub(size);
+            c.load += 1;
+        }
+        d.zones_covered = zones.len();
+        d
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn cand(id: &str, zone: &str, free: u64) -> Candidate {
+        Candidate {
+            id: id.into(),
+            zone: zone.into(),
+            free_bytes: free,
+            load: 0,
+            excluded: None,
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn two_zones_r2_one_copy_each() {
+        let mut p = Planner::new(vec![
+            cand("a1", "a", GIB),
+            cand("a2", "a", GIB),
+            cand("b1", "b", GIB),
+            cand("b2", "b", GIB),
+        ]);
+        for i in 0..64u32 {
+            let d = p.place(&Hash::of(&i.to_le_bytes()), 1 << 20, 2, &[]);
+            assert_eq!(d.chosen.len(), 2);
+            let zones: HashSet<char> = d
+                .chosen
+                .iter()
+                .map(|id| id.chars().next().unwrap())
+                .collect();
+            assert_eq!(zones.len(), 2, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn spreads_a_file_over_equal_peers() {
+        let mut p = Planner::new((0..4).map(|i| cand(&format!("p{i}"), "z", GIB)).collect());
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for i in 0..100u32 {
+            for id in p.place(&Hash::of(&i.to_le_bytes()), 1 << 20, 1, &[]).chosen {
+                *count.entry(id).or_default() += 1;
+            }
+        }
+        assert_eq!(count.len(), 4);
+        assert!(count.values().all(|&n| n == 25), "{count:?}");
+    }
+
+    #[test]
+    fn prefers_free_space_then_load() {
+        let mut p = Planner::new(vec![cand("small", "a", GIB), cand("big", "a", 2 * GIB)]);
+        assert_eq!(
+            p.place(&Hash::of(b"x"), 1 << 20, 1, &[]).chosen,
+            vec!["big"]
+        );
+        let mut busy = cand("busy", "a", GIB);
+        busy.load = 5;
+        let mut p = Planner::new(vec![busy, cand("idle", "a", GIB)]);
+        assert_eq!(
+            p.place(&Hash::of(b"x"), 1 << 20, 1, &[]).chosen,
+            vec!["idle"]
+        );
+    }
+
+    #[test]
+    fn holders_count_for_zones_and_are_never_chosen() {
+        let mut p = Planner::new(vec![
+            cand("a1", "a", GIB),
+            cand("a2", "a", 2 * GIB),
+            cand("b1", "b", GIB),
+        ]);
+        let d = p.place(&Hash::of(b"x"), 1, 1, &[("a2".into(), "a".into())]);
+        assert_eq!(d.chosen, vec!["b1"]);
+        assert_eq!(d.zones_covered, 2);
+    }
+
+    proptest! {
+        #[test]
+        fn invariants(
+            peers in proptest::collection::vec((0usize..4, 0u64..4, 0u8..4), 1..12),
+            r in 1usize..6,
+            size in 1u64..(1 << 22),
+        ) {
+            let cands: Vec<Candidate> = peers.iter().enumerate().map(|(i, &(zone, free_gib, state))| Candidate {
+                id: format!("p{i}"),
+                zone: format!("z{zone}"),
+                free_bytes: free_gib * GIB / 2,
+                load: 0,
+                excluded: match state { 0 => Some("dead"), 1 => Some("suspect"), _ => None },
+            }).collect();
+            let eligible: Vec<&Candidate> = cands.iter().filter(|c| c.excluded.is_none() && c.free_bytes >= size).collect();
+            let zones: HashSet<&str> = eligible.iter().map(|c| c.zone.as_str()).collect();
+            let d = Planner::new(cands.clone()).place(&Hash::of(b"c"), size, r, &[]);
+            let unique: HashSet<&String> = d.chosen.iter().collect();
+            prop_assert_eq!(unique.len(), d.chosen.len(), "a peer chosen twice");
+            prop_assert_eq!(d.chosen.len(), r.min(eligible.len()));
+            for id in &d.chosen {
+                let c = cands.iter().find(|c| &c.id == id).unwrap();
+                prop_assert!(c.excluded.is_none(), "picked a {:?} peer", c.excluded);
+                prop_assert!(c.free_bytes >= size, "picked a full peer");
+            }
+            let covered: HashSet<&str> = d.chosen.iter().map(|id| cands.iter().find(|c| &c.id == id).unwrap().zone.as_str()).collect();
+            prop_assert_eq!(covered.len(), r.min(zones.len()));
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `shoal.v1.Tracker` over gRPC: decode and validate requests, call the tracker, encode.
+
+use std::sync::Arc;
+
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use shoal_proto::v1::tracker_server::Tracker as TrackerRpc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::error::{bad_hash, Error};
+use crate::tracker::{validate_addr, validate_zone, Tracker};
+
+pub struct TrackerService {
+    pub tracker: Arc<Tracker>,
+}
+
+fn hashes(list: &[String]) -> Result<Vec<Hash>, Status> {
+    list.iter()
+        .map(|s| bad_hash(s).map_err(Status::from))
+        .collect()
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl TrackerRpc for TrackerService {
+    async fn register_peer(
+        &self,
+        req: Request<pb::RegisterPeerRequest>,
+    ) -> R<pb::RegisterPeerResponse> {
+        let req = req.into_inner();
+        let peer = req
+            .peer
+            .ok_or_else(|| Status::invalid_argument("registration without a peer"))?;
+        if peer.id.is_empty()
+            || peer.id.len() > 128
+            || !peer
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(Status::invalid_argument(format!(
+                "peer id {:?} is invalid",
+                peer.id.chars().take(80).collect::<String>()
+            )));
+        }
+        validate_addr(&peer.addr)?;
+        validate_zone(&peer.zone)?;
+        let chunks = hashes(&req.chunks)?;
+        info!(peer = %peer.id, addr = %peer.addr, zone = %peer.zone, chunks = chunks.len(), "peer registered");
+        let t = &self.tracker;
+        t.state().register_peer(
+            peer,
+            req.capacity_bytes,
+            req.used_bytes,
+            chunks,
+            Instant::now(),
+        );
+        Ok(Response::new(pb::RegisterPeerResponse {
+            heartbeat_interval_ms: t.cfg.liveness.heartbeat.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::HeartbeatResponse> {
+        let req = req.into_inner();
+        let t = &self.tracker;
+        t.metrics
+            .heartbeats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let interval = t.cfg.liveness.heartbeat.as_millis() as u64;
+        let mut st = t.state();
+        let Some(p) = st.peers.get_mut(&req.peer_id) else {
+            return Ok(Response::new(pb::HeartbeatResponse {
+                known: false,
+                heartbeat_interval_ms: interval,
+                resync: false,
+            }));
+        };
+        let was_dead =
+            Instant::now().saturating_duration_since(p.last_seen) >= t.cfg.liveness.dead_after;
+        p.last_seen = Instant::now();
+        p.capacity = req.capacity_bytes;
+        p.used = req.used_bytes;
+        p.active_transfers = req.active_transfers;
+        let chunk_count = p.chunks.len() as u64;
+        // A peer back from the dead is reconciled, not trusted: ask for its full inventory.
+        let resync = was_dead
+            || chunk_count != req.chunk_count
+            || (!req.inventory_digest.is_empty()
+                && st.inventory_digest(&req.peer_id).as_deref()
+                    != Some(req.inventory_digest.as_str()));
+        Ok(Response::new(pb::HeartbeatResponse {
+            known: true,
+            heartbeat_interval_ms: interval,
+            resync,
+        }))
+    }
+
+    async fn report_chunks(
+        &self,
+        req: Request<pb::ReportChunksRequest>,
+    ) -> R<pb::ReportChunksResponse> {
+        let req = req.into_inner();
+        let (added, removed, corrupt) = (
+            hashes(&req.added)?,
+            hashes(&req.removed)?,
+            hashes(&req.corrupt)?,
+        );
+        if !corrupt.is_empty() {
+            warn!(peer = %req.peer_id, chunks = corrupt.len(), "peer reported corrupt chunks; queued for repair");
+        }
+        let t = &self.tracker;
+        let mut removed_all = removed;
+        removed_all.extend(corrupt.iter().copied());
+        t.state()
+            .report_chunks(&req.peer_id, added, removed_all, req.full)?;
+        if !corrupt.is_empty() {
+            crate::manager::enqueue_repairs(t, corrupt);
+        }
+        Ok(Response::new(pb::ReportChunksResponse {}))
+    }
+
+    async fn list_peers(&self, _: Request<pb::ListPeersRequest>) -> R<pb::ListPeersResponse> {
+        let t = &self.tracker;
+        let st = t.state();
+        let now = Instant::now();
+        let mut peers: Vec<pb::PeerInfo> = st
+            .peers
+            .values()
+            .map(|p| st.peer_info(p, &t.cfg, now))
+            .collect();
+        peers.sort_by(|a, b| {
+            let (a, b) = (a.peer.as_ref().expect("set"), b.peer.as_ref().expect("set"));
+            (&a.zone, &a.id).cmp(&(&b.zone, &b.id))
+        });
+        Ok(Response::new(pb::ListPeersResponse { peers }))
+    }
+
+    async fn drain_peer(&self, req: Request<pb::DrainPeerRequest>) -> R<pb::DrainPeerResponse> {
+        let id = req.into_inner().peer_id;
+        Ok(Response::new(crate::manager::drain(&self.tracker, &id)?))
+    }
+
+    async fn deregister(&self, req: Request<pb::DeregisterRequest>) -> R<pb::DeregisterResponse> {
+        let id = req.into_inner().peer_id;
+        let t = &self.tracker;
+        if let Some(p) = t.state().peers.get_mut(&id) {
+            info!(peer = %id, "peer deregistered; its copies stop counting now");
+            p.last_seen = Instant::now() - t.cfg.liveness.dead_after;
+        }
+        Ok(Response::new(pb::DeregisterResponse {}))
+    }
+
+    async fn begin_upload(
+        &self,
+        req: Request<pb::BeginUploadRequest>,
+    ) -> R<pb::BeginUploadResponse> {
+        Ok(Response::new(self.tracker.begin_upload(req.into_inner())?))
+    }
+
+    async fn place_chunks(
+        &self,
+        req: Request<pb::PlaceChunksRequest>,
+    ) -> R<pb::PlaceChunksResponse> {
+        Ok(Response::new(
+            self.tracker.place_chunks(req.into_inner()).await?,
+        ))
+    }
+
+    async fn commit_upload(
+        &self,
+        req: Request<pb::CommitUploadRequest>,
+    ) -> R<pb::CommitUploadResponse> {
+        Ok(Response::new(
+            self.tracker.commit_upload(req.into_inner()).await?,
+        ))
+    }
+
+    async fn abort_upload(
+        &self,
+        req: Request<pb::AbortUploadRequest>,
+    ) -> R<pb::AbortUploadResponse> {
+        self.tracker
+            .state()
+            .uploads
+            .remove(&req.into_inner().upload_id);
+        Ok(Response::new(pb::AbortUploadResponse {}))
+    }
+
+    async fn list_files(&self, _: Request<pb::ListFilesRequest>) -> R<pb::ListFilesResponse> {
+        let t = &self.tracker;
+        let files = t.state().list(None, &t.cfg, Instant::now());
+        Ok(Response::new(pb::ListFilesResponse { files }))
+    }
+
+    async fn search_files(&self, req: Request<pb::SearchFilesRequest>) -> R<pb::ListFilesResponse> {
+        let q = req.into_inner().query;
+        if q.len() > shoal_common::names::MAX_NAME_BYTES {
+            return Err(Status::invalid_argument(
+                "search query longer than the longest name",
+            ));
+        }
+        let t = &self.tracker;
+        let files = t.state().list(Some(&q), &t.cfg, Instant::now());
+        Ok(Response::new(pb::ListFilesResponse { files }))
+    }
+
+    async fn stat_file(&self, req: Request<pb::StatFileRequest>) -> R<pb::FileDetail> {
+        let t = &self.tracker;
+        let d = t
+            .state()
+            .detail(&req.into_inner().name_or_id, &t.cfg, Instant::now())?;
+        Ok(Response::new(d))
+    }
+
+    async fn delete_file(&self, req: Request<pb::DeleteFileRequest>) -> R<pb::DeleteFileResponse> {
+        Ok(Response::new(
+            self.tracker.delete(req.into_inner().name_or_id).await?,
+        ))
+    }
+
+    async fn set_replicas(
+        &self,
+        req: Request<pb::SetReplicasRequest>,
+    ) -> R<pb::SetReplicasResponse> {
+        let req = req.into_inner();
+        let t = &self.tracker;
+        if req.replicas == 0 || req.replicas > t.cfg.replication.max_factor {
+            return Err(Error::InvalidArgument(format!(
+                "replica count must be between 1 and {}, got {}",
+                t.cfg.replication.max_factor, req.replicas
+            ))
+            .into());
+        }
+        let n = req.name_or_id.clone();
+        let id = t
+            .mutate(move |st, _, _| st.set_replicas(&n, req.replicas))
+            .await?;
+        let chunks: Vec<Hash> = t
+            .state()
+            .files
+            .get(&id)
+            .map(|f| f.chunks.clone())
+            .unwrap_or_default();
+        crate::manager::enqueue_repairs(t, chunks);
+        let d = t.state().detail(&req.name_or_id, &t.cfg, Instant::now())?;
+        Ok(Response::new(pb::SetReplicasResponse { file: d.summary }))
+    }
+
+    async fn report_bad_chunk(
+        &self,
+        req: Request<pb::ReportBadChunkRequest>,
+    ) -> R<pb::ReportBadChunkResponse> {
+        let req = req.into_inner();
+        let h = bad_hash(&req.hash)?;
+        warn!(peer = %req.peer_id, chunk = %h, reason = %req.reason, "client reported a bad copy");
+        // The copy is no longer counted; the peer's own verification (scrub, read) decides
+        // whether it is really corrupt, and repair restores the count meanwhile.
+        self.tracker.state().remove_location(&req.peer_id, &h);
+        crate::manager::enqueue_repairs(&self.tracker, vec![h]);
+        Ok(Response::new(pb::ReportBadChunkResponse {}))
+    }
+
+    async fn cluster_info(&self, _: Request<pb::ClusterInfoRequest>) -> R<pb::ClusterInfoResponse> {
+        Ok(Response::new(crate::manager::cluster_info(&self.tracker)))
+    }
+}

@@ -1,0 +1,569 @@
+//! The tracker's state in memory: catalogue (mirrored to the store), peers and their
+//! liveness, where every chunk lives, and uploads in flight. Every method is
+//! synchronous and runs under one lock; callers never hold it across an await.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use tokio::time::Instant;
+
+use crate::config::TrackerConfig;
+use crate::error::{Error, Result};
+use crate::store::{Change, FileRecord, Loaded, NameRecord};
+
+#[derive(Debug, Clone)]
+pub struct PeerEntry {
+    pub id: String,
+    pub addr: String,
+    pub zone: String,
+    pub capacity: u64,
+    pub used: u64,
+    pub active_transfers: u32,
+    pub last_seen: Instant,
+    pub draining: bool,
+    pub chunks: HashSet<Hash>,
+}
+
+impl PeerEntry {
+    pub fn peer_ref(&self) -> pb::PeerRef {
+        pb::PeerRef {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+            zone: self.zone.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Dead,
+}
+
+#[derive(Debug)]
+pub struct Upload {
+    pub name: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub replicas: u32,
+    pub overwrite: bool,
+    pub expires_at: Instant,
+    pub file_id: Option<Hash>,
+    pub chunks: Vec<Hash>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub files: HashMap<Hash, FileRecord>,
+    pub names: BTreeMap<String, NameRecord>,
+    /// How many files reference each chunk.
+    pub chunk_refs: HashMap<Hash, u32>,
+    /// Size of every referenced chunk.
+    pub chunk_sizes: HashMap<Hash, u64>,
+    pub peers: HashMap<String, PeerEntry>,
+    pub locations: HashMap<Hash, HashSet<String>>,
+    pub uploads: HashMap<String, Upload>,
+    /// Last placement reason per chunk, shown by stat and the web UI.
+    pub placement_reasons: HashMap<Hash, String>,
+}
+
+/// What a delete did.
+pub struct Removal {
+    pub names: Vec<String>,
+    pub content_removed: bool,
+    pub changes: Vec<Change>,
+    pub deletions: Vec<Deletion>,
+}
+
+/// Chunks to delete on one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    pub peer_id: String,
+    pub addr: String,
+    pub chunks: Vec<Hash>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    pub fn from_loaded(loaded: Loaded) -> Self {
+        let mut s = State {
+            names: loaded.names,
+            ..Default::default()
+        };
+        for f in loaded.files.into_values() {
+            s.add_file(f);
+        }
+        s
+    }
+
+    fn add_file(&mut self, f: FileRecord) {
+        let unique: HashSet<Hash> = f.chunks.iter().copied().collect();
+        for (i, h) in f.chunks.iter().enumerate() {
+            self.chunk_sizes
+                .entry(*h)
+                .or_insert_with(|| crate::fragment::chunk_len(f.size, f.chunk_size, i as u64));
+        }
+        for h in unique {
+            *self.chunk_refs.entry(h).or_default() += 1;
+        }
+        self.files.insert(f.id, f);
+    }
+
+    /// Remove a file record; returns the chunks nothing references any more.
+    fn remove_file(&mut self, id: &Hash) -> Vec<Hash> {
+        let Some(f) = self.files.remove(id) else {
+            return Vec::new();
+        };
+        let unique: HashSet<Hash> = f.chunks.into_iter().collect();
+        let mut garbage = Vec::new();
+        for h in unique {
+            if let Some(n) = self.chunk_refs.get_mut(&h) {
+                *n -= 1;
+                if *n == 0 {
+                    self.chunk_refs.remove(&h);
+                    self.chunk_sizes.remove(&h);
+                    self.placement_reasons.remove(&h);
+                    garbage.push(h);
+                }
+            }
+        }
+        garbage
+    }
+
+    // ---- liveness -------------------------------------------------------------
+
+    pub fn liveness(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> Liveness {
+        let age = now.saturating_duration_since(p.last_seen);
+        if age >= cfg.liveness.dead_after {
+            Liveness::Dead
+        } else if age >= cfg.liveness.suspect_after {
+            Liveness::Suspect
+        } else {
+            Liveness::Alive
+        }
+    }
+
+    pub fn peer_state(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> pb::PeerState {
+        match (self.liveness(p, cfg, now), p.draining) {
+            (Liveness::Dead, _) => pb::PeerState::Dead,
+            (_, true) if self.drain_remaining(&p.id, cfg, now) == 0 => pb::PeerState::Drained,
+            (_, true) => pb::PeerState::Draining,
+            (Liveness::Suspect, _) => pb::PeerState::Suspect,
+            (Liveness::Alive, _) => pb::PeerState::Alive,
+        }
+    }
+
+    /// Peers holding `chunk` that are not dead, alive before suspect.
+    pub fn live_holders(&self, chunk: &Hash, cfg: &TrackerConfig, now: Instant) -> Vec<&PeerEntry> {
+        let mut out: Vec<(&PeerEntry, Liveness)> = self
+            .locations
+            .get(chunk)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.peers.get(id))
+            .map(|p| (p, self.liveness(p, cfg, now)))
+            .filter(|(_, l)| *l != Liveness::Dead)
+            .collect();
+        out.sort_by_key(|(p, l)| {
+            (
+                *l == Liveness::Suspect,
+                p.draining,
+                p.active_transfers,
+                p.id.clone(),
+            )
+        });
+        out.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// Live copies that count towards the target (draining peers are leaving).
+    pub fn durable_count(&self, chunk: &Hash, cfg: &TrackerConfig, now: Instant) -> usize {
+        self.live_holders(chunk, cfg, now)
+            .iter()
+            .filter(|p| !p.draining)
+            .count()
+    }
+
+    /// Chunks of a draining peer that still need a copy elsewhere.
+    pub fn drain_remaining(&self, peer_id: &str, cfg: &TrackerConfig, now: Instant) -> usize {
+        let Some(p) = self.peers.get(peer_id) else {
+            return 0;
+        };
+        p.chunks
+            .iter()
+            .filter(|h| self.chunk_refs.contains_key(h))
+            .filter(|h| {
+                let target = self.chunk_target(h).unwrap_or(1) as usize;
+                self.durable_count(h, cfg, now) < target
+            })
+            .count()
+    }
+
+    /// Highest replica target among the files that use `chunk`.
+    pub fn chunk_target(&self, chunk: &Hash) -> Option<u32> {
+        // Small clusters have few files per chunk; a reverse index is not worth its memory yet.
+        self.files
+            .values()
+            .filter(|f| f.chunks.contains(chunk))
+            .map(|f| f.replicas)
+            .max()
+    }
+
+    pub fn live_peer_count(&self, cfg: &TrackerConfig, now: Instant) -> usize {
+        self.peers
+            .values()
+            .filter(|p| self.liveness(p, cfg, now) == Liveness::Alive && !p.draining)
+            .count()
+    }
+
+    pub fn live_zone_count(&self, cfg: &TrackerConfig, now: Instant) -> usize {
+        self.peers
+            .values()
+            .filter(|p| self.liveness(p, cfg, now) == Liveness::Alive && !p.draining)
+            .map(|p| p.zone.as_str())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    // ---- peers ------------------------------------------------------------------
+
+    pub fn register_peer(
+        &mut self,
+        peer: pb::PeerRef,
+        capacity: u64,
+        used: u64,
+        chunks: Vec<Hash>,
+        now: Instant,
+    ) {
+        let draining = self
+            .peers
+            .get(&peer.id)
+            .map(|p| p.draining)
+            .unwrap_or(false);
+        self.forget_inventory(&peer.id);
+        for h in &chunks {
+            self.locations
+                .entry(*h)
+                .or_default()
+                .insert(peer.id.clone());
+        }
+        self.peers.insert(
+            peer.id.clone(),
+            PeerEntry {
+                id: peer.id,
+                addr: peer.addr,
+                zone: peer.zone,
+                capacity,
+                used,
+                active_transfers: 0,
+                last_seen: now,
+                draining,
+                chunks: chunks.into_iter().collect(),
+            },
+        );
+    }
+
+    fn forget_inventory(&mut self, peer_id: &str) {
+        if let Some(p) = self.peers.get_mut(peer_id) {
+            for h in p.chunks.drain() {
+                if let Some(set) = self.locations.get_mut(&h) {
+                    set.remove(peer_id);
+                    if set.is_empty() {
+                        self.locations.remove(&h);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn add_location(&mut self, peer_id: &str, h: Hash) -> bool {
+        let Some(p) = self.peers.get_mut(peer_id) else {
+            return false;
+        };
+        p.chunks.insert(h);
+        self.locations
+            .entry(h)
+            .or_default()
+            .insert(peer_id.to_string());
+        true
+    }
+
+    pub fn remove_location(&mut self, peer_id: &str, h: &Hash) {
+        if let Some(p) = self.peers.get_mut(peer_id) {
+            p.chunks.remove(h);
+        }
+        if let Some(set) = self.locations.get_mut(h) {
+            set.remove(peer_id);
+            if set.is_empty() {
+                self.locations.remove(h);
+            }
+        }
+    }
+
+    pub fn report_chunks(
+        &mut self,
+        peer_id: &str,
+        added: Vec<Hash>,
+        removed: Vec<Hash>,
+        full: bool,
+    ) -> Result<()> {
+        if !self.peers.contains_key(peer_id) {
+            return Err(Error::NotFound(format!(
+                "unknown peer {peer_id}: register first"
+            )));
+        }
+        if full {
+            self.forget_inventory(peer_id);
+        }
+        for h in added {
+            self.add_location(peer_id, h);
+        }
+        for h in removed {
+            self.remove_location(peer_id, &h);
+        }
+        Ok(())
+    }
+
+    pub fn inventory_digest(&self, peer_id: &str) -> Option<String> {
+        let p = self.peers.get(peer_id)?;
+        let mut v: Vec<&Hash> = p.chunks.iter().collect();
+        v.sort();
+        Some(shoal_common::hash::inventory_digest(v))
+    }
+
+    pub fn peer_info(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> pb::PeerInfo {
+        pb::PeerInfo {
+            peer: Some(p.peer_ref()),
+            state: self.peer_state(p, cfg, now) as i32,
+            capacity_bytes: p.capacity,
+            used_bytes: p.used,
+            chunks: p.chunks.len() as u64,
+            active_transfers: p.active_transfers,
+            last_heartbeat_ms_ago: now.saturating_duration_since(p.last_seen).as_millis() as u64,
+        }
+    }
+
+    // ---- catalogue reads ----------------------------------------------------------
+
+    /// Resolve a name (first) or a content id.
+    pub fn resolve(&self, name_or_id: &str) -> Result<(Option<String>, &FileRecord)> {
+        if let Some(n) = self.names.get(name_or_id) {
+            let f = self.files.get(&n.id).ok_or_else(|| {
+                Error::NotFound(format!("file {name_or_id:?} has no content record"))
+            })?;
+            return Ok((Some(name_or_id.to_string()), f));
+        }
+        if let Ok(id) = name_or_id.parse::<Hash>() {
+            if let Some(f) = self.files.get(&id) {
+                return Ok((None, f));
+            }
+        }
+        Err(Error::NotFound(format!(
+            "no file named or with id {name_or_id:?}"
+        )))
+    }
+
+    pub fn names_of(&self, id: &Hash) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|(_, n)| n.id == *id)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub fn summary(
+        &self,
+        name: &str,
+        n: &NameRecord,
+        cfg: &TrackerConfig,
+        now: Instant,
+    ) -> Option<pb::FileSummary> {
+        let f = self.files.get(&n.id)?;
+        let min = f
+            .chunks
+            .iter()
+            .map(|h| self.live_holders(h, cfg, now).len() as u32)
+            .min();
+        let replicas_min = min.unwrap_or(f.replicas);
+        let status = if replicas_min == 0 {
+            pb::FileStatus::Unavailable
+        } else if replicas_min < f.replicas {
+            pb::FileStatus::UnderReplicated
+        } else {
+            pb::FileStatus::Healthy
+        };
+        Some(pb::FileSummary {
+            name: name.to_string(),
+            id: f.id.to_hex(),
+            size: f.size,
+            chunk_size: f.chunk_size,
+            chunks: f.chunks.len() as u32,
+            replicas_target: f.replicas,
+            replicas_min,
+            status: status as i32,
+            created_unix_ms: n.created_ms,
+        })
+    }
+
+    pub fn list(
+        &self,
+        query: Option<&str>,
+        cfg: &TrackerConfig,
+        now: Instant,
+    ) -> Vec<pb::FileSummary> {
+        let q = query.map(str::to_lowercase);
+        self.names
+            .iter()
+            .filter(|(name, _)| q.as_deref().is_none_or(|q| name.to_lowercase().contains(q)))
+            .filter_map(|(name, n)| self.summary(name, n, cfg, now))
+            .collect()
+    }
+
+    pub fn detail(
+        &self,
+        name_or_id: &str,
+        cfg: &TrackerConfig,
+        now: Instant,
+    ) -> Result<pb::FileDetail> {
+        let (name, f) = self.resolve(name_or_id)?;
+        let names = self.names_of(&f.id);
+        let name = name.or_else(|| names.first().cloned()).unwrap_or_default();
+        let record = self.names.get(&name).cloned().unwrap_or(NameRecord {
+            id: f.id,
+            created_ms: f.created_ms,
+        });
+        let summary = self.summary(&name, &record, cfg, now);
+        let chunks = f
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, h)| pb::ChunkReplicas {
+                index: i as u32,
+                hash: h.to_hex(),
+                size: crate::fragment::chunk_len(f.size, f.chunk_size, i as u64),
+                replicas: self
+                    .live_holders(h, cfg, now)
+                    .iter()
+                    .map(|p| p.peer_ref())
+                    .collect(),
+                placement_reason: self.placement_reasons.get(h).cloned().unwrap_or_default(),
+            })
+            .collect();
+        Ok(pb::FileDetail {
+            summary,
+            chunks,
+            names,
+        })
+    }
+
+    // ---- catalogue writes (each returns the store changes to apply) ----------------
+
+    /// Drop names; content that loses its last name is removed and its chunks become
+    /// garbage (deleted on their peers unless an upload in flight uses them).
+    pub fn delete(
+        &mut self,
+        name_or_id: &str,
+    ) -> Result<Removal> {
+        let (name, f) = self.resolve(name_or_id)?;
+        let id = f.id;
+        let names = match name {
+            Some(n) => vec![n],
+            None => self.names_of(&id),
+        };
+        let mut changes = Vec::new();
+        for n in &names {
+            self.names.remove(n);
+            changes.push(Change::DeleteName(n.clone()));
+        }
+        let (content_removed, deletions) = self.drop_content_if_unnamed(&id, &mut changes);
+        Ok(Removal { names, content_removed, changes, deletions })
+    }
+
+    fn drop_content_if_unnamed(
+        &mut self,
+        id: &Hash,
+        changes: &mut Vec<Change>,
+    ) -> (bool, Vec<Deletion>) {
+        if self.names.values().any(|n| n.id == *id) {
+            return (false, Vec::new());
+        }
+        let garbage = self.remove_file(id);
+        changes.push(Change::DeleteFile(*id));
+        let in_flight: HashSet<Hash> = self
+            .uploads
+            .values()
+            .flat_map(|u| u.chunks.iter().copied())
+            .collect();
+        let mut by_peer: HashMap<String, Vec<Hash>> = HashMap::new();
+        for h in garbage.into_iter().filter(|h| !in_flight.contains(h)) {
+            for peer in self.locations.remove(&h).unwrap_or_default() {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.chunks.remove(&h);
+                }
+                by_peer.entry(peer).or_default().push(h);
+            }
+        }
+        let deletions = by_peer
+            .into_iter()
+            .filter_map(|(peer_id, chunks)| {
+                let addr = self.peers.get(&peer_id)?.addr.clone();
+                Some(Deletion {
+                    peer_id,
+                    addr,
+                    chunks,
+                })
+            })
+            .collect();
+        (true, deletions)
+    }
+
+    /// Bind `name` to content `id`, replacing another content only with `overwrite`.
+    pub fn bind_name(
+        &mut self,
+        name: &str,
+        id: Hash,
+        overwrite: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<Deletion>> {
+        let previous = self.names.get(name).map(|n| n.id);
+        match previous {
+            Some(old) if old == id => return Ok(Vec::new()),
+            Some(old) if !overwrite => return Err(Error::AlreadyExists(format!(
+                "a different file named {name:?} exists (id {old}); use --overwrite to replace it"
+            ))),
+            _ => {}
+        }
+        let rec = NameRecord {
+            id,
+            created_ms: now_ms(),
+        };
+        self.names.insert(name.to_string(), rec.clone());
+        changes.push(Change::PutName(name.to_string(), rec));
+        Ok(match previous {
+            Some(old) => self.drop_content_if_unnamed(&old, changes).1,
+            None => Vec::new(),
+        })
+    }
+
+    pub fn insert_file(&mut self, f: FileRecord, changes: &mut Vec<Change>) {
+        if !self.files.contains_key(&f.id) {
+            changes.push(Change::PutFile(f.clone()));
+            self.add_file(f);
+        }
+    }
+
+    pub fn set_replicas(&mut self, name_or_id: &str, replicas: u32) -> Result<(Hash, Vec<Change>)> {
+        let (_, f) = self.resolve(name_or_id)?;
+        let id = f.id;
+        let f = self.files.get_mut(&id).expect("resolved above");
+        f.replicas = replicas;
+        Ok((id, vec![Change::PutFile(f.clone())]))
+    }
+}

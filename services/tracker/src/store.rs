@@ -1,0 +1,197 @@
+//! The catalogue on disk (redb under `SHOAL_DATA_DIR`): files by content id, names,
+//! and the repair queue. One write transaction per catalogue change. Chunk locations
+//! are not stored: peers re-register with their inventories after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use shoal_common::hash::Hash;
+
+const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
+const REPAIRS: TableDefinition<&str, &[u8]> = TableDefinition::new("repairs");
+
+/// A file's content: what every name of it points to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRecord {
+    pub id: Hash,
+    pub size: u64,
+    pub chunk_size: u64,
+    /// Chunk hashes in order.
+    pub chunks: Vec<Hash>,
+    pub replicas: u32,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NameRecord {
+    pub id: Hash,
+    pub created_ms: i64,
+}
+
+/// A chunk waiting for repair, persisted so repair survives a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepairRecord {
+    pub chunk: Hash,
+    pub enqueued_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Change {
+    PutFile(FileRecord),
+    DeleteFile(Hash),
+    PutName(String, NameRecord),
+    DeleteName(String),
+    PutRepair(RepairRecord),
+    DeleteRepair(Hash),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("catalogue store: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+pub struct Store {
+    db: Database,
+}
+
+/// Everything the store holds, loaded at start.
+#[derive(Default)]
+pub struct Loaded {
+    pub files: HashMap<Hash, FileRecord>,
+    pub names: BTreeMap<String, NameRecord>,
+    pub repairs: Vec<RepairRecord>,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("create {}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("catalogue.redb")).map_err(err)?;
+        let txn = db.begin_write().map_err(err)?;
+        for t in [FILES, NAMES, REPAIRS] {
+            txn.open_table(t).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let mut out = Loaded::default();
+        for row in txn.open_table(FILES).map_err(err)?.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            let f: FileRecord = serde_json::from_slice(v.value()).map_err(err)?;
+            out.files.insert(f.id, f);
+        }
+        for row in txn.open_table(NAMES).map_err(err)?.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            out.names.insert(
+                k.value().to_string(),
+                serde_json::from_slice(v.value()).map_err(err)?,
+            );
+        }
+        for row in txn.open_table(REPAIRS).map_err(err)?.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            out.repairs
+                .push(serde_json::from_slice(v.value()).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// Apply the changes in one durable transaction: all or nothing.
+    pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut files = txn.open_table(FILES).map_err(err)?;
+            let mut names = txn.open_table(NAMES).map_err(err)?;
+            let mut repairs = txn.open_table(REPAIRS).map_err(err)?;
+            for c in changes {
+                match c {
+                    Change::PutFile(f) => {
+                        let v = serde_json::to_vec(f).map_err(err)?;
+                        files
+                            .insert(f.id.to_hex().as_str(), v.as_slice())
+                            .map_err(err)?;
+                    }
+                    Change::DeleteFile(id) => {
+                        files.remove(id.to_hex().as_str()).map_err(err)?;
+                    }
+                    Change::PutName(name, n) => {
+                        let v = serde_json::to_vec(n).map_err(err)?;
+                        names.insert(name.as_str(), v.as_slice()).map_err(err)?;
+                    }
+                    Change::DeleteName(name) => {
+                        names.remove(name.as_str()).map_err(err)?;
+                    }
+                    Change::PutRepair(r) => {
+                        let v = serde_json::to_vec(r).map_err(err)?;
+                        repairs
+                            .insert(r.chunk.to_hex().as_str(), v.as_slice())
+                            .map_err(err)?;
+                    }
+                    Change::DeleteRepair(h) => {
+                        repairs.remove(h.to_hex().as_str()).map_err(err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = FileRecord {
+            id: Hash::of(b"f"),
+            size: 3,
+            chunk_size: 4096,
+            chunks: vec![Hash::of(b"c")],
+            replicas: 2,
+            created_ms: 7,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.apply(&[
+                Change::PutFile(f.clone()),
+                Change::PutName(
+                    "a".into(),
+                    NameRecord {
+                        id: f.id,
+                        created_ms: 7,
+                    },
+                ),
+                Change::PutName(
+                    "b".into(),
+                    NameRecord {
+                        id: f.id,
+                        created_ms: 8,
+                    },
+                ),
+                Change::DeleteName("b".into()),
+                Change::PutRepair(RepairRecord {
+                    chunk: Hash::of(b"c"),
+                    enqueued_ms: 1,
+                }),
+            ])
+            .unwrap();
+        }
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded.files.get(&f.id), Some(&f));
+        assert_eq!(loaded.names.keys().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(loaded.repairs.len(), 1);
+    }
+}

@@ -1,0 +1,389 @@
+//! The tracker's operations: each combines the in-memory state, the store and the
+//! placement and fragmentation policies. Catalogue changes are applied to the store
+//! inside the state lock, on a blocking thread, so memory and disk change together.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use tokio::time::Instant;
+use tracing::{info, info_span, warn};
+
+use crate::config::TrackerConfig;
+use crate::error::{bad_hash, Error, Result};
+use crate::fragment::{chunk_count, chunk_len, fragment};
+use crate::placement::{Candidate, Decision, Planner};
+use crate::state::{now_ms, Deletion, Liveness, State, Upload};
+use crate::store::{Change, FileRecord, Store};
+
+pub struct Tracker {
+    pub cfg: TrackerConfig,
+    store: Store,
+    state: Mutex<State>,
+    pub metrics: crate::metrics::Metrics,
+    /// Chunks waiting for repair (persisted); priority is computed when scheduling.
+    pub repairs: Mutex<std::collections::BTreeSet<Hash>>,
+}
+
+pub fn validate_zone(zone: &str) -> Result<()> {
+    if zone.is_empty()
+        || zone.len() > 64
+        || !zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "zone {:?} is invalid: 1-64 characters of letters, digits, '-', '_' or '.'",
+            zone.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_addr(addr: &str) -> Result<()> {
+    let ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+            && !host.contains(['/', ' ', '@'])
+    });
+    if !ok || addr.len() > 255 {
+        return Err(Error::InvalidArgument(format!(
+            "peer address {:?} is invalid: expected host:port",
+            addr.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+impl Tracker {
+    pub fn open(cfg: TrackerConfig) -> Result<Arc<Self>> {
+        let store = Store::open(&cfg.data_dir)?;
+        let loaded = store.load()?;
+        let repairs = loaded.repairs.clone();
+        let state = State::from_loaded(loaded);
+        info!(
+            files = state.files.len(),
+            names = state.names.len(),
+            repairs = repairs.len(),
+            "catalogue loaded"
+        );
+        Ok(Arc::new(Self {
+            cfg,
+            store,
+            state: Mutex::new(state),
+            metrics: Default::default(),
+            repairs: Mutex::new(repairs.into_iter().map(|r| r.chunk).collect()),
+        }))
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run a catalogue change on a blocking thread: mutate, then persist.
+    pub async fn mutate<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut State, &TrackerConfig, Instant) -> Result<(R, Vec<Change>)> + Send + 'static,
+    ) -> Result<R> {
+        let this = self.clone();
+        let now = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            let mut st = this.state();
+            let (r, changes) = f(&mut st, &this.cfg, now)?;
+            this.store.apply(&changes)?;
+            Ok(r)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("tracker task failed: {e}")))?
+    }
+
+    pub fn persist(&self, changes: &[Change]) -> Result<()> {
+        Ok(self.store.apply(changes)?)
+    }
+
+    /// Candidates for new copies, as the placement policy sees them.
+    pub fn candidates(st: &State, cfg: &TrackerConfig, now: Instant) -> Vec<Candidate> {
+        let mut v: Vec<Candidate> = st
+            .peers
+            .values()
+            .map(|p| Candidate {
+                id: p.id.clone(),
+                zone: p.zone.clone(),
+                free_bytes: p.capacity.saturating_sub(p.used),
+                load: p.active_transfers as u64,
+                excluded: match (st.liveness(p, cfg, now), p.draining) {
+                    (Liveness::Dead, _) => Some("dead"),
+                    (Liveness::Suspect, _) => Some("suspect"),
+                    (_, true) => Some("draining"),
+                    _ => None,
+                },
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    // ---- uploads --------------------------------------------------------------
+
+    pub fn begin_upload(&self, req: pb::BeginUploadRequest) -> Result<pb::BeginUploadResponse> {
+        shoal_common::names::validate(&req.name)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let cfg = &self.cfg;
+        if req.size > cfg.chunk.max_file_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "file of {} bytes exceeds the limit of {} bytes",
+                req.size, cfg.chunk.max_file_bytes
+            )));
+        }
+        let replicas = if req.replicas == 0 {
+            cfg.replication.factor
+        } else {
+            req.replicas
+        };
+        if replicas > cfg.replication.max_factor {
+            return Err(Error::InvalidArgument(format!(
+                "replica count {replicas} exceeds the limit of {}",
+                cfg.replication.max_factor
+            )));
+        }
+        let frag = {
+            let _span =
+                info_span!("fragment", file.name = %req.name, file.size = req.size).entered();
+            let frag = fragment(req.size, cfg.chunk.min_bytes, cfg.chunk.max_bytes);
+            info!(
+                fragment.chunk_size = frag.chunk_size,
+                fragment.chunks = frag.chunks,
+                fragment.policy = %frag.reason,
+                "fragmentation decided"
+            );
+            frag
+        };
+        let upload_id = hex::encode(rand::random::<[u8; 16]>());
+        // A name clash is only known at PlaceChunks: the same content under the same name is fine.
+        let mut st = self.state();
+        st.uploads.insert(
+            upload_id.clone(),
+            Upload {
+                name: req.name,
+                size: req.size,
+                chunk_size: frag.chunk_size,
+                replicas,
+                overwrite: req.overwrite,
+                expires_at: Instant::now() + cfg.upload.expiry,
+                file_id: None,
+                chunks: Vec::new(),
+            },
+        );
+        Ok(pb::BeginUploadResponse {
+            upload_id,
+            chunk_size: frag.chunk_size,
+            replicas,
+            fragment_reason: frag.reason,
+        })
+    }
+
+    pub async fn place_chunks(
+        self: &Arc<Self>,
+        req: pb::PlaceChunksRequest,
+    ) -> Result<pb::PlaceChunksResponse> {
+        let file_id = bad_hash(&req.file_id)?;
+        let mut digests = req.chunks;
+        digests.sort_by_key(|c| c.index);
+        let hashes: Vec<Hash> = digests
+            .iter()
+            .map(|c| bad_hash(&c.hash))
+            .collect::<Result<_>>()?;
+        let span = info_span!("place", file.id = %file_id, chunks = digests.len());
+        let this = self.clone();
+        self.mutate(move |st, cfg, now| {
+            let _e = span.enter();
+            let up = st
+                .uploads
+                .get(&req.upload_id)
+                .ok_or_else(|| Error::NotFound(format!("unknown or expired upload {:?}", req.upload_id)))?;
+            let expected = chunk_count(up.size, up.chunk_size);
+            if digests.len() as u64 != expected {
+                return Err(Error::InvalidArgument(format!(
+                    "upload of {} bytes in chunks of {} has {expected} chunks, got {}",
+                    up.size,
+                    up.chunk_size,
+                    digests.len()
+                )));
+            }
+            for (i, d) in digests.iter().enumerate() {
+                if d.index as usize != i {
+                    return Err(Error::InvalidArgument(format!("chunk indices must be 0..{expected} once each; got index {} twice or out of range", d.index)));
+                }
+                let want = chunk_len(up.size, up.chunk_size, i as u64);
+                if d.size != want {
+                    return Err(Error::InvalidArgument(format!("chunk {i} must be {want} bytes, got {}", d.size)));
+                }
+            }
+            if up.size == 0 && file_id != Hash::from(blake3::hash(b"")) {
+                return Err(Error::InvalidArgument("an empty file has the BLAKE3 id of empty content".into()));
+            }
+            let (name, overwrite, replicas, chunk_size, size) = (up.name.clone(), up.overwrite, up.replicas, up.chunk_size, up.size);
+            if let Some(existing) = st.names.get(&name) {
+                if existing.id != file_id && !overwrite {
+                    return Err(Error::AlreadyExists(format!(
+                        "a different file named {name:?} exists (id {}); use --overwrite to replace it",
+                        existing.id
+                    )));
+                }
+            }
+            let mut changes = Vec::new();
+            if st.files.contains_key(&file_id) {
+                // Same content already stored: the name is all that is new.
+                let deletions = st.bind_name(&name, file_id, overwrite, &mut changes)?;
+                st.uploads.remove(&req.upload_id);
+                info!(dedup = true, "content already stored; name added");
+                let summary = st.summary(&name, &st.names[&name].clone(), cfg, now);
+                return Ok(((pb::PlaceChunksResponse { deduplicated: true, placements: vec![], file: summary }, deletions), changes));
+            }
+            let mut planner = Planner::new(Self::candidates(st, cfg, now));
+            let mut placements = Vec::with_capacity(digests.len());
+            for (i, h) in hashes.iter().enumerate() {
+                let len = chunk_len(size, chunk_size, i as u64);
+                let holders: Vec<(String, String)> = st
+                    .live_holders(h, cfg, now)
+                    .iter()
+                    .filter(|p| !p.draining && st.liveness(p, cfg, now) == Liveness::Alive)
+                    .map(|p| (p.id.clone(), p.zone.clone()))
+                    .collect();
+                let want = (replicas as usize).saturating_sub(holders.len());
+                let decision: Decision = if want == 0 { Decision::default() } else { planner.place(h, len, want, &holders) };
+                if want > 0 && decision.chosen.is_empty() {
+                    return Err(Error::Unavailable(format!("no live peer can take chunk {i} ({len} bytes)")));
+                }
+                let reason = if want == 0 { format!("already stored on {} peers", holders.len()) } else { decision.reason() };
+                info!(chunk.index = i, chunk.hash = %h, placement.chosen = ?decision.chosen, placement.zones_covered = decision.zones_covered, placement.candidates = decision.candidates, placement.reason = %reason, "placed");
+                this.metrics.placement(if want == 0 { "dedup" } else if decision.chosen.len() < want { "short" } else { "full" });
+                st.placement_reasons.insert(*h, reason.clone());
+                placements.push(pb::ChunkPlacement {
+                    index: i as u32,
+                    hash: h.to_hex(),
+                    targets: decision.chosen.iter().filter_map(|id| st.peers.get(id)).map(|p| p.peer_ref()).collect(),
+                    already_stored: want == 0,
+                    reason,
+                });
+            }
+            let up = st.uploads.get_mut(&req.upload_id).expect("checked above");
+            up.file_id = Some(file_id);
+            up.chunks = hashes;
+            Ok(((pb::PlaceChunksResponse { deduplicated: false, placements, file: None }, Vec::new()), changes))
+        })
+        .await
+        .map(|(resp, deletions)| {
+            self.send_deletions(deletions);
+            resp
+        })
+    }
+
+    pub async fn commit_upload(
+        self: &Arc<Self>,
+        req: pb::CommitUploadRequest,
+    ) -> Result<pb::CommitUploadResponse> {
+        let (summary, deletions) = self
+            .mutate(move |st, cfg, now| {
+                let up = st.uploads.get(&req.upload_id).ok_or_else(|| {
+                    Error::NotFound(format!("unknown or expired upload {:?}", req.upload_id))
+                })?;
+                let file_id = up.file_id.ok_or_else(|| {
+                    Error::FailedPrecondition(
+                        "upload has no placement yet: call PlaceChunks first".into(),
+                    )
+                })?;
+                let chunks = up.chunks.clone();
+                let mut seen = HashSet::new();
+                for s in &req.stored {
+                    let h = *chunks.get(s.index as usize).ok_or_else(|| {
+                        Error::InvalidArgument(format!("chunk index {} out of range", s.index))
+                    })?;
+                    if !seen.insert(s.index) {
+                        return Err(Error::InvalidArgument(format!(
+                            "chunk index {} reported twice",
+                            s.index
+                        )));
+                    }
+                    for peer in &s.peer_ids {
+                        st.add_location(peer, h);
+                    }
+                }
+                let up = st.uploads.get(&req.upload_id).expect("checked above");
+                let live = st.live_peer_count(cfg, now).max(1);
+                let required = (up.replicas as usize).min(2).min(live);
+                for (i, h) in chunks.iter().enumerate() {
+                    let have = st.live_holders(h, cfg, now).len();
+                    if have < required {
+                        return Err(Error::FailedPrecondition(format!(
+                            "chunk {i} is durable on {have} peers, {required} required"
+                        )));
+                    }
+                }
+                let up = st.uploads.remove(&req.upload_id).expect("checked above");
+                let mut changes = Vec::new();
+                st.insert_file(
+                    FileRecord {
+                        id: file_id,
+                        size: up.size,
+                        chunk_size: up.chunk_size,
+                        chunks,
+                        replicas: up.replicas,
+                        created_ms: now_ms(),
+                    },
+                    &mut changes,
+                );
+                let deletions = st.bind_name(&up.name, file_id, up.overwrite, &mut changes)?;
+                let rec = st.names[&up.name].clone();
+                Ok(((st.summary(&up.name, &rec, cfg, now), deletions), changes))
+            })
+            .await?;
+        self.send_deletions(deletions);
+        Ok(pb::CommitUploadResponse { file: summary })
+    }
+
+    pub async fn delete(self: &Arc<Self>, name_or_id: String) -> Result<pb::DeleteFileResponse> {
+        let (names, removed, deletions) = self
+            .mutate(move |st, _, _| {
+                let r = st.delete(&name_or_id)?;
+                Ok(((r.names, r.content_removed, r.deletions), r.changes))
+            })
+            .await?;
+        info!(names = ?names, content_removed = removed, "deleted");
+        self.send_deletions(deletions);
+        Ok(pb::DeleteFileResponse {
+            names_removed: names,
+            content_removed: removed,
+        })
+    }
+
+    /// Tell peers to delete chunks nothing references. Best effort: a peer that misses
+    /// it keeps the chunk until garbage collection finds it unreferenced.
+    pub fn send_deletions(&self, deletions: Vec<Deletion>) {
+        for d in deletions {
+            tokio::spawn(async move {
+                let req = pb::DeleteChunksRequest {
+                    hashes: d.chunks.iter().map(Hash::to_hex).collect(),
+                };
+                let result = async {
+                    let mut c =
+                        pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&d.addr)?);
+                    c.delete_chunks(req).await
+                }
+                .await;
+                if let Err(e) = result {
+                    warn!(peer = %d.peer_id, error = %e.message(), "chunk deletion failed; GC will retry");
+                }
+            });
+        }
+    }
+
+    pub fn expire_uploads(&self) -> usize {
+        let now = Instant::now();
+        let mut st = self.state();
+        let before = st.uploads.len();
+        st.uploads.retain(|_, u| u.expires_at > now);
+        before - st.uploads.len()
+    }
+}
