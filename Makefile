@@ -1,0 +1,38 @@
+# shoal — the single entry point. CI calls the same targets (.ci/run).
+SHELL := /bin/bash
+CARGO ?= cargo
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+export VERSION
+
+.PHONY: run test lint build release release-bins bench fuzz ui-check clean
+
+## run: build release binaries and start a local cluster (tracker, 3 peers, webserver)
+run: release
+	@bash scripts/run-local.sh
+
+## test: the whole test suite
+test:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace
+
+release release-bins:
+	$(CARGO) build --release --bins
+
+-include deploy/containers.mk
+-include deploy/deploy.mk
+-include deploy/bench.mk
+
+clean:
+	$(CARGO) clean
+	rm -rf .shoal
