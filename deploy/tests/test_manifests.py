@@ -1,0 +1,715 @@
+#!/usr/bin/env python3
+"""Render the shoal Helm chart and check what it promises.
+
+    deploy/tests/test_manifests.py [--helm .tools/bin/helm] [--chart helm/shoal]
+
+Renders the chart with `helm template` for several value sets (defaults,
+values-production.yaml, and a few focused variants) and asserts, among others:
+probes on every container, non-root / read-only root / no capabilities, PVCs on
+tracker and peer, enableServiceLinks: false on every pod, zone spreading of
+peers, PDBs, NetworkPolicies, the config checksum (and that it changes with the
+config), the Kubernetes recommended labels, the peer advertise address, the
+ServiceMonitor only when enabled, Grafana dashboards, and the helm test pod.
+
+Needs PyYAML (the deploy venv from deploy/scripts/install-tools.sh has it).
+Prints one line per check and a closing "N passed, N failed"; exits 1 when
+anything failed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RELEASE = "ci"
+NAMESPACE = "shoal-ci"
+FULL = "ci-shoal"
+RECOMMENDED = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+]
+GRPC_PORT = {"tracker": 50052, "peer": 50053, "webserver": 50051}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+
+
+# --------------------------------------------------------------------------- rendering
+
+@dataclass
+class Render:
+    name: str
+    docs: list[dict]
+    args: list[str] = field(default_factory=list)
+
+    def kind(self, kind: str) -> list[dict]:
+        return [d for d in self.docs if d.get("kind") == kind]
+
+    def get(self, kind: str, name: str) -> dict | None:
+        for d in self.docs:
+            if d.get("kind") == kind and d["metadata"]["name"] == name:
+                return d
+        return None
+
+    def workloads(self) -> list[dict]:
+        return [d for d in self.docs if d.get("kind") in WORKLOAD_KINDS]
+
+    def test_pods(self) -> list[dict]:
+        return [d for d in self.kind("Pod")
+                if "test" in (d["metadata"].get("annotations") or {}).get("helm.sh/hook", "")]
+
+    def pod_specs(self) -> Iterable[tuple[str, dict, dict]]:
+        """(label, pod metadata, pod spec) for every workload template and bare pod."""
+        for w in self.workloads():
+            t = w["spec"]["template"]
+            yield f'{w["kind"]}/{w["metadata"]["name"]}', t["metadata"], t["spec"]
+        for p in self.kind("Pod"):
+            yield f'Pod/{p["metadata"]["name"]}', p["metadata"], p["spec"]
+
+
+def helm_template(helm: str, chart: str, args: list[str]) -> list[dict]:
+    cmd = [helm, "template", RELEASE, chart, "--namespace", NAMESPACE, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+# --------------------------------------------------------------------------- checks
+
+class Checker:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name: str, fn: Callable[[], list[str] | None]) -> None:
+        try:
+            problems = fn() or []
+        except Exception as e:  # a crash in a check is a failure of that check
+            problems = [f"{type(e).__name__}: {e}"]
+        if problems:
+            self.failed += 1
+            print(f"FAIL {name}")
+            for p in problems[:20]:
+                print(f"     - {p}")
+            if len(problems) > 20:
+                print(f"     - ... and {len(problems) - 20} more")
+        else:
+            self.passed += 1
+            print(f"ok   {name}")
+
+
+def component_of(meta: dict) -> str:
+    return (meta.get("labels") or {}).get("app.kubernetes.io/component", "")
+
+
+def containers(spec: dict, init: bool = True) -> list[dict]:
+    cs = list(spec.get("containers") or [])
+    if init:
+        cs += spec.get("initContainers") or []
+    return cs
+
+
+def env_of(c: dict) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env") or []}
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    ml = selector.get("matchLabels") or {}
+    if any(labels.get(k) != v for k, v in ml.items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        k, op = expr["key"], expr["operator"]
+        if op == "DoesNotExist" and k in labels:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "In" and labels.get(k) not in expr.get("values", []):
+            return False
+        if op == "NotIn" and labels.get(k) in expr.get("values", []):
+            return False
+    return True
+
+
+# ---- generic promises (every render)
+
+def c_labels(r: Render) -> list[str]:
+    bad = []
+    for d in r.docs:
+        labels = d["metadata"].get("labels") or {}
+        missing = [k for k in RECOMMENDED if not labels.get(k)]
+        if missing:
+            bad.append(f'{d["kind"]}/{d["metadata"]["name"]}: missing {missing}')
+        elif labels["app.kubernetes.io/part-of"] != "shoal" or labels["app.kubernetes.io/managed-by"] != "Helm":
+            bad.append(f'{d["kind"]}/{d["metadata"]["name"]}: part-of/managed-by wrong')
+    for where, meta, _ in r.pod_specs():
+        missing = [k for k in RECOMMENDED if not (meta.get("labels") or {}).get(k)]
+        if missing:
+            bad.append(f"{where} pod template: missing {missing}")
+    return bad
+
+
+def c_service_links(r: Render) -> list[str]:
+    return [where for where, _, spec in r.pod_specs() if spec.get("enableServiceLinks") is not False]
+
+
+def c_probes(r: Render) -> list[str]:
+    bad = []
+    for w in r.workloads():
+        comp = component_of(w["metadata"])
+        for c in containers(w["spec"]["template"]["spec"], init=False):
+            where = f'{w["metadata"]["name"]}/{c["name"]}'
+            for probe in ("livenessProbe", "readinessProbe"):
+                if not c.get(probe):
+                    bad.append(f"{where}: no {probe}")
+            port = GRPC_PORT.get(comp)
+            if port is None:
+                continue
+            live = (c.get("livenessProbe") or {}).get("grpc", {}).get("port")
+            if live != port:
+                bad.append(f"{where}: livenessProbe is not a native gRPC probe on {port}")
+            ready = c.get("readinessProbe") or {}
+            if comp == "webserver":
+                if not (ready.get("grpc", {}).get("port") == port or ready.get("httpGet", {}).get("path") == "/readyz"):
+                    bad.append(f"{where}: readinessProbe neither gRPC {port} nor HTTP /readyz")
+            elif ready.get("grpc", {}).get("port") != port:
+                bad.append(f"{where}: readinessProbe is not a native gRPC probe on {port}")
+            if comp in ("tracker", "peer") and not c.get("startupProbe"):
+                bad.append(f"{where}: no startupProbe")
+    return bad
+
+
+def c_security(r: Render) -> list[str]:
+    bad = []
+    for where, _, spec in r.pod_specs():
+        psc = spec.get("securityContext") or {}
+        if psc.get("runAsNonRoot") is not True:
+            bad.append(f"{where}: pod runAsNonRoot is not true")
+        if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            bad.append(f"{where}: pod seccompProfile is not RuntimeDefault")
+        for c in containers(spec):
+            sc = c.get("securityContext") or {}
+            cw = f'{where}/{c["name"]}'
+            uid = sc.get("runAsUser", psc.get("runAsUser"))
+            if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True or not uid:
+                bad.append(f"{cw}: not non-root")
+            if uid != 10001:
+                bad.append(f"{cw}: runAsUser {uid}, want 10001")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                bad.append(f"{cw}: readOnlyRootFilesystem is not true")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                bad.append(f"{cw}: allowPrivilegeEscalation is not false")
+            if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+                bad.append(f"{cw}: capabilities do not drop ALL")
+            if (sc.get("capabilities") or {}).get("add"):
+                bad.append(f"{cw}: adds capabilities")
+            if sc.get("privileged"):
+                bad.append(f"{cw}: privileged")
+    return bad
+
+
+def c_resources(r: Render) -> list[str]:
+    bad = []
+    for where, _, spec in r.pod_specs():
+        for c in containers(spec):
+            res = c.get("resources") or {}
+            for kind in ("requests", "limits"):
+                if not {"cpu", "memory"} <= set((res.get(kind) or {}).keys()):
+                    bad.append(f'{where}/{c["name"]}: {kind} lack cpu/memory')
+    return bad
+
+
+def c_images(r: Render) -> list[str]:
+    bad = []
+    for where, _, spec in r.pod_specs():
+        for c in containers(spec):
+            if not re.fullmatch(r"[^\s:@]+(:[\w.-]+|@sha256:[a-f0-9]{64})", c["image"]):
+                bad.append(f'{where}/{c["name"]}: image {c["image"]!r} has no tag or digest')
+            if not c.get("imagePullPolicy"):
+                bad.append(f'{where}/{c["name"]}: no imagePullPolicy')
+    return bad
+
+
+def c_persistence(r: Render) -> list[str]:
+    bad = []
+    for comp in ("tracker", "peer"):
+        sts = r.get("StatefulSet", f"{FULL}-{comp}")
+        if not sts:
+            bad.append(f"no StatefulSet {FULL}-{comp}")
+            continue
+        vcts = {v["metadata"]["name"]: v for v in sts["spec"].get("volumeClaimTemplates") or []}
+        if "data" not in vcts:
+            bad.append(f"{comp}: no volumeClaimTemplate 'data'")
+            continue
+        if not vcts["data"]["spec"]["resources"]["requests"].get("storage"):
+            bad.append(f"{comp}: PVC without a storage request")
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
+        if mounts.get("data") != "/var/lib/shoal":
+            bad.append(f"{comp}: data volume not mounted at /var/lib/shoal")
+        vols = [v["name"] for v in sts["spec"]["template"]["spec"].get("volumes") or []]
+        if "data" in vols:
+            bad.append(f"{comp}: 'data' is also a pod volume (would shadow the PVC)")
+    return bad
+
+
+def c_peer_spread(r: Render) -> list[str]:
+    sts = r.get("StatefulSet", f"{FULL}-peer")
+    spec = sts["spec"]["template"]["spec"]
+    tsc = spec.get("topologySpreadConstraints") or []
+    keys = {t["topologyKey"]: t for t in tsc}
+    bad = []
+    if "topology.kubernetes.io/zone" not in keys:
+        bad.append("no topologySpreadConstraint over topology.kubernetes.io/zone")
+    for t in tsc:
+        if not matches(t["labelSelector"], sts["spec"]["template"]["metadata"]["labels"]):
+            bad.append(f'spread constraint on {t["topologyKey"]} does not select the peers')
+    return bad
+
+
+def c_pdbs(r: Render) -> list[str]:
+    bad = []
+    pdbs = r.kind("PodDisruptionBudget")
+    for comp, kind in (("peer", "StatefulSet"), ("webserver", "Deployment")):
+        w = r.get(kind, f"{FULL}-{comp}")
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        hits = [p for p in pdbs if matches(p["spec"]["selector"], labels)]
+        if not hits:
+            bad.append(f"no PodDisruptionBudget selects the {comp} pods")
+        for p in hits:
+            if "maxUnavailable" not in p["spec"] and "minAvailable" not in p["spec"]:
+                bad.append(f'{p["metadata"]["name"]}: neither maxUnavailable nor minAvailable')
+    return bad
+
+
+def c_netpol(r: Render) -> list[str]:
+    bad = []
+    nps = r.kind("NetworkPolicy")
+    for w in r.workloads():
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        comp = component_of(w["metadata"])
+        hits = [n for n in nps if matches(n["spec"]["podSelector"], labels)]
+        if not hits:
+            bad.append(f'no NetworkPolicy selects {w["metadata"]["name"]}')
+            continue
+        ports = {p["port"] for n in hits for rule in n["spec"].get("ingress") or [] for p in rule.get("ports") or []}
+        if GRPC_PORT[comp] not in ports:
+            bad.append(f"{comp}: gRPC port {GRPC_PORT[comp]} not opened by any policy")
+    # peers must be reachable from peers, the tracker and the webserver
+    peer_np = r.get("NetworkPolicy", f"{FULL}-peer")
+    if peer_np:
+        grpc_rules = [rule for rule in peer_np["spec"]["ingress"] if any(p["port"] == 50053 for p in rule["ports"])]
+        for comp, kind in (("peer", "StatefulSet"), ("tracker", "StatefulSet"), ("webserver", "Deployment")):
+            labels = r.get(kind, f"{FULL}-{comp}")["spec"]["template"]["metadata"]["labels"]
+            if not any("from" not in rule or any("podSelector" in f and "namespaceSelector" not in f
+                                                 and matches(f["podSelector"], labels) for f in rule["from"])
+                       for rule in grpc_rules):
+                bad.append(f"peer gRPC not reachable from {comp}")
+    return bad
+
+
+def c_checksum(r: Render) -> list[str]:
+    bad = []
+    for w in r.workloads():
+        ann = w["spec"]["template"]["metadata"].get("annotations") or {}
+        if not re.fullmatch(r"[a-f0-9]{64}", str(ann.get("checksum/config", ""))):
+            bad.append(f'{w["metadata"]["name"]}: no checksum/config annotation')
+    return bad
+
+
+def c_envfrom(r: Render) -> list[str]:
+    bad = []
+    cms = {c["metadata"]["name"]: c for c in r.kind("ConfigMap")}
+    required = {
+        "tracker": ["SHOAL_LISTEN_ADDR", "SHOAL_METRICS_ADDR", "SHOAL_DATA_DIR", "SHOAL_REPLICATION__FACTOR",
+                    "SHOAL_CHUNK__MIN_BYTES", "SHOAL_CHUNK__MAX_BYTES", "SHOAL_LIVENESS__HEARTBEAT",
+                    "SHOAL_LIVENESS__SUSPECT_AFTER", "SHOAL_LIVENESS__DEAD_AFTER", "RUST_LOG", "SHOAL_LOG_FORMAT",
+                    "OTEL_SERVICE_NAME"],
+        "peer": ["SHOAL_LISTEN_ADDR", "SHOAL_METRICS_ADDR", "SHOAL_DATA_DIR", "SHOAL_TRACKER_URL", "RUST_LOG",
+                 "SHOAL_LOG_FORMAT", "OTEL_SERVICE_NAME"],
+        "webserver": ["SHOAL_LISTEN_ADDR", "SHOAL_HTTP_ADDR", "SHOAL_TRACKER_URL", "SHOAL_TRACKER_PUBLIC_URL",
+                      "RUST_LOG", "SHOAL_LOG_FORMAT", "OTEL_SERVICE_NAME"],
+    }
+    for w in r.workloads():
+        comp = component_of(w["metadata"])
+        c = w["spec"]["template"]["spec"]["containers"][0]
+        refs = [e["configMapRef"]["name"] for e in c.get("envFrom") or [] if "configMapRef" in e]
+        if not refs:
+            bad.append(f"{comp}: no envFrom configMapRef")
+            continue
+        data: dict = {}
+        for name in refs:
+            if name not in cms:
+                bad.append(f"{comp}: envFrom ConfigMap {name} is not rendered")
+            else:
+                data.update(cms[name].get("data") or {})
+        missing = [k for k in required.get(comp, []) if k not in data]
+        if missing:
+            bad.append(f"{comp}: ConfigMap lacks {missing}")
+        if any(not isinstance(v, str) for v in data.values()):
+            bad.append(f"{comp}: non-string ConfigMap values")
+        for k, v in data.items():
+            if k.endswith("_BYTES") and not re.fullmatch(r"[0-9]+", v):
+                bad.append(f"{comp}: {k}={v!r} is not a plain integer")
+        want = f"http://{FULL}-tracker.{NAMESPACE}.svc.cluster.local:50052"
+        if comp in ("peer", "webserver") and data.get("SHOAL_TRACKER_URL") != want:
+            bad.append(f"{comp}: SHOAL_TRACKER_URL={data.get('SHOAL_TRACKER_URL')!r}, want {want}")
+    return bad
+
+
+def c_peer_identity(r: Render) -> list[str]:
+    bad = []
+    sts = r.get("StatefulSet", f"{FULL}-peer")
+    headless = r.get("Service", f"{FULL}-peer-headless")
+    if not headless or headless["spec"].get("clusterIP") != "None":
+        return ["no headless peer Service"]
+    if sts["spec"]["serviceName"] != headless["metadata"]["name"]:
+        bad.append("peer StatefulSet serviceName is not the headless Service")
+    if not matches({"matchLabels": headless["spec"]["selector"]}, sts["spec"]["template"]["metadata"]["labels"]):
+        bad.append("headless Service does not select the peers")
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    want = f"$(POD_NAME).{FULL}-peer-headless.{NAMESPACE}.svc.cluster.local:50053"
+    if env.get("SHOAL_ADVERTISE_ADDR") != want:
+        bad.append(f"SHOAL_ADVERTISE_ADDR={env.get('SHOAL_ADVERTISE_ADDR')!r}, want {want}")
+    names = [e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]]
+    if "POD_NAME" not in names or names.index("POD_NAME") > names.index("SHOAL_ADVERTISE_ADDR"):
+        bad.append("POD_NAME must be defined before SHOAL_ADVERTISE_ADDR for $(POD_NAME) to expand")
+    grace = sts["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    if grace < 60:
+        bad.append(f"peer terminationGracePeriodSeconds {grace} < 60")
+    return bad
+
+
+def c_services(r: Render) -> list[str]:
+    bad = []
+    pods = [(meta["labels"], spec) for _, meta, spec in r.pod_specs()]
+    for s in r.kind("Service"):
+        sel = s["spec"].get("selector") or {}
+        targets = [spec for labels, spec in pods if matches({"matchLabels": sel}, labels)]
+        if not targets:
+            bad.append(f'Service {s["metadata"]["name"]} selects no pod')
+            continue
+        named = {p["name"] for spec in targets for c in spec["containers"] for p in c.get("ports") or []}
+        for p in s["spec"]["ports"]:
+            if isinstance(p.get("targetPort"), str) and p["targetPort"] not in named:
+                bad.append(f'Service {s["metadata"]["name"]}: targetPort {p["targetPort"]} not a container port')
+    want = {f"{FULL}-tracker": {50052, 9102}, f"{FULL}-webserver": {50051, 8080}, f"{FULL}-peer-headless": {50053}}
+    for name, ports in want.items():
+        s = r.get("Service", name)
+        if not s:
+            bad.append(f"no Service {name}")
+        elif not ports <= {p["port"] for p in s["spec"]["ports"]}:
+            bad.append(f"Service {name} lacks ports {ports}")
+    return bad
+
+
+def c_service_accounts(r: Render) -> list[str]:
+    bad = []
+    sas = {s["metadata"]["name"] for s in r.kind("ServiceAccount")}
+    for w in r.workloads():
+        spec = w["spec"]["template"]["spec"]
+        if spec.get("serviceAccountName") not in sas:
+            bad.append(f'{w["metadata"]["name"]}: ServiceAccount {spec.get("serviceAccountName")} not rendered')
+        if spec.get("automountServiceAccountToken") is not False:
+            bad.append(f'{w["metadata"]["name"]}: automountServiceAccountToken is not false')
+    return bad
+
+
+def c_zone_discovery(r: Render) -> list[str]:
+    bad = []
+    sts = r.get("StatefulSet", f"{FULL}-peer")
+    spec = sts["spec"]["template"]["spec"]
+    inits = {c["name"]: c for c in spec.get("initContainers") or []}
+    if "zone" not in inits:
+        return ["peer has no zone initContainer"]
+    peer_env = env_of(spec["containers"][0])
+    cm = r.get("ConfigMap", f"{FULL}-peer-env")["data"]
+    if cm.get("SHOAL_ZONE_FILE") != "/etc/shoal/zone/zone" or "SHOAL_ZONE" in cm or "SHOAL_ZONE" in peer_env:
+        bad.append("peer does not read the zone from /etc/shoal/zone/zone")
+    script = inits["zone"]["command"][-1]
+    if "/etc/shoal/zone/zone" not in script or "kubectl get node" not in script:
+        bad.append("zone initContainer does not write the node's zone to the shared file")
+    jp = env_of(inits["zone"]).get("ZONE_JSONPATH")
+    if jp != r"{.metadata.labels.topology\.kubernetes\.io/zone}":
+        bad.append(f"ZONE_JSONPATH {jp!r}")
+    mounts = {m["name"]: m["mountPath"] for m in inits["zone"]["volumeMounts"]}
+    if mounts.get("kube-api") != "/var/run/secrets/kubernetes.io/serviceaccount":
+        bad.append("zone initContainer has no API token")
+    if "kube-api" in {m["name"] for m in spec["containers"][0]["volumeMounts"]}:
+        bad.append("the peer container itself mounts the API token")
+    sa = spec["serviceAccountName"]
+    roles = {c["metadata"]["name"]: c for c in r.kind("ClusterRole")}
+    ok = False
+    for b in r.kind("ClusterRoleBinding"):
+        if any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == NAMESPACE for s in b["subjects"]):
+            role = roles.get(b["roleRef"]["name"])
+            if role and any("nodes" in rule["resources"] and "get" in rule["verbs"] for rule in role["rules"]):
+                ok = True
+    if not ok:
+        bad.append(f"no ClusterRole binding gives {sa} get on nodes")
+    return bad
+
+
+def c_dashboards(r: Render) -> list[str]:
+    cms = [c for c in r.kind("ConfigMap") if (c["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if not cms:
+        return ["no ConfigMap labelled grafana_dashboard=1"]
+    bad = []
+    for c in cms:
+        for key, text in (c.get("data") or {}).items():
+            try:
+                d = json.loads(text)
+                if not d.get("title") or not isinstance(d.get("panels"), list):
+                    bad.append(f"{key}: no title/panels")
+            except json.JSONDecodeError as e:
+                bad.append(f"{key}: invalid JSON: {e}")
+    return bad
+
+
+def c_helm_test(r: Render) -> list[str]:
+    pods = r.test_pods()
+    if not pods:
+        return ["no helm test pod (helm.sh/hook: test)"]
+    script = " ".join(" ".join(c.get("command", []) + c.get("args", [])) for p in pods for c in p["spec"]["containers"])
+    bad = []
+    for comp, port in GRPC_PORT.items():
+        if not re.search(rf"{FULL}-{comp}[\w.-]*:{port}", script) and not re.search(rf"{FULL}-{comp}-0\.[\w.-]+:{port}", script):
+            bad.append(f"test does not check the health of {comp} ({port})")
+    if "shoal health" not in script:
+        bad.append("test does not use `shoal health`")
+    if not re.search(r"shoal .*put ", script) or not re.search(r"shoal .*get ", script):
+        bad.append("test does not put and get a file with the shoal CLI")
+    for p in pods:
+        if p["spec"].get("restartPolicy") != "Never":
+            bad.append(f'{p["metadata"]["name"]}: restartPolicy is not Never')
+        if not any(c["image"].split("/")[-1].startswith("shoal-peer") for c in p["spec"]["containers"]):
+            bad.append(f'{p["metadata"]["name"]}: does not use the peer image (shoal CLI)')
+    return bad
+
+
+def c_no_servicemonitor(r: Render) -> list[str]:
+    return [f'unexpected ServiceMonitor {s["metadata"]["name"]}' for s in r.kind("ServiceMonitor")]
+
+
+# ---- production-only promises
+
+def c_servicemonitor(r: Render) -> list[str]:
+    sms = r.kind("ServiceMonitor")
+    if len(sms) != 3:
+        return [f"{len(sms)} ServiceMonitors, want 3"]
+    bad = []
+    for sm in sms:
+        if sm["apiVersion"] != "monitoring.coreos.com/v1":
+            bad.append(f'{sm["metadata"]["name"]}: apiVersion {sm["apiVersion"]}')
+        svcs = [s for s in r.kind("Service") if matches(sm["spec"]["selector"], s["metadata"]["labels"])]
+        if len(svcs) != 1:
+            bad.append(f'{sm["metadata"]["name"]} selects {len(svcs)} Services, want 1 (no double scrape)')
+            continue
+        ports = {p["name"] for p in svcs[0]["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            if ep["port"] not in ports:
+                bad.append(f'{sm["metadata"]["name"]}: port {ep["port"]} not on Service {svcs[0]["metadata"]["name"]}')
+    return bad
+
+
+def c_auth(r: Render) -> list[str]:
+    bad = []
+    secret = r.get("Secret", f"{FULL}-auth")
+    if not secret or set(secret.get("data", {})) != {"cluster-token", "read-token", "write-token"}:
+        return ["no generated auth Secret with cluster-token, read-token, write-token"]
+    for w in r.workloads():
+        comp = component_of(w["metadata"])
+        cm = r.get("ConfigMap", f"{FULL}-{comp}-env")["data"]
+        if cm.get("SHOAL_AUTH__REQUIRED") != "true":
+            bad.append(f"{comp}: SHOAL_AUTH__REQUIRED is not true")
+        for t in ("CLUSTER", "READ", "WRITE"):
+            path = cm.get(f"SHOAL_AUTH__{t}_TOKEN_FILE", "")
+            if not path.startswith("/etc/shoal/auth/"):
+                bad.append(f"{comp}: SHOAL_AUTH__{t}_TOKEN_FILE not set")
+        vols = {v["name"]: v for v in w["spec"]["template"]["spec"]["volumes"]}
+        if (vols.get("auth", {}).get("secret") or {}).get("secretName") != f"{FULL}-auth":
+            bad.append(f"{comp}: auth Secret not mounted")
+    return bad
+
+
+def c_ingress(r: Render) -> list[str]:
+    ing = r.kind("Ingress")
+    if not ing:
+        return ["no Ingress"]
+    bad = []
+    for i in ing:
+        for rule in i["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                svc = p["backend"]["service"]
+                if svc["name"] != f"{FULL}-webserver" or svc["port"].get("name") != "http":
+                    bad.append(f'Ingress {i["metadata"]["name"]} does not route to the webserver UI')
+    return bad
+
+
+def c_zone_strict(r: Render) -> list[str]:
+    sts = r.get("StatefulSet", f"{FULL}-peer")
+    tsc = {t["topologyKey"]: t for t in sts["spec"]["template"]["spec"].get("topologySpreadConstraints") or []}
+    z = tsc.get("topology.kubernetes.io/zone")
+    return [] if z and z["whenUnsatisfiable"] == "DoNotSchedule" else ["production peers are not strictly spread over zones"]
+
+
+# ---- variant promises
+
+def c_registry(r: Render) -> list[str]:
+    want = {"tracker": "reg.example.com/shoal/shoal-tracker:9.9.9",
+            "peer": "reg.example.com/shoal/shoal-peer:9.9.9",
+            "webserver": "reg.example.com/shoal/shoal-webserver:9.9.9"}
+    bad = []
+    for w in r.workloads():
+        comp = component_of(w["metadata"])
+        img = w["spec"]["template"]["spec"]["containers"][0]["image"]
+        if img != want[comp]:
+            bad.append(f"{comp}: image {img}, want {want[comp]}")
+    return bad
+
+
+def c_default_tag(r: Render) -> list[str]:
+    with open(os.path.join(ROOT, "helm/shoal/Chart.yaml")) as f:
+        app = yaml.safe_load(f)["appVersion"]
+    bad = []
+    for w in r.workloads():
+        comp = component_of(w["metadata"])
+        img = w["spec"]["template"]["spec"]["containers"][0]["image"]
+        if img != f"shoal-{comp}:{app}":
+            bad.append(f"{comp}: image {img}, want shoal-{comp}:{app}")
+    return bad
+
+
+def c_store(r: Render) -> list[str]:
+    bad = []
+    sts = r.get("StatefulSet", f"{FULL}-tracker")
+    if sts["spec"]["replicas"] != 3:
+        bad.append("tracker replicas not 3")
+    cm = r.get("ConfigMap", f"{FULL}-tracker-env")["data"]
+    if cm.get("SHOAL_STORE__URL_FILE") != "/etc/shoal/store/url":
+        bad.append("SHOAL_STORE__URL_FILE not set")
+    vols = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    sec = (vols.get("store") or {}).get("secret") or {}
+    if sec.get("secretName") != "shoal-db" or sec.get("items") != [{"key": "dsn", "path": "url"}]:
+        bad.append(f"store Secret not mounted as url: {sec}")
+    if not any(matches(p["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
+               for p in r.kind("PodDisruptionBudget")):
+        bad.append("no PDB for a replicated tracker")
+    if "SHOAL_STORE__URL" in cm:
+        bad.append("store URL in the ConfigMap (must stay in the Secret)")
+    return bad
+
+
+def checksum_of(r: Render, comp: str) -> str:
+    kind = "Deployment" if comp == "webserver" else "StatefulSet"
+    return r.get(kind, f"{FULL}-{comp}")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--helm", default=os.path.join(ROOT, ".tools/bin/helm"))
+    ap.add_argument("--chart", default=os.path.join(ROOT, "helm/shoal"))
+    a = ap.parse_args()
+    prod_values = os.path.join(a.chart, "values-production.yaml")
+
+    t = Checker()
+    renders: dict[str, Render] = {}
+
+    def render(name: str, args: list[str]) -> Render | None:
+        def go() -> None:
+            renders[name] = Render(name, helm_template(a.helm, a.chart, args), args)
+        t.check(f"[{name}] helm template {' '.join(args)}".rstrip(), go)
+        return renders.get(name)
+
+    default = render("default", [])
+    prod = render("production", ["-f", prod_values])
+    generic = [
+        ("recommended labels on every resource and pod", c_labels),
+        ("enableServiceLinks: false on every pod spec", c_service_links),
+        ("liveness + readiness (native gRPC) probes on every container", c_probes),
+        ("non-root uid 10001, readOnlyRootFilesystem, drop ALL, no escalation, RuntimeDefault", c_security),
+        ("resource requests and limits on every container", c_resources),
+        ("images have a tag or digest and a pull policy", c_images),
+        ("PVCs on tracker and peer mounted at /var/lib/shoal", c_persistence),
+        ("peers spread over topology.kubernetes.io/zone", c_peer_spread),
+        ("PodDisruptionBudgets for peers and webserver", c_pdbs),
+        ("NetworkPolicies for every component; peers reachable from peers, tracker, webserver", c_netpol),
+        ("checksum/config annotation on every workload", c_checksum),
+        ("SHOAL_* env from the component ConfigMap via envFrom", c_envfrom),
+        ("peer advertise address = stable per-pod DNS name via the headless Service", c_peer_identity),
+        ("Services select pods and target declared ports", c_services),
+        ("ServiceAccounts exist, tokens not automounted", c_service_accounts),
+        ("zone discovery: initContainer + ClusterRole get nodes", c_zone_discovery),
+        ("Grafana dashboard ConfigMaps are valid JSON", c_dashboards),
+        ("helm test pod checks health of all services and does put/get", c_helm_test),
+    ]
+    for name, r in (("default", default), ("production", prod)):
+        if r is None:
+            continue
+        for title, fn in generic:
+            t.check(f"[{name}] {title}", lambda fn=fn, r=r: fn(r))
+    if default:
+        t.check("[default] no ServiceMonitor unless enabled", lambda: c_no_servicemonitor(default))
+        t.check("[default] images default to shoal-<service>:<appVersion>", lambda: c_default_tag(default))
+    if prod:
+        t.check("[production] ServiceMonitors select one Service each, on existing ports", lambda: c_servicemonitor(prod))
+        t.check("[production] auth tokens from a Secret on every service", lambda: c_auth(prod))
+        t.check("[production] Ingress routes to the webserver UI", lambda: c_ingress(prod))
+        t.check("[production] peers strictly spread over zones", lambda: c_zone_strict(prod))
+
+    reg = render("registry", ["--set", "global.image.registry=reg.example.com/shoal", "--set", "global.image.tag=9.9.9"])
+    if reg:
+        t.check("[registry] images are <registry>/shoal-<service>:<tag>", lambda: c_registry(reg))
+
+    store = render("store", ["--set", "tracker.replicas=3", "--set", "store.existingSecret=shoal-db",
+                             "--set", "store.existingSecretKey=dsn"])
+    if store:
+        t.check("[store] replicated tracker reads the store URL from the Secret file", lambda: c_store(store))
+
+    changed = render("changed-config", ["--set", "tracker.config.replicationFactor=2", "--set", "peer.env.FOO=bar"])
+    if default and changed:
+        def c_rolls() -> list[str]:
+            bad = []
+            for comp in ("tracker", "peer"):
+                if checksum_of(default, comp) == checksum_of(changed, comp):
+                    bad.append(f"{comp}: checksum unchanged after a config change")
+            if checksum_of(default, "webserver") != checksum_of(changed, "webserver"):
+                bad.append("webserver: checksum changed although its config did not")
+            return bad
+        t.check("[changed-config] checksum/config changes with the config (pods roll)", c_rolls)
+
+    static_zone = render("static-zone", ["--set", "peer.zone.value=zone-a", "--set", "networkPolicy.enabled=false"])
+    if static_zone:
+        def c_static() -> list[str]:
+            bad = []
+            sts = static_zone.get("StatefulSet", f"{FULL}-peer")
+            if sts["spec"]["template"]["spec"].get("initContainers"):
+                bad.append("initContainer rendered although the zone is fixed")
+            if static_zone.kind("ClusterRole"):
+                bad.append("ClusterRole rendered although the zone is fixed")
+            if static_zone.get("ConfigMap", f"{FULL}-peer-env")["data"].get("SHOAL_ZONE") != "zone-a":
+                bad.append("SHOAL_ZONE not set")
+            if static_zone.kind("NetworkPolicy"):
+                bad.append("NetworkPolicy rendered although disabled")
+            return bad
+        t.check("[static-zone] a fixed zone needs no discovery; NetworkPolicies can be off", c_static)
+
+    print(f"{t.passed} passed, {t.failed} failed")
+    return 1 if t.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
