@@ -15,8 +15,8 @@ mod tracker;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use shoal_common::grpc::GrpcChannel as Channel;
 use shoal_proto::v1 as pb;
-use tonic::transport::Channel;
 
 pub use error::ClientError;
 pub use get::{part_path as get_part_path, GetResult};

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use shoal_common::grpc::GrpcChannel as Channel;
 use shoal_proto::v1 as pb;
 use shoal_proto::v1::tracker_client::TrackerClient;
-use tonic::transport::Channel;
 
 use crate::{ClientError, Result};
 

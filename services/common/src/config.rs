@@ -70,26 +70,25 @@ pub fn secret(
 
 fn describe(err: config::ConfigError, vars: &HashMap<String, String>) -> ConfigError {
     use config::ConfigError as E;
-    match &err {
-        E::Type {
-            key: Some(key),
-            expected,
-            ..
-        } => {
-            let var = env_name(key);
+    let text = err.to_string().replace('\n', " ");
+    // The config crate names the key as "... for key `chunk.min_bytes` ..."; name the
+    // variable and its value instead.
+    let key = match &err {
+        E::Type { key: Some(k), .. } => Some(k.clone()),
+        _ => text
+            .split("for key `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string),
+    };
+    match key {
+        Some(key) => {
+            let var = env_name(&key);
             let value = vars.get(&var).map(String::as_str).unwrap_or("?");
-            ConfigError(format!("{var}={value}: expected {expected}"))
+            let why = text.split(" for key `").next().unwrap_or(&text);
+            ConfigError(format!("{var}={value}: {why}"))
         }
-        E::Message(m) => {
-            // serde messages name the field but not the variable: find it.
-            let var = vars
-                .iter()
-                .find(|(k, _)| m.contains(&k["SHOAL_".len()..].to_lowercase().replace("__", ".")))
-                .map(|(k, v)| format!("{k}={v}: "))
-                .unwrap_or_default();
-            ConfigError(format!("{var}{m}"))
-        }
-        _ => ConfigError(err.to_string().replace('\n', " ")),
+        None => ConfigError(text),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -14,6 +15,12 @@ pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// Largest message any shoal server decodes (inventories of big peers).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+type Layers =
+    tower::layer::util::Stack<crate::rpcmetrics::RpcMetricsLayer, tower::layer::util::Identity>;
+
+/// The router every shoal server starts from (with RPC metrics on every call).
+pub type Router = tonic::transport::server::Router<Layers>;
 
 /// The health of one server: every listed service and "" flip together.
 #[derive(Clone)]
@@ -37,7 +44,7 @@ impl Health {
 
 /// A server builder tuned for chunk streams, with health (everything NOT_SERVING)
 /// and both versions of reflection already added. The caller adds its service and serves.
-pub async fn server(services: &[&str]) -> (tonic::transport::server::Router, Health) {
+pub async fn server(services: &[&str]) -> (Router, Health) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health {
         reporter,
@@ -64,13 +71,15 @@ pub async fn server(services: &[&str]) -> (tonic::transport::server::Router, Hea
     (router, health)
 }
 
-fn tuned_server() -> Server {
+fn tuned_server() -> Server<Layers> {
     Server::builder()
+        .trace_fn(crate::tracecontext::server_span)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(crate::rpcmetrics::RpcMetricsLayer)
 }
 
 /// `host:port` or a full URL → a URL tonic can dial.
@@ -82,8 +91,18 @@ pub fn url_for(addr: &str) -> String {
     }
 }
 
-/// A lazily connected channel to `addr`, tuned like the servers.
-pub fn channel(addr: &str) -> Result<Channel, tonic::Status> {
+/// A channel that carries the caller's trace context (W3C `traceparent`) on every call.
+pub type GrpcChannel = InterceptedService<Channel, crate::tracecontext::Inject>;
+
+/// A lazily connected channel to `addr`, tuned like the servers, injecting trace context.
+pub fn channel(addr: &str) -> Result<GrpcChannel, tonic::Status> {
+    Ok(InterceptedService::new(
+        raw_channel(addr)?,
+        crate::tracecontext::Inject,
+    ))
+}
+
+fn raw_channel(addr: &str) -> Result<Channel, tonic::Status> {
     let endpoint = Endpoint::from_shared(url_for(addr))
         .map_err(|e| tonic::Status::invalid_argument(format!("bad address {addr:?}: {e}")))?
         .initial_stream_window_size(STREAM_WINDOW)
@@ -93,6 +112,29 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::Status> {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
     Ok(endpoint.connect_lazy())
+}
+
+/// One channel per address, so repeated calls (pipeline forwards, repairs,
+/// deletions) reuse one HTTP/2 connection instead of dialing each time. Owned by a
+/// service instance: a channel's connection task lives on the runtime that made it.
+#[derive(Default)]
+pub struct Channels {
+    map: std::sync::Mutex<std::collections::HashMap<String, GrpcChannel>>,
+}
+
+impl Channels {
+    pub fn get(&self, addr: &str) -> Result<GrpcChannel, tonic::Status> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = channel(addr)?;
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
 }
 
 /// Ask a server's standard health service whether it is SERVING.

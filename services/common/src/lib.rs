@@ -7,8 +7,10 @@ pub mod config;
 pub mod grpc;
 pub mod hash;
 pub mod names;
+pub mod rpcmetrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tracecontext;
 
 /// Version reported by every binary and by `Discover`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

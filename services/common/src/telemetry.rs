@@ -45,6 +45,20 @@ fn export_enabled() -> bool {
             .unwrap_or(true)
 }
 
+/// Logs only, never exporting spans (for the trace sink itself).
+pub fn init_logs_only(default_filter: &str) -> Telemetry {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .try_init();
+    Telemetry { provider: None }
+}
+
 /// Install the global subscriber. `default_filter` applies when `RUST_LOG` is unset.
 /// Must be called inside a tokio runtime when export is on.
 pub fn init(service_name: &str, default_filter: &str) -> Telemetry {
@@ -78,7 +92,7 @@ pub fn init(service_name: &str, default_filter: &str) -> Telemetry {
             .with_filter(EnvFilter::new("info,h2=off,hyper=off,tonic=off,tower=off"))
     });
     let _ = tracing_subscriber::registry()
-        .with(filter.and_then(fmt))
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init();
     if let Some(p) = &provider {

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_common::grpc::GrpcChannel as Channel;
 use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
 use shoal_proto::v1::tracker_client::TrackerClient;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tracing::{info, info_span, warn};
 
 use crate::service::PeerCore;

@@ -77,6 +77,7 @@ pub async fn run(
         store: Arc::new(store),
         counters: Default::default(),
         corrupt: corrupt_tx,
+        channels: Default::default(),
     });
     let trackers = cfg
         .tracker_url
@@ -212,5 +213,6 @@ pub fn render_metrics(core: &service::PeerCore) -> String {
             core.id
         );
     }
+    shoal_common::rpcmetrics::render(&mut out);
     out
 }

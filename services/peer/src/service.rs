@@ -40,6 +40,7 @@ pub struct PeerCore {
     pub counters: Counters,
     /// Corrupt chunks found on read, for the agent to report.
     pub corrupt: mpsc::UnboundedSender<Hash>,
+    pub channels: shoal_common::grpc::Channels,
 }
 
 struct Active<'a>(&'a AtomicU32);
@@ -185,10 +186,10 @@ impl PeerRpc for PeerService {
                 .await
                 .map_err(|_| Status::internal("pipeline channel closed"))?;
             let fspan = info_span!(parent: &span, "chunk.forward", chunk = %h, from = %core.id, to = %next.id, to_addr = %next.addr);
+            let channel = core.channels.get(&next.addr);
             let task = tokio::spawn(
                 async move {
-                    let mut c =
-                        pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&next.addr)?);
+                    let mut c = pb::peer_client::PeerClient::new(channel?);
                     c.put_chunk(ReceiverStream::new(rx))
                         .await
                         .map(|r| r.into_inner())
@@ -394,8 +395,7 @@ impl PeerRpc for PeerService {
         for src in req.sources.iter().filter(|s| s.id != core.id) {
             let span = info_span!("chunk.replicate", chunk = %h, source = %src.id, target = %core.id, bytes = req.size);
             let result = async {
-                let mut c =
-                    pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&src.addr)?);
+                let mut c = pb::peer_client::PeerClient::new(core.channels.get(&src.addr)?);
                 let stream = c
                     .get_chunk(pb::GetChunkRequest {
                         hash: h.to_hex(),

@@ -4,6 +4,8 @@
 //! connection and task) as well as stop it gracefully. Readiness is polled with
 //! deadlines, never slept for.
 
+pub mod procs;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,7 +34,7 @@ impl Node {
     {
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
-        let (s, k) = (shutdown.clone(), kill.clone());
+        let (s, k, k2) = (shutdown.clone(), kill.clone(), kill.clone());
         let name = name.to_string();
         let thread = std::thread::Builder::new()
             .name(name.clone())
@@ -49,8 +51,14 @@ impl Node {
                         _ = k.cancelled() => {}
                     }
                 });
-                // Dropping the runtime aborts every task and closes every socket: a crash.
-                rt.shutdown_background();
+                if k2.is_cancelled() {
+                    // Dropping the runtime aborts every task and closes every socket: a crash.
+                    rt.shutdown_background();
+                } else {
+                    // A clean stop: wait until every task (and what it holds, like the
+                    // tracker's database) is dropped before the node counts as stopped.
+                    rt.shutdown_timeout(Duration::from_secs(10));
+                }
             })
             .expect("spawn node thread");
         Node {
@@ -269,6 +277,36 @@ impl TestCluster {
         let addr = n.addr;
         self.peers[i] = Some(n);
         wait_serving(addr).await
+    }
+
+    /// The stable id of peer `i` (from its data dir).
+    pub fn peer_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.peer_dir(i).join("peer_id")).unwrap_or_default()
+    }
+
+    /// Wait until the tracker reports peer `i` dead.
+    pub async fn wait_peer_dead(&self, i: usize) -> anyhow::Result<()> {
+        let (client, id) = (self.client(), self.peer_id(i));
+        wait_for(
+            &format!("peer {i} declared dead"),
+            Duration::from_secs(20),
+            || {
+                let (client, id) = (&client, &id);
+                async move {
+                    client
+                        .peers()
+                        .await
+                        .map(|ps| {
+                            ps.iter().any(|p| {
+                                p.peer.as_ref().is_some_and(|r| &r.id == id)
+                                    && p.state == shoal_proto::v1::PeerState::Dead as i32
+                            })
+                        })
+                        .unwrap_or(false)
+                }
+            },
+        )
+        .await
     }
 
     pub fn kill_peer(&mut self, i: usize) {

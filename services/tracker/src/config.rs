@@ -123,7 +123,7 @@ fn default_repair_concurrency() -> usize {
     16
 }
 fn default_repair_per_peer() -> usize {
-    4
+    8
 }
 fn default_gc_grace() -> Duration {
     Duration::from_secs(600)

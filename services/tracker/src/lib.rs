@@ -116,5 +116,6 @@ pub fn render_metrics(t: &Tracker) -> String {
         );
     }
     t.metrics.render(&mut out);
+    shoal_common::rpcmetrics::render(&mut out);
     out
 }

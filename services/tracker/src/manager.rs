@@ -31,6 +31,10 @@ pub struct ManagerState {
     budget_window: Option<(Instant, u64)>,
 }
 
+/// Wakes the manager early (a copy finished, so a slot is free).
+static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
 /// Queue chunks for repair (persisted, so repair survives a restart).
 pub fn enqueue_repairs(t: &Tracker, chunks: impl IntoIterator<Item = Hash>) {
     let mut q = t.repairs.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,12 +53,18 @@ pub fn enqueue_repairs(t: &Tracker, chunks: impl IntoIterator<Item = Hash>) {
     }
 }
 
-fn dequeue(t: &Tracker, h: &Hash) {
-    t.repairs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(h);
-    if let Err(e) = t.persist(&[Change::DeleteRepair(*h)]) {
+/// Drop finished chunks from the queue, in one transaction.
+fn dequeue(t: &Tracker, done: &[Hash]) {
+    if done.is_empty() {
+        return;
+    }
+    let mut q = t.repairs.lock().unwrap_or_else(|p| p.into_inner());
+    let changes: Vec<Change> = done
+        .iter()
+        .filter(|h| q.remove(h))
+        .map(|h| Change::DeleteRepair(*h))
+        .collect();
+    if let Err(e) = t.persist(&changes) {
         error!(error = %e, "could not persist the repair queue");
     }
 }
@@ -131,6 +141,7 @@ pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = WAKE.notified() => {}
         }
         round(&t, &ms);
     }
@@ -187,11 +198,8 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
                 ranked.push((live, h));
             }
         }
-        for h in &done {
-            if !m.in_flight.contains(h) {
-                dequeue(t, h);
-            }
-        }
+        done.retain(|h| !m.in_flight.contains(h));
+        dequeue(t, &done);
         ranked.sort();
         let mut planner = Planner::new(Tracker::candidates(&st, cfg, now));
         for (live, h) in ranked {
@@ -330,11 +338,11 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
     }
     t.send_deletions(merge(deletions));
     for (h, size, live, target_n, priority, target, sources, reason) in starts {
-        let span = info_span!("repair", chunk = %h, repair.live_replicas = live, repair.target = target_n, repair.priority = priority, repair.source = %sources[0].id, repair.target_peer = %target.id, placement.reason = %reason);
+        let span = info_span!("repair", chunk = %h, repair.live_replicas = live, repair.target_replicas = target_n, repair.priority = priority, repair.source = %sources[0].id, repair.target = %target.id, placement.reason = %reason);
         let (t, ms) = (t.clone(), ms.clone());
         tokio::spawn(
             async move {
-                let result = copy(&target, &h, size, sources.clone()).await;
+                let result = copy(t.channels.get(&target.addr), &h, size, sources.clone()).await;
                 let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
                 m.in_flight.remove(&h);
                 for id in [&target.id, &sources[0].id] {
@@ -343,6 +351,7 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
                     }
                 }
                 drop(m);
+                WAKE.notify_one();
                 match result {
                     Ok(resp) => {
                         t.state().add_location(&target.id, h);
@@ -396,12 +405,12 @@ fn budget_allows(m: &mut ManagerState, bytes_per_sec: u64, size: u64, now: Insta
 }
 
 async fn copy(
-    target: &pb::PeerRef,
+    channel: Result<shoal_common::grpc::GrpcChannel, tonic::Status>,
     h: &Hash,
     size: u64,
     sources: Vec<pb::PeerRef>,
 ) -> Result<pb::ReplicateChunkResponse, tonic::Status> {
-    let mut c = pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&target.addr)?);
+    let mut c = pb::peer_client::PeerClient::new(channel?);
     let req = pb::ReplicateChunkRequest {
         hash: h.to_hex(),
         size,

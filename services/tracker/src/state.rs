@@ -467,10 +467,7 @@ impl State {
 
     /// Drop names; content that loses its last name is removed and its chunks become
     /// garbage (deleted on their peers unless an upload in flight uses them).
-    pub fn delete(
-        &mut self,
-        name_or_id: &str,
-    ) -> Result<Removal> {
+    pub fn delete(&mut self, name_or_id: &str) -> Result<Removal> {
         let (name, f) = self.resolve(name_or_id)?;
         let id = f.id;
         let names = match name {
@@ -483,7 +480,12 @@ impl State {
             changes.push(Change::DeleteName(n.clone()));
         }
         let (content_removed, deletions) = self.drop_content_if_unnamed(&id, &mut changes);
-        Ok(Removal { names, content_removed, changes, deletions })
+        Ok(Removal {
+            names,
+            content_removed,
+            changes,
+            deletions,
+        })
     }
 
     fn drop_content_if_unnamed(
@@ -535,9 +537,11 @@ impl State {
         let previous = self.names.get(name).map(|n| n.id);
         match previous {
             Some(old) if old == id => return Ok(Vec::new()),
-            Some(old) if !overwrite => return Err(Error::AlreadyExists(format!(
+            Some(old) if !overwrite => {
+                return Err(Error::AlreadyExists(format!(
                 "a different file named {name:?} exists (id {old}); use --overwrite to replace it"
-            ))),
+            )))
+            }
             _ => {}
         }
         let rec = NameRecord {

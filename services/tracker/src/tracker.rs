@@ -24,6 +24,7 @@ pub struct Tracker {
     pub metrics: crate::metrics::Metrics,
     /// Chunks waiting for repair (persisted); priority is computed when scheduling.
     pub repairs: Mutex<std::collections::BTreeSet<Hash>>,
+    pub channels: shoal_common::grpc::Channels,
 }
 
 pub fn validate_zone(zone: &str) -> Result<()> {
@@ -74,6 +75,7 @@ impl Tracker {
             state: Mutex::new(state),
             metrics: Default::default(),
             repairs: Mutex::new(repairs.into_iter().map(|r| r.chunk).collect()),
+            channels: Default::default(),
         }))
     }
 
@@ -147,18 +149,23 @@ impl Tracker {
                 cfg.replication.max_factor
             )));
         }
-        let frag = {
-            let _span =
-                info_span!("fragment", file.name = %req.name, file.size = req.size).entered();
-            let frag = fragment(req.size, cfg.chunk.min_bytes, cfg.chunk.max_bytes);
+        let frag = fragment(req.size, cfg.chunk.min_bytes, cfg.chunk.max_bytes);
+        // The fragmentation decision, with its reasons, as a span of its own.
+        info_span!(
+            "fragment",
+            file.name = %req.name,
+            file.size = req.size,
+            fragment.chunk_size = frag.chunk_size,
+            fragment.chunks = frag.chunks,
+            fragment.policy = %frag.reason,
+        )
+        .in_scope(|| {
             info!(
-                fragment.chunk_size = frag.chunk_size,
-                fragment.chunks = frag.chunks,
-                fragment.policy = %frag.reason,
+                chunk_size = frag.chunk_size,
+                chunks = frag.chunks,
                 "fragmentation decided"
-            );
-            frag
-        };
+            )
+        });
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         // A name clash is only known at PlaceChunks: the same content under the same name is fine.
         let mut st = self.state();
@@ -194,7 +201,7 @@ impl Tracker {
             .iter()
             .map(|c| bad_hash(&c.hash))
             .collect::<Result<_>>()?;
-        let span = info_span!("place", file.id = %file_id, chunks = digests.len());
+        let span = info_span!("placement", file.id = %file_id, chunks = digests.len());
         let this = self.clone();
         self.mutate(move |st, cfg, now| {
             let _e = span.enter();
@@ -257,7 +264,19 @@ impl Tracker {
                     return Err(Error::Unavailable(format!("no live peer can take chunk {i} ({len} bytes)")));
                 }
                 let reason = if want == 0 { format!("already stored on {} peers", holders.len()) } else { decision.reason() };
-                info!(chunk.index = i, chunk.hash = %h, placement.chosen = ?decision.chosen, placement.zones_covered = decision.zones_covered, placement.candidates = decision.candidates, placement.reason = %reason, "placed");
+                info_span!(
+                    "place",
+                    chunk.index = i,
+                    chunk.hash = %h,
+                    placement.chosen = ?decision.chosen,
+                    placement.zones_covered = decision.zones_covered,
+                    placement.zones_available = decision.zones_available,
+                    placement.candidates = decision.candidates,
+                    placement.eligible = decision.eligible,
+                    placement.scores = ?decision.scores,
+                    placement.reason = %reason,
+                )
+                .in_scope(|| tracing::debug!("placed"));
                 this.metrics.placement(if want == 0 { "dedup" } else if decision.chosen.len() < want { "short" } else { "full" });
                 st.placement_reasons.insert(*h, reason.clone());
                 placements.push(pb::ChunkPlacement {
@@ -362,13 +381,13 @@ impl Tracker {
     /// it keeps the chunk until garbage collection finds it unreferenced.
     pub fn send_deletions(&self, deletions: Vec<Deletion>) {
         for d in deletions {
+            let channel = self.channels.get(&d.addr);
             tokio::spawn(async move {
                 let req = pb::DeleteChunksRequest {
                     hashes: d.chunks.iter().map(Hash::to_hex).collect(),
                 };
                 let result = async {
-                    let mut c =
-                        pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&d.addr)?);
+                    let mut c = pb::peer_client::PeerClient::new(channel?);
                     c.delete_chunks(req).await
                 }
                 .await;

@@ -1,0 +1,386 @@
+//! Replication and consistency acceptance: zone-aware placement, repair after peer
+//! death, trimming and GC when a peer returns, scrub, drain, replica count changes,
+//! repair across a tracker restart.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_client::{Client, Progress, PutOptions, Quiet};
+use shoal_proto::v1 as pb;
+use shoal_testkit::{file_hash, random_file, wait_for, ClusterOptions, TestCluster};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn quiet() -> Arc<dyn Progress> {
+    Arc::new(Quiet)
+}
+
+async fn put(
+    c: &Client,
+    dir: &Path,
+    name: &str,
+    len: u64,
+    seed: u64,
+    replicas: u32,
+) -> std::path::PathBuf {
+    let p = dir.join(format!("src-{name}"));
+    random_file(&p, len, seed).unwrap();
+    c.put(
+        &p,
+        PutOptions {
+            name: name.into(),
+            replicas,
+            overwrite: false,
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    p
+}
+
+/// Live replica counts (by peer id) of every chunk of a file.
+async fn replicas(c: &Client, name: &str) -> Vec<Vec<pb::PeerRef>> {
+    c.stat(name)
+        .await
+        .unwrap()
+        .chunks
+        .into_iter()
+        .map(|ch| ch.replicas)
+        .collect()
+}
+
+/// Wait until every chunk has exactly `r` live copies on distinct peers, none of them
+/// on a peer that was stopped (a stopped peer counts as live until it is declared dead).
+async fn wait_exactly_r(c: &Client, name: &str, r: usize) {
+    let what = format!("every chunk of {name} at exactly {r} copies on alive peers");
+    wait_for(&what, CONVERGE, || async {
+        let alive: HashSet<String> = c
+            .peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.state == pb::PeerState::Alive as i32)
+            .map(|p| p.peer.unwrap().id)
+            .collect();
+        let reps = replicas(c, name).await;
+        reps.iter().all(|peers| {
+            peers.len() == r
+                && peers.iter().map(|p| &p.id).collect::<HashSet<_>>().len() == r
+                && peers.iter().all(|p| alive.contains(&p.id))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn same_bytes(c: &Client, name: &str, src: &Path, out: &Path) {
+    c.get(name, out, quiet())
+        .await
+        .unwrap_or_else(|e| panic!("get {name}: {e}"));
+    assert_eq!(file_hash(out).unwrap(), file_hash(src).unwrap());
+}
+
+fn opts(zones: &[&str], r: u32) -> ClusterOptions {
+    ClusterOptions::zones(zones).replication(r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placement_covers_zones_and_never_repeats_a_peer() {
+    let cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    put(&c, work.path(), "r2", 40 * 65536, 1, 2).await;
+    put(&c, work.path(), "r3", 40 * 65536, 2, 3).await;
+    for peers in replicas(&c, "r2").await {
+        let zones: Vec<&str> = peers.iter().map(|p| p.zone.as_str()).collect();
+        assert_eq!(peers.len(), 2);
+        assert!(zones.contains(&"a") && zones.contains(&"b"), "{zones:?}");
+    }
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for peers in replicas(&c, "r3").await {
+        let ids: HashSet<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+        let zones: HashSet<&str> = peers.iter().map(|p| p.zone.as_str()).collect();
+        assert_eq!(ids.len(), 3, "a peer holds two copies");
+        assert_eq!(zones.len(), 2, "both zones covered");
+        for p in peers {
+            *load.entry(p.id).or_default() += 1;
+        }
+    }
+    assert_eq!(load.len(), 4, "all four peers take copies: {load:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_peer_is_repaired_and_its_return_is_trimmed_and_collected() {
+    let mut cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "data", 60 * 65536, 3, 2).await;
+    let doomed = put(&c, work.path(), "doomed", 20 * 65536, 4, 2).await;
+    let _ = doomed;
+
+    cluster.kill_peer(0);
+    cluster.wait_peer_dead(0).await.unwrap();
+    wait_exactly_r(&c, "data", 2).await;
+    wait_exactly_r(&c, "doomed", 2).await;
+    let victim_id = std::fs::read_to_string(cluster.peer_dir(0).join("peer_id")).unwrap();
+    for peers in replicas(&c, "data").await {
+        assert!(peers.iter().all(|p| p.id != victim_id));
+        let zones: HashSet<&str> = peers.iter().map(|p| p.zone.as_str()).collect();
+        assert_eq!(zones.len(), 2, "repair keeps the zone spread");
+    }
+    same_bytes(&c, "data", &src, &work.path().join("o1")).await;
+    let info = c.cluster_info().await.unwrap();
+    assert_eq!(info.lost_chunks, 0);
+
+    // While it is gone, one file is deleted: its copies on the dead peer become stale.
+    c.delete("doomed").await.unwrap();
+    cluster.start_peer(0).await.unwrap();
+    cluster.wait_live_peers(4).await.unwrap();
+    wait_exactly_r(&c, "data", 2).await;
+    let chunks = c.stat("data").await.unwrap().chunks.len() as u64;
+    wait_for("stale and surplus copies cleaned up", CONVERGE, || async {
+        let held: u64 = c.peers().await.unwrap().iter().map(|p| p.chunks).sum();
+        held == 2 * chunks
+    })
+    .await
+    .unwrap();
+    // And on disk too: the returning peer keeps only chunks something references.
+    let referenced: HashSet<String> = c
+        .stat("data")
+        .await
+        .unwrap()
+        .chunks
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    wait_for(
+        "returning peer's disk holds only referenced chunks",
+        CONVERGE,
+        || async {
+            let dir = cluster.peer_dir(0).join("chunks");
+            walk(&dir).iter().all(|h| referenced.contains(h))
+        },
+    )
+    .await
+    .unwrap();
+    same_bytes(&c, "data", &src, &work.path().join("o2")).await;
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.file_name().to_string_lossy().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_peers_die_one_after_the_other_with_r3() {
+    let mut cluster = TestCluster::start(opts(&["a", "a", "b", "b", "c"], 3))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "precious", 50 * 65536, 5, 3).await;
+    cluster.kill_peer(1);
+    cluster.wait_peer_dead(1).await.unwrap();
+    wait_exactly_r(&c, "precious", 3).await;
+    cluster.kill_peer(3);
+    cluster.wait_peer_dead(3).await.unwrap();
+    wait_exactly_r(&c, "precious", 3).await;
+    for peers in replicas(&c, "precious").await {
+        let zones: HashSet<&str> = peers.iter().map(|p| p.zone.as_str()).collect();
+        assert_eq!(zones.len(), 3, "three zones remain, all covered");
+    }
+    assert_eq!(c.cluster_info().await.unwrap().lost_chunks, 0);
+    same_bytes(&c, "precious", &src, &work.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scrub_finds_corruption_and_repair_restores_the_copy() {
+    let mut o = opts(&["a", "b", "b"], 2);
+    o.peer_tweak = |p| {
+        p.scrub.rate_bytes = 1 << 30;
+        p.scrub.pause = Duration::from_millis(100);
+    };
+    let cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "f", 10 * 65536, 6, 2).await;
+    let d = c.stat("f").await.unwrap();
+    let peer0 = std::fs::read_to_string(cluster.peer_dir(0).join("peer_id")).unwrap();
+    let on0: Vec<String> = d
+        .chunks
+        .iter()
+        .filter(|ch| ch.replicas.iter().any(|r| r.id == peer0))
+        .map(|ch| ch.hash.clone())
+        .collect();
+    assert!(!on0.is_empty());
+    for h in &on0 {
+        let f = cluster.chunk_file(0, h);
+        let mut b = std::fs::read(&f).unwrap();
+        b[0] ^= 1;
+        std::fs::write(&f, b).unwrap();
+    }
+    wait_for("scrub quarantines the corrupt copies", CONVERGE, || async {
+        let q = std::fs::read_dir(cluster.peer_dir(0).join("quarantine"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        q >= on0.len()
+    })
+    .await
+    .unwrap();
+    // Every listed copy exists on disk and verifies, R of them per chunk.
+    wait_exactly_r(&c, "f", 2).await;
+    wait_for("every listed copy verifies on disk", CONVERGE, || async {
+        let ids: Vec<String> = (0..3).map(|i| cluster.peer_id(i)).collect();
+        c.stat("f").await.unwrap().chunks.iter().all(|ch| {
+            ch.replicas.len() == 2
+                && ch.replicas.iter().all(|r| {
+                    let i = ids.iter().position(|id| *id == r.id).unwrap();
+                    std::fs::read(cluster.chunk_file(i, &ch.hash))
+                        .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == ch.hash)
+                })
+        })
+    })
+    .await
+    .unwrap();
+    same_bytes(&c, "f", &src, &work.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_rehomes_everything_without_dropping_below_r_minus_1() {
+    let cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "d", 80 * 65536, 7, 2).await;
+    let peer = std::fs::read_to_string(cluster.peer_dir(0).join("peer_id")).unwrap();
+    let first = c.drain(&peer).await.unwrap();
+    assert!(!first.safe_to_remove, "peer 0 held copies: not safe yet");
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let min = replicas(&c, "d").await.iter().map(Vec::len).min().unwrap();
+        assert!(min >= 1, "a chunk dropped below R-1 during the drain");
+        let r = c.drain(&peer).await.unwrap();
+        if r.safe_to_remove {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drain did not finish: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Copies off the drained peer, R elsewhere; its own copies are trimmed.
+    wait_for("drained peer emptied", CONVERGE, || async {
+        replicas(&c, "d")
+            .await
+            .iter()
+            .all(|peers| peers.len() == 2 && peers.iter().all(|p| p.id != peer))
+    })
+    .await
+    .unwrap();
+    let state = c
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.peer.as_ref().unwrap().id == peer)
+        .unwrap();
+    assert_eq!(state.state, pb::PeerState::Drained as i32);
+    same_bytes(&c, "d", &src, &work.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_count_changes_converge() {
+    let cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "x", 30 * 65536, 8, 2).await;
+    c.set_replicas("x", 4).await.unwrap();
+    wait_exactly_r(&c, "x", 4).await;
+    c.set_replicas("x", 1).await.unwrap();
+    wait_exactly_r(&c, "x", 1).await;
+    let e = c.set_replicas("x", 0).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument));
+    let e = c.set_replicas("x", 1000).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument));
+    same_bytes(&c, "x", &src, &work.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_continues_across_a_tracker_restart() {
+    let mut o = opts(&["a", "a", "b", "b"], 2);
+    // Slow repair: one copy at a time, 64 KiB/s, so the restart lands mid-repair.
+    o.tracker.repair.concurrency = 1;
+    o.tracker.repair.per_peer = 1;
+    o.tracker.repair.bandwidth_bytes = 64 * 1024 * 4;
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "r", 64 * 65536, 9, 2).await;
+    cluster.kill_peer(2);
+    wait_for("repair under way", CONVERGE, || async {
+        let i = c.cluster_info().await.unwrap();
+        i.repair_queue > 0 && i.under_replicated_chunks > 0 && i.under_replicated_chunks < 40
+    })
+    .await
+    .unwrap();
+    cluster.restart_tracker().await.unwrap();
+    let c = cluster.client();
+    let left = c.cluster_info().await.unwrap().repair_queue;
+    assert!(left > 0, "the repair queue survives the restart");
+    wait_exactly_r(&c, "r", 2).await;
+    same_bytes(&c, "r", &src, &work.path().join("out")).await;
+}
+
+/// Detection + full repair time for 1,000 chunks after one peer dies (printed, and
+/// written to target/bench/repair.txt; no timing assertion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_time_for_1000_chunks() {
+    let mut o = opts(&["a", "a", "b", "b"], 2);
+    o.tracker.chunk.min_bytes = 16 << 10;
+    o.tracker.chunk.max_bytes = 16 << 10;
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    put(&c, work.path(), "thousand", 1000 * (16 << 10), 10, 2).await;
+    let start = tokio::time::Instant::now();
+    cluster.kill_peer(0);
+    cluster.wait_peer_dead(0).await.unwrap();
+    wait_for("under-replication detected", CONVERGE, || async {
+        c.cluster_info().await.unwrap().under_replicated_chunks > 0
+    })
+    .await
+    .unwrap();
+    let detected = start.elapsed();
+    wait_exactly_r(&c, "thousand", 2).await;
+    let total = start.elapsed();
+    let line = format!(
+        "repair of 1000 chunks (16 KiB, R=2, 4 peers) after a peer died: detected in {:.2}s (dead threshold {:?}), fully repaired in {:.2}s",
+        detected.as_secs_f64(),
+        cluster.opts.tracker.liveness.dead_after,
+        total.as_secs_f64()
+    );
+    println!("{line}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("repair.txt"), line + "\n");
+}
