@@ -12,6 +12,7 @@ run: release
 
 ## test: the whole test suite
 test:
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

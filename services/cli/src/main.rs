@@ -4,6 +4,7 @@
 //! 1 anything else; 2 for bad usage).
 
 mod output;
+mod trace;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -73,6 +74,13 @@ enum Cmd {
     Replicas { name_or_id: String, replicas: u32 },
     /// Cluster facts: peers, zones, under-replicated and lost chunks.
     Info,
+    /// The span tree of the latest put (and repairs) of a file, from the trace sink's file.
+    Trace {
+        name: String,
+        /// JSON lines written by shoal-trace-sink.
+        #[arg(long, env = "SHOAL_TRACE_FILE", default_value = ".shoal/traces.jsonl")]
+        file: PathBuf,
+    },
     /// Exit 0 when the gRPC server at ADDR reports SERVING (for container health checks).
     Health {
         addr: String,
@@ -133,6 +141,7 @@ async fn connect(cli: &Cli) -> Result<Client, ClientError> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    let telemetry = shoal_common::telemetry::init("shoal-cli", "warn");
     let code = match run(&cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -140,6 +149,8 @@ async fn main() {
             exit_code(&e)
         }
     };
+    // Flush the last spans: `exit` skips destructors.
+    telemetry.shutdown();
     std::process::exit(code);
 }
 
@@ -162,6 +173,24 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
                 }
             },
         );
+    }
+    if let Cmd::Trace { name, file } = &cli.cmd {
+        // The file's chunks, to find its repairs; the put tree needs no tracker.
+        let chunks = match connect(cli).await {
+            Ok(c) => c
+                .stat(name)
+                .await
+                .map(|d| d.chunks.into_iter().map(|c| c.hash).collect())
+                .unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+        return match trace::render(file, name, &chunks) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(0)
+            }
+            Err(e) => Err(ClientError::Other(e)),
+        };
     }
     let client = connect(cli).await?;
     let bars = !json && std::io::stderr().is_terminal();
@@ -233,7 +262,7 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
             }
         }
         Cmd::Info => output::info(&client.cluster_info().await?, json),
-        Cmd::Health { .. } => unreachable!("handled above"),
+        Cmd::Health { .. } | Cmd::Trace { .. } => unreachable!("handled above"),
     }
     Ok(0)
 }
