@@ -1,0 +1,198 @@
+//! `POST /upload`: a multipart form (`file`, and optional `name`, `replicas`,
+//! `overwrite`) streamed to a spool file on disk, piece by piece as it arrives, then
+//! stored with the same client library as `shoal put` (the tracker picks the peers).
+//! Memory stays bounded whatever the file size; the spool file is removed whatever
+//! happens, including a client that goes away.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use shoal_client::{PutOptions, Quiet};
+use shoal_common::names;
+use tokio::io::AsyncWriteExt;
+
+use super::html::file_href;
+use super::{AppError, Shared};
+use crate::metrics::Metrics;
+
+/// Longest text field accepted (a name is at most 255 bytes).
+const MAX_TEXT_FIELD: usize = 1024;
+
+/// The spooled file part.
+struct Spooled {
+    path: tempfile::TempPath,
+    file_name: Option<String>,
+    size: u64,
+}
+
+fn bad_multipart(e: MultipartError) -> AppError {
+    let status = e.status();
+    let status = if status.is_server_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    AppError::new(
+        status,
+        format!("could not read the upload: {}", e.body_text()),
+    )
+}
+
+fn io_error(what: &str, dir: &std::path::Path, e: std::io::Error) -> AppError {
+    tracing::warn!(dir = %dir.display(), error = %e, "{what}");
+    AppError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{what} in {}: {e}", dir.display()),
+    )
+}
+
+/// A short text field, refused when it is longer than a name can be.
+async fn small_text(mut field: Field<'_>) -> Result<String, AppError> {
+    let mut buf = Vec::new();
+    while let Some(piece) = field.chunk().await.map_err(bad_multipart)? {
+        if buf.len() + piece.len() > MAX_TEXT_FIELD {
+            return Err(AppError::bad_request(format!(
+                "form field {:?} is longer than {MAX_TEXT_FIELD} bytes",
+                field.name().unwrap_or("")
+            )));
+        }
+        buf.extend_from_slice(&piece);
+    }
+    String::from_utf8(buf).map_err(|_| AppError::bad_request("form fields must be UTF-8"))
+}
+
+fn check_name(name: &str) -> Result<(), AppError> {
+    names::validate(name).map_err(|e| AppError::bad_request(format!("Bad file name: {e}.")))
+}
+
+/// Write a file field to a new spool file in `dir`, as it arrives.
+async fn spool(
+    st: &crate::AppState,
+    dir: &std::path::Path,
+    mut field: Field<'_>,
+) -> Result<Spooled, AppError> {
+    let file_name = field.file_name().map(str::to_string);
+    let dir_owned = dir.to_path_buf();
+    let tmp = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new()
+            .prefix(".shoal-upload-")
+            .tempfile_in(&dir_owned)
+    })
+    .await
+    .map_err(|e| {
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("spool task: {e}"),
+        )
+    })?
+    .map_err(|e| io_error("cannot create an upload spool file", dir, e))?;
+    let (std_file, path) = tmp.into_parts();
+    let mut out = tokio::fs::File::from_std(std_file);
+    let mut size = 0u64;
+    while let Some(piece) = field.chunk().await.map_err(bad_multipart)? {
+        out.write_all(&piece)
+            .await
+            .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
+        size += piece.len() as u64;
+        Metrics::add(&st.metrics.uploaded_bytes, piece.len() as u64);
+    }
+    out.flush()
+        .await
+        .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
+    Ok(Spooled {
+        path,
+        file_name,
+        size,
+    })
+}
+
+pub async fn upload(State(st): Shared, mut form: Multipart) -> Result<Response, AppError> {
+    let r = receive_and_store(&st, &mut form).await;
+    if r.is_err() {
+        Metrics::add(&st.metrics.upload_failures, 1);
+    }
+    r
+}
+
+async fn receive_and_store(
+    st: &Arc<crate::AppState>,
+    form: &mut Multipart,
+) -> Result<Response, AppError> {
+    let dir: PathBuf = st.cfg.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (mut name, mut replicas, mut overwrite) = (None::<String>, 0u32, false);
+    let mut spooled: Option<Spooled> = None;
+    while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
+        match field.name().unwrap_or("") {
+            "file" if spooled.is_none() => spooled = Some(spool(st, &dir, field).await?),
+            "name" => {
+                let n = small_text(field).await?;
+                let n = n.trim();
+                if !n.is_empty() {
+                    // Fields before the file (as the web form sends them) fail fast.
+                    check_name(n)?;
+                    name = Some(n.to_string());
+                }
+            }
+            "replicas" => {
+                let v = small_text(field).await?;
+                let v = v.trim();
+                replicas = if v.is_empty() {
+                    0
+                } else {
+                    v.parse().map_err(|_| {
+                        AppError::bad_request(format!("replicas must be a whole number, not {v:?}"))
+                    })?
+                };
+            }
+            "overwrite" => {
+                overwrite = matches!(small_text(field).await?.trim(), "on" | "1" | "true" | "yes")
+            }
+            // Unknown fields (and a second file) are read and dropped.
+            _ => {
+                let mut field = field;
+                while field.chunk().await.map_err(bad_multipart)?.is_some() {}
+            }
+        }
+    }
+    let Some(file) = spooled else {
+        return Err(AppError::bad_request(
+            "The form has no file: choose one to upload.",
+        ));
+    };
+    // A browser sends an empty part with no file name when no file was chosen.
+    if file.size == 0 && file.file_name.as_deref().unwrap_or("").is_empty() {
+        return Err(AppError::bad_request("No file was chosen."));
+    }
+    let name = match name {
+        Some(n) => n,
+        None => file
+            .file_name
+            .as_deref()
+            .and_then(names::local_file_name)
+            .ok_or_else(|| AppError::bad_request("The file part has no file name: give a name."))?,
+    };
+    check_name(&name)?;
+
+    tracing::info!(name = %name, size = file.size, replicas, overwrite, "upload received; storing");
+    let opts = PutOptions {
+        name: name.clone(),
+        replicas,
+        overwrite,
+    };
+    let stored = st.client.put(&file.path, opts, Arc::new(Quiet)).await.map_err(|e| {
+        let mut err = AppError::from(e);
+        if err.status == StatusCode::CONFLICT && !overwrite {
+            err.message = format!("A different file named “{name}” already exists. Tick “Replace a different file of the same name” to overwrite it. ({})", err.message);
+        }
+        err
+    })?;
+    drop(file);
+    Metrics::add(&st.metrics.uploads, 1);
+    tracing::info!(name = %name, id = %stored.id, chunks = stored.chunks, deduplicated = stored.deduplicated, "upload stored");
+    let flag = if stored.deduplicated { "dedup" } else { "1" };
+    Ok(Redirect::to(&format!("{}?uploaded={flag}", file_href(&name))).into_response())
+}
