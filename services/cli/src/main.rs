@@ -28,6 +28,9 @@ struct Cli {
     /// Tracker URL(s), comma-separated; skips discovery.
     #[arg(long, global = true, env = "SHOAL_TRACKER")]
     tracker: Option<String>,
+    /// Bearer token (read or write role) when the cluster requires one.
+    #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -124,15 +127,18 @@ fn exit_code(e: &ClientError) -> i32 {
 }
 
 async fn connect(cli: &Cli) -> Result<Client, ClientError> {
+    let token = cli.token.clone();
     if let Some(t) = &cli.tracker {
-        return Client::new(t);
+        return Client::with_token(t, token);
     }
     match &cli.endpoint {
-        Some(e) => Ok(Client::discover(e).await?.0),
+        Some(e) => Ok(Client::discover_with_token(e, token).await?.0),
         // No endpoint configured: the local webserver, else the local tracker.
-        None => match Client::discover(DEFAULT_ENDPOINT).await {
+        None => match Client::discover_with_token(DEFAULT_ENDPOINT, token.clone()).await {
             Ok((c, _)) => Ok(c),
-            Err(e) if e.code() == Some(tonic::Code::Unavailable) => Client::new(DEFAULT_TRACKER),
+            Err(e) if e.code() == Some(tonic::Code::Unavailable) => {
+                Client::with_token(DEFAULT_TRACKER, token)
+            }
             Err(e) => Err(e),
         },
     }

@@ -60,23 +60,38 @@ impl Default for Options {
 pub struct Client {
     pub trackers: Trackers,
     peers: Mutex<HashMap<String, Channel>>,
+    token: Option<String>,
     pub options: Options,
 }
 
 impl Client {
     /// A client for the given tracker URL(s) (comma-separated; fails over on UNAVAILABLE).
     pub fn new(tracker_urls: &str) -> Result<Self> {
+        Self::with_token(tracker_urls, None)
+    }
+
+    /// A client presenting `token` (read or write role) to trackers and peers.
+    pub fn with_token(tracker_urls: &str, token: Option<String>) -> Result<Self> {
         Ok(Self {
-            trackers: Trackers::new(tracker_urls)?,
+            trackers: Trackers::new(tracker_urls, token.as_deref())?,
             peers: Mutex::new(HashMap::new()),
+            token,
             options: Options::default(),
         })
     }
 
     /// Ask the webserver at `endpoint` where the tracker is, then connect to it.
     pub async fn discover(endpoint: &str) -> Result<(Self, pb::DiscoverResponse)> {
-        let ch =
-            shoal_common::grpc::channel(endpoint).map_err(|e| ClientError::rpc("discover", e))?;
+        Self::discover_with_token(endpoint, None).await
+    }
+
+    /// [`Client::discover`], presenting `token` to the webserver, trackers and peers.
+    pub async fn discover_with_token(
+        endpoint: &str,
+        token: Option<String>,
+    ) -> Result<(Self, pb::DiscoverResponse)> {
+        let ch = shoal_common::grpc::channel_with(endpoint, token.as_deref())
+            .map_err(|e| ClientError::rpc("discover", e))?;
         let resp = pb::webserver_client::WebserverClient::new(ch)
             .discover(pb::DiscoverRequest {})
             .await
@@ -87,7 +102,7 @@ impl Client {
                 "{endpoint} returned no tracker endpoint"
             )));
         }
-        Ok((Self::new(&resp.tracker_urls.join(","))?, resp))
+        Ok((Self::with_token(&resp.tracker_urls.join(","), token)?, resp))
     }
 
     pub(crate) fn peer(&self, addr: &str) -> Result<pb::peer_client::PeerClient<Channel>> {
@@ -95,7 +110,7 @@ impl Client {
         let ch = match peers.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = shoal_common::grpc::channel(addr)
+                let c = shoal_common::grpc::channel_with(addr, self.token.as_deref())
                     .map_err(|e| ClientError::rpc("peer address", e))?;
                 peers.insert(addr.to_string(), c.clone());
                 c

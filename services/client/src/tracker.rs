@@ -15,7 +15,7 @@ pub struct Trackers {
 }
 
 impl Trackers {
-    pub fn new(urls: &str) -> Result<Self> {
+    pub fn new(urls: &str, token: Option<&str>) -> Result<Self> {
         let urls: Vec<String> = urls
             .split(',')
             .map(|s| s.trim().to_string())
@@ -26,7 +26,10 @@ impl Trackers {
         }
         let channels = urls
             .iter()
-            .map(|u| shoal_common::grpc::channel(u).map_err(|e| ClientError::rpc("tracker URL", e)))
+            .map(|u| {
+                shoal_common::grpc::channel_with(u, token)
+                    .map_err(|e| ClientError::rpc("tracker URL", e))
+            })
             .collect::<Result<_>>()?;
         Ok(Self {
             urls,

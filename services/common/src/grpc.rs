@@ -13,11 +13,16 @@ use tonic_health::ServingStatus;
 /// window stalls a 256 KiB message on every round trip.
 pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+/// Concurrent calls one HTTP/2 connection may have in flight.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Longest a call may take before the server gives up on it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest message any shoal server decodes (inventories of big peers).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-type Layers =
+type Base =
     tower::layer::util::Stack<crate::rpcmetrics::RpcMetricsLayer, tower::layer::util::Identity>;
+type Layers = tower::layer::util::Stack<crate::auth::AuthLayer, Base>;
 
 /// The router every shoal server starts from (with RPC metrics on every call).
 pub type Router = tonic::transport::server::Router<Layers>;
@@ -45,6 +50,22 @@ impl Health {
 /// A server builder tuned for chunk streams, with health (everything NOT_SERVING)
 /// and both versions of reflection already added. The caller adds its service and serves.
 pub async fn server(services: &[&str]) -> (Router, Health) {
+    server_with_auth(services, crate::auth::AuthLayer::open()).await
+}
+
+/// [`server`] with authentication: every call but health and reflection is checked.
+pub async fn server_with_auth(services: &[&str], auth: crate::auth::AuthLayer) -> (Router, Health) {
+    server_secured(services, auth, None)
+        .await
+        .expect("without TLS nothing can fail")
+}
+
+/// [`server_with_auth`] with optional TLS (mutual when the config has a CA).
+pub async fn server_secured(
+    services: &[&str],
+    auth: crate::auth::AuthLayer,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<(Router, Health), tonic::transport::Error> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health {
         reporter,
@@ -64,14 +85,19 @@ pub async fn server(services: &[&str]) -> (Router, Health) {
         .build_v1alpha()
         .expect("embedded descriptor sets are valid");
 
-    let router = tuned_server()
+    let mut server = tuned_server();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let router = server
+        .layer(auth)
         .add_service(health_service)
         .add_service(v1)
         .add_service(v1alpha);
-    (router, health)
+    Ok((router, health))
 }
 
-fn tuned_server() -> Server<Layers> {
+fn tuned_server() -> Server<Base> {
     Server::builder()
         .trace_fn(crate::tracecontext::server_span)
         .initial_stream_window_size(STREAM_WINDOW)
@@ -79,13 +105,20 @@ fn tuned_server() -> Server<Layers> {
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // Bounds on what one connection can ask at once, and on how long a call may
+        // take to answer (a whole chunk upload is one call: generous).
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .timeout(REQUEST_TIMEOUT)
         .layer(crate::rpcmetrics::RpcMetricsLayer)
 }
 
-/// `host:port` or a full URL → a URL tonic can dial.
+/// `host:port` or a full URL → a URL tonic can dial (https when this process uses TLS).
 pub fn url_for(addr: &str) -> String {
     if addr.contains("://") {
         addr.to_string()
+    } else if crate::tls::client().is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     }
@@ -96,10 +129,13 @@ pub type GrpcChannel = InterceptedService<Channel, crate::tracecontext::Inject>;
 
 /// A lazily connected channel to `addr`, tuned like the servers, injecting trace context.
 pub fn channel(addr: &str) -> Result<GrpcChannel, tonic::Status> {
-    Ok(InterceptedService::new(
-        raw_channel(addr)?,
-        crate::tracecontext::Inject,
-    ))
+    channel_with(addr, None)
+}
+
+/// Like [`channel`], presenting `token` (a bearer token) on every call.
+pub fn channel_with(addr: &str, token: Option<&str>) -> Result<GrpcChannel, tonic::Status> {
+    let inject = crate::tracecontext::Inject::with_token(token)?;
+    Ok(InterceptedService::new(raw_channel(addr)?, inject))
 }
 
 fn raw_channel(addr: &str) -> Result<Channel, tonic::Status> {
@@ -111,6 +147,12 @@ fn raw_channel(addr: &str) -> Result<Channel, tonic::Status> {
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
+    let endpoint = match crate::tls::client() {
+        Some(tls) if endpoint.uri().scheme_str() == Some("https") => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| tonic::Status::invalid_argument(format!("TLS for {addr}: {e}")))?,
+        _ => endpoint,
+    };
     Ok(endpoint.connect_lazy())
 }
 
@@ -120,15 +162,24 @@ fn raw_channel(addr: &str) -> Result<Channel, tonic::Status> {
 #[derive(Default)]
 pub struct Channels {
     map: std::sync::Mutex<std::collections::HashMap<String, GrpcChannel>>,
+    token: Option<String>,
 }
 
 impl Channels {
+    /// Channels that present `token` on every call.
+    pub fn with_token(token: Option<String>) -> Self {
+        Self {
+            map: Default::default(),
+            token,
+        }
+    }
+
     pub fn get(&self, addr: &str) -> Result<GrpcChannel, tonic::Status> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let c = channel(addr)?;
+        let c = channel_with(addr, self.token.as_deref())?;
         if map.len() > 4096 {
             map.clear();
         }

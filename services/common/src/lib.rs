@@ -3,6 +3,7 @@
 //! name validation and shutdown. Nothing here knows about peers or files.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod hash;
@@ -10,6 +11,7 @@ pub mod names;
 pub mod rpcmetrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod tracecontext;
 
 /// Version reported by every binary and by `Discover`.

@@ -5,9 +5,25 @@
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// Client interceptor: inject the current span's context into the request metadata.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct Inject;
+/// Client interceptor: inject the current span's context (and the caller's bearer
+/// token, if any) into the request metadata.
+#[derive(Clone, Default, Debug)]
+pub struct Inject {
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Inject {
+    pub fn with_token(token: Option<&str>) -> Result<Self, tonic::Status> {
+        let token = token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| tonic::Status::invalid_argument("token is not printable ASCII"))
+            })
+            .transpose()?;
+        Ok(Self { token })
+    }
+}
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 
@@ -28,6 +44,9 @@ impl tonic::service::Interceptor for Inject {
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
         });
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
         Ok(req)
     }
 }

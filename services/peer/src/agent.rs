@@ -26,7 +26,7 @@ pub struct Agent {
 impl Agent {
     fn client(&self, i: usize) -> Result<TrackerClient<Channel>, tonic::Status> {
         let url = &self.trackers[i % self.trackers.len()];
-        Ok(TrackerClient::new(shoal_common::grpc::channel(url)?)
+        Ok(TrackerClient::new(self.core.channels.get(url)?)
             .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES))
     }

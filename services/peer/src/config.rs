@@ -31,6 +31,14 @@ pub struct PeerConfig {
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
     pub scrub: Scrub,
+    /// Chunk transfers (in and out) this peer serves at once; more get RESOURCE_EXHAUSTED
+    /// and the client moves to another replica.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: u32,
+    #[serde(default)]
+    pub auth: shoal_common::auth::AuthConfig,
+    #[serde(default)]
+    pub tls: shoal_common::tls::TlsConfig,
     /// On SIGTERM, how long in-flight transfers may take before the peer leaves.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -63,6 +71,9 @@ fn default_scrub_rate() -> u64 {
 }
 fn default_scrub_pause() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_max_transfers() -> u32 {
+    256
 }
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)
@@ -130,6 +141,12 @@ impl PeerConfig {
                     "expected host:port",
                 ));
             }
+        }
+        self.auth.resolve()?;
+        self.tls.server()?;
+        self.tls.client()?;
+        if self.max_transfers == 0 {
+            return Err(ConfigError::invalid("max_transfers", 0, "must be positive"));
         }
         if self.capacity_bytes == Some(0) {
             return Err(ConfigError::invalid(

@@ -52,7 +52,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (router, health) = shoal_common::grpc::server(&["shoal.v1.Peer"]).await;
+    let tokens = cfg.auth.resolve()?;
+    let cluster_token = tokens.cluster.clone();
+    let auth = shoal_common::auth::AuthLayer::new(tokens, policy);
+    if let Some(c) = cfg.tls.client()? {
+        shoal_common::tls::set_client(c);
+    }
+    let (router, health) =
+        shoal_common::grpc::server_secured(&["shoal.v1.Peer"], auth, cfg.tls.server()?).await?;
     let id =
         peer_id(&cfg.data_dir).with_context(|| format!("peer id in {}", cfg.data_dir.display()))?;
     let capacity = match cfg.capacity_bytes {
@@ -77,7 +84,8 @@ pub async fn run(
         store: Arc::new(store),
         counters: Default::default(),
         corrupt: corrupt_tx,
-        channels: Default::default(),
+        channels: shoal_common::grpc::Channels::with_token(cluster_token.clone()),
+        max_transfers: cfg.max_transfers,
     });
     let trackers = cfg
         .tracker_url
@@ -138,6 +146,18 @@ pub async fn run(
     background.cancel();
     agent.deregister().await;
     Ok(())
+}
+
+/// The role each peer method needs: reads for clients with a read token, uploads with a
+/// write token, deletions and copies only from the cluster.
+pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
+    use shoal_common::auth::Role;
+    let method = path.strip_prefix("/shoal.v1.Peer/")?;
+    Some(match method {
+        "GetChunk" | "HasChunks" => Role::Read,
+        "PutChunk" => Role::Write,
+        _ => Role::Cluster,
+    })
 }
 
 pub fn render_metrics(core: &service::PeerCore) -> String {

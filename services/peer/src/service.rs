@@ -41,6 +41,7 @@ pub struct PeerCore {
     /// Corrupt chunks found on read, for the agent to report.
     pub corrupt: mpsc::UnboundedSender<Hash>,
     pub channels: shoal_common::grpc::Channels,
+    pub max_transfers: u32,
 }
 
 struct Active<'a>(&'a AtomicU32);
@@ -48,6 +49,17 @@ impl<'a> Active<'a> {
     fn new(c: &'a AtomicU32) -> Self {
         c.fetch_add(1, Relaxed);
         Active(c)
+    }
+
+    /// Count a transfer, or refuse it when the peer already serves `max`.
+    fn admit(c: &'a AtomicU32, max: u32) -> Result<Self, Status> {
+        let a = Active::new(c);
+        if c.load(Relaxed) > max {
+            return Err(Status::resource_exhausted(format!(
+                "peer busy: {max} transfers in progress; try another replica"
+            )));
+        }
+        Ok(a)
     }
 }
 impl Drop for Active<'_> {
@@ -143,7 +155,7 @@ impl PeerRpc for PeerService {
         req: Request<Streaming<pb::PutChunkRequest>>,
     ) -> R<pb::PutChunkResponse> {
         let core = &self.core;
-        let _active = Active::new(&core.counters.active_transfers);
+        let _active = Active::admit(&core.counters.active_transfers, core.max_transfers)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(pb::PutChunkRequest {
@@ -266,6 +278,12 @@ impl PeerRpc for PeerService {
         let req = req.into_inner();
         let h = hash::parse(&req.hash)?;
         let core = self.core.clone();
+        if core.counters.active_transfers.load(Relaxed) >= core.max_transfers {
+            return Err(Status::resource_exhausted(format!(
+                "peer busy: {} transfers in progress; try another replica",
+                core.max_transfers
+            )));
+        }
         let (mut file, len) = {
             let store = core.store.clone();
             tokio::task::spawn_blocking(move || store.open_chunk(&h))

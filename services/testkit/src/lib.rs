@@ -127,6 +127,10 @@ pub struct ClusterOptions {
     /// Applied to every peer's config before start.
     pub peer_tweak: fn(&mut PeerConfig),
     pub webserver: bool,
+    /// Tokens for the tracker and every peer (and the cluster token for the webserver).
+    pub auth: shoal_common::auth::AuthConfig,
+    /// TLS for the tracker and every peer.
+    pub tls: shoal_common::tls::TlsConfig,
 }
 
 impl ClusterOptions {
@@ -145,6 +149,8 @@ impl ClusterOptions {
             tracker,
             peer_tweak: |_| {},
             webserver: false,
+            auth: Default::default(),
+            tls: Default::default(),
         }
     }
 
@@ -226,16 +232,20 @@ impl TestCluster {
     }
 
     pub fn tracker_url(&self) -> String {
-        format!("http://{}", self.tracker_addr)
+        shoal_common::grpc::url_for(&self.tracker_addr.to_string())
     }
 
+    /// A client with the cluster's most powerful token (if any).
     pub fn client(&self) -> Client {
-        Client::new(&self.tracker_url()).expect("valid URL")
+        let token = self.opts.auth.cluster_token.clone();
+        Client::with_token(&self.tracker_url(), token).expect("valid URL")
     }
 
     pub async fn start_tracker(&mut self) -> anyhow::Result<()> {
         let mut cfg = self.opts.tracker.clone();
         cfg.data_dir = self.dir.path().join("tracker");
+        cfg.auth = self.opts.auth.clone();
+        cfg.tls = self.opts.tls.clone();
         let l = bind(&self.tracker_addr.to_string())?;
         let node = Node::spawn(
             "tracker",
@@ -258,6 +268,8 @@ impl TestCluster {
             PeerConfig::for_test(self.peer_dir(i), self.tracker_url(), &self.opts.zones[i]);
         cfg.capacity_bytes = Some(64 << 30);
         cfg.shutdown_timeout = Duration::from_secs(5);
+        cfg.auth = self.opts.auth.clone();
+        cfg.tls = self.opts.tls.clone();
         (self.opts.peer_tweak)(&mut cfg);
         let l = bind("127.0.0.1:0")?;
         let addr = l.local_addr()?;
@@ -329,7 +341,9 @@ impl TestCluster {
     }
 
     pub async fn start_webserver(&mut self) -> anyhow::Result<()> {
-        let cfg = WebserverConfig::for_test(self.tracker_url());
+        let mut cfg = WebserverConfig::for_test(self.tracker_url());
+        cfg.auth = self.opts.auth.clone();
+        cfg.tls = self.opts.tls.clone();
         let g = bind("127.0.0.1:0")?;
         let h = bind("127.0.0.1:0")?;
         let (addr, http) = (g.local_addr()?, h.local_addr()?);

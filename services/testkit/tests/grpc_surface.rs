@@ -88,7 +88,11 @@ async fn health_and_reflection_on_every_server() {
 async fn servers_start_not_serving() {
     // Before `run` marks itself ready, every name reports NOT_SERVING (checked on the
     // shared builder every server uses).
-    let (router, health) = shoal_common::grpc::server(&["shoal.v1.Tracker"]).await;
+    let (router, health) = shoal_common::grpc::server_with_auth(
+        &["shoal.v1.Tracker"],
+        shoal_common::auth::AuthLayer::open(),
+    )
+    .await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)));

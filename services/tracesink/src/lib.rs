@@ -130,8 +130,11 @@ pub async fn run(
     let sink = Sink {
         out: Mutex::new(std::io::BufWriter::new(f)),
     };
-    let (router, health) =
-        shoal_common::grpc::server(&["opentelemetry.proto.collector.trace.v1.TraceService"]).await;
+    let (router, health) = shoal_common::grpc::server_with_auth(
+        &["opentelemetry.proto.collector.trace.v1.TraceService"],
+        shoal_common::auth::AuthLayer::open(),
+    )
+    .await;
     health.set(true).await;
     tracing::info!(addr = %listener.local_addr()?, file = %file.display(), "trace sink receiving OTLP/gRPC");
     router

@@ -25,6 +25,10 @@ pub struct TrackerConfig {
     pub upload: Uploads,
     #[serde(default)]
     pub repair: Repair,
+    #[serde(default)]
+    pub auth: shoal_common::auth::AuthConfig,
+    #[serde(default)]
+    pub tls: shoal_common::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +244,9 @@ impl TrackerConfig {
                 "must exceed SHOAL_LIVENESS__SUSPECT_AFTER",
             ));
         }
+        self.auth.resolve()?;
+        self.tls.server()?;
+        self.tls.client()?;
         if self.repair.concurrency == 0 || self.repair.per_peer == 0 {
             return Err(ConfigError::invalid(
                 "repair.concurrency",

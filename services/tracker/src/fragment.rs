@@ -72,8 +72,13 @@ mod tests {
             prop_assert!(f.chunk_size >= min && f.chunk_size <= max);
             prop_assert!(f.chunks * f.chunk_size >= size);
             prop_assert!(f.chunks <= TARGET_CHUNKS || f.chunk_size == max);
-            let total: u64 = (0..f.chunks).map(|i| chunk_len(size, f.chunk_size, i)).sum();
-            prop_assert_eq!(total, size);
+            // Every chunk is full but the last, which holds the rest (at least one byte).
+            if f.chunks > 0 {
+                let last = chunk_len(size, f.chunk_size, f.chunks - 1);
+                prop_assert!(last >= 1 && last <= f.chunk_size);
+                prop_assert_eq!((f.chunks - 1) * f.chunk_size + last, size);
+                prop_assert_eq!(chunk_len(size, f.chunk_size, 0), f.chunk_size.min(size));
+            }
         }
     }
 }

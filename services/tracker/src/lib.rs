@@ -29,8 +29,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (router, health) = shoal_common::grpc::server(&["shoal.v1.Tracker"]).await;
-    let tracker = Tracker::open(cfg.clone())?;
+    let tokens = cfg.auth.resolve()?;
+    let cluster_token = tokens.cluster.clone();
+    let auth = shoal_common::auth::AuthLayer::new(tokens, policy);
+    if let Some(c) = cfg.tls.client()? {
+        shoal_common::tls::set_client(c);
+    }
+    let (router, health) =
+        shoal_common::grpc::server_secured(&["shoal.v1.Tracker"], auth, cfg.tls.server()?).await?;
+    let tracker = Tracker::open(cfg.clone(), cluster_token)?;
     if let Some(addr) = cfg.metrics_addr {
         let t = tracker.clone();
         let render = Arc::new(move || render_metrics(&t));
@@ -57,6 +64,20 @@ pub async fn run(
         )
         .await?;
     Ok(())
+}
+
+/// The role each tracker method needs: peers' calls need the cluster token, catalogue
+/// changes a write token, reads a read token.
+pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
+    use shoal_common::auth::Role;
+    let method = path.strip_prefix("/shoal.v1.Tracker/")?;
+    Some(match method {
+        "ListFiles" | "SearchFiles" | "StatFile" | "ListPeers" | "ClusterInfo"
+        | "ReportBadChunk" => Role::Read,
+        "BeginUpload" | "PlaceChunks" | "CommitUpload" | "AbortUpload" | "DeleteFile"
+        | "SetReplicas" | "DrainPeer" => Role::Write,
+        _ => Role::Cluster,
+    })
 }
 
 /// Prometheus text for the tracker.

@@ -58,7 +58,7 @@ pub fn validate_addr(addr: &str) -> Result<()> {
 }
 
 impl Tracker {
-    pub fn open(cfg: TrackerConfig) -> Result<Arc<Self>> {
+    pub fn open(cfg: TrackerConfig, cluster_token: Option<String>) -> Result<Arc<Self>> {
         let store = Store::open(&cfg.data_dir)?;
         let loaded = store.load()?;
         let repairs = loaded.repairs.clone();
@@ -75,7 +75,7 @@ impl Tracker {
             state: Mutex::new(state),
             metrics: Default::default(),
             repairs: Mutex::new(repairs.into_iter().map(|r| r.chunk).collect()),
-            channels: Default::default(),
+            channels: shoal_common::grpc::Channels::with_token(cluster_token),
         }))
     }
 
