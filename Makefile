@@ -4,7 +4,7 @@ CARGO ?= cargo
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 export VERSION
 
-.PHONY: run test lint build release release-bins bench fuzz ui-check clean
+.PHONY: run test lint build release release-bins ui-check webserver-rss clean
 
 ## run: build release binaries and start a local cluster (tracker, 3 peers, webserver)
 run: release
@@ -33,6 +33,15 @@ release release-bins:
 -include deploy/containers.mk
 -include deploy/deploy.mk
 -include deploy/bench.mk
+-include deploy/observability.mk
+
+## ui-check: real-browser check of the web UI (headless Chromium screenshots)
+ui-check: release
+	bash scripts/ui-check.sh
+
+## webserver-rss: peak RSS of the webserver during a 1 GiB HTTP upload (writes ~4 GiB to /tmp)
+webserver-rss: release
+	bash scripts/webserver-rss.sh
 
 clean:
 	$(CARGO) clean

@@ -37,6 +37,13 @@ if [ -z "${SHOAL_AUTH__READ_TOKEN:-}${SHOAL_AUTH__WRITE_TOKEN:-}" ]; then
   echo "warning: authentication is off in this local cluster (anyone who reaches the ports can read and write)"
 fi
 
+if [ "${OTEL:-0}" = 1 ]; then
+  # Traces of every service (and of the CLI, with the same variable) go to a local sink.
+  start trace-sink SHOAL_LISTEN_ADDR=127.0.0.1:4317 SHOAL_TRACE_FILE="$ROOT/traces.jsonl" "$BIN/shoal-trace-sink"
+  wait_serving 127.0.0.1:4317 trace-sink
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_BSP_SCHEDULE_DELAY=500
+fi
+
 start tracker SHOAL_LISTEN_ADDR=127.0.0.1:50052 SHOAL_DATA_DIR="$ROOT/tracker" SHOAL_METRICS_ADDR=127.0.0.1:9102 "$BIN/shoal-tracker"
 wait_serving 127.0.0.1:50052 tracker
 zones=(a a b)
@@ -56,6 +63,11 @@ shoal is running:
   peers      127.0.0.1:50053 (zone a), 127.0.0.1:50054 (zone a), 127.0.0.1:50055 (zone b)
   data $ROOT/   logs $ROOT/logs/
 try:  $BIN/shoal put README.md && $BIN/shoal get README.md -o /tmp/x
+TXT
+if [ "${OTEL:-0}" = 1 ]; then
+  echo "  traces $ROOT/traces.jsonl  (export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317, then: $BIN/shoal trace README.md)"
+fi
+cat <<TXT
 shoal ready (Ctrl-C to stop)
 TXT
 wait -n "${pids[@]}" || true
