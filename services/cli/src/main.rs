@@ -31,6 +31,15 @@ struct Cli {
     /// Bearer token (read or write role) when the cluster requires one.
     #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to verify servers with; turns on TLS (https://).
+    #[arg(long, global = true, env = "SHOAL_TLS__CA_FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for clusters that require mutual TLS.
+    #[arg(long, global = true, env = "SHOAL_TLS__CERT_FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, global = true, env = "SHOAL_TLS__KEY_FILE")]
+    tls_key: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -162,6 +171,17 @@ async fn main() {
 
 async fn run(cli: &Cli) -> Result<i32, ClientError> {
     let json = cli.json;
+    let tls = shoal_common::tls::TlsConfig {
+        cert_file: cli.tls_cert.clone(),
+        key_file: cli.tls_key.clone(),
+        ca_file: cli.tls_ca.clone(),
+    };
+    if let Some(c) = tls
+        .client()
+        .map_err(|e| ClientError::Other(e.to_string()))?
+    {
+        shoal_common::tls::set_client(c);
+    }
     if let Cmd::Health { addr, service } = &cli.cmd {
         return Ok(
             match shoal_common::grpc::check_health(addr, service).await {

@@ -79,3 +79,92 @@ pub fn set_client(cfg: ClientTlsConfig) {
 pub fn client() -> Option<&'static ClientTlsConfig> {
     CLIENT.get()
 }
+
+type TlsConn = (
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    std::net::SocketAddr,
+);
+
+/// A TLS listener for axum (`axum::serve(HttpsListener::new(..)?, app)`). Handshakes run
+/// concurrently, each bounded in time, so a slow or bad client never holds up others.
+pub struct HttpsListener {
+    local: std::net::SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<TlsConn>,
+}
+
+impl HttpsListener {
+    pub fn new(tcp: tokio::net::TcpListener, cfg: &TlsConfig) -> Result<Self, ConfigError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
+            return Err(ConfigError(
+                "HTTPS needs SHOAL_TLS__CERT_FILE and SHOAL_TLS__KEY_FILE".into(),
+            ));
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|i| i.collect())
+            .map_err(|e| ConfigError::invalid("tls.cert_file", cert.display(), &e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| ConfigError::invalid("tls.key_file", key.display(), &e.to_string()))?;
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| ConfigError::invalid("tls.cert_file", cert.display(), &e.to_string()))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+        let local = tcp
+            .local_addr()
+            .map_err(|e| ConfigError(format!("listener: {e}")))?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (conn, addr) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(conn),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { local, ready })
+    }
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept task only ends with the runtime: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -34,6 +34,7 @@ async fn mutual_tls_everywhere() {
     shoal_common::tls::set_client(tls.client().unwrap().unwrap());
     let mut o = ClusterOptions::zones(&["a", "b"]).replication(2);
     o.tls = tls;
+    o.webserver = true;
     let cluster = TestCluster::start(o).await.unwrap();
     assert!(cluster.tracker_url().starts_with("https://"));
 
@@ -53,6 +54,37 @@ async fn mutual_tls_everywhere() {
     let out = dir.path().join("out");
     c.get("f", &out, Arc::new(Quiet)).await.unwrap();
     assert_eq!(file_hash(&out).unwrap(), file_hash(&src).unwrap());
+
+    // The webserver: gRPC Discover over TLS, and HTTPS for the web UI and downloads.
+    let web = cluster.webserver.as_ref().unwrap();
+    let (thin, _) = Client::discover(&format!("https://{}", web.node.addr))
+        .await
+        .unwrap();
+    assert_eq!(thin.list().await.unwrap().len(), 1);
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let body = https
+        .get(format!("https://127.0.0.1:{}/download/f", web.http.port()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        blake3::hash(&body).to_hex().to_string(),
+        file_hash(&src).unwrap()
+    );
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://{}/healthz", web.http))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP to the HTTPS port must fail"
+    );
 
     // Plain HTTP/2 to a TLS port fails.
     let plain = Client::new(&format!("http://{}", cluster.tracker_addr)).unwrap();

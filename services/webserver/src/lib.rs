@@ -75,8 +75,21 @@ pub async fn run(
             health.set(false).await;
         },
     );
-    let http_server = axum::serve(http, http::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let app = http::router(state.clone());
+    let stop_http = shutdown.clone().cancelled_owned();
+    let http_server = async move {
+        if state.cfg.tls.cert_file.is_some() {
+            let tls = shoal_common::tls::HttpsListener::new(http, &state.cfg.tls)?;
+            axum::serve(tls, app)
+                .with_graceful_shutdown(stop_http)
+                .await
+        } else {
+            axum::serve(http, app)
+                .with_graceful_shutdown(stop_http)
+                .await
+        }
+        .map_err(anyhow::Error::from)
+    };
     let serve = async {
         let (g, h) = tokio::join!(grpc_server, http_server);
         g?;

@@ -91,6 +91,7 @@ impl Metrics {
             "# HELP shoal_webserver_tracker_up Whether the tracker answered the last probe in time.\n# TYPE shoal_webserver_tracker_up gauge\nshoal_webserver_tracker_up {}",
             u8::from(tracker_up)
         );
+        shoal_common::rpcmetrics::render(&mut out);
         out
     }
 }

@@ -1,0 +1,161 @@
+//! Every metric a Grafana panel or an alert rule queries exists in a real scrape of a
+//! running cluster (real processes: tracker, peer, webserver, after a put and a get).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use shoal_testkit::procs::{bin, free_addr, Proc};
+use shoal_testkit::{random_file, wait_serving};
+
+fn names_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("shoal_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < b.len()
+            && (b[end].is_ascii_lowercase() || b[end].is_ascii_digit() || b[end] == b'_')
+        {
+            end += 1;
+        }
+        // Skip ids that are part of a longer word (e.g. "dashboard_shoal_x").
+        if start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_') {
+            out.insert(text[start..end].to_string());
+        }
+        i = end.max(start + 1);
+    }
+    out
+}
+
+/// Metric names used in the `expr` of every dashboard panel and alert rule.
+fn queried() -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("deploy/grafana")).unwrap() {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        fn walk(v: &serde_json::Value, names: &mut BTreeSet<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v) {
+                            ("expr" | "query", serde_json::Value::String(s)) => {
+                                names.extend(names_in(s))
+                            }
+                            _ => walk(v, names),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, names)),
+                _ => {}
+            }
+        }
+        walk(&v, &mut names);
+    }
+    let alerts = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
+    for line in alerts
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
+        names.extend(names_in(line));
+    }
+    names
+}
+
+async fn scrape(addr: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_and_alert_metric_exists_in_a_real_scrape() {
+    let wanted = queried();
+    assert!(
+        wanted.len() > 20,
+        "dashboards query few metrics: {wanted:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (tracker, tracker_m) = (free_addr(), free_addr());
+    let _t = Proc::spawn(
+        "tracker",
+        "shoal-tracker",
+        &[
+            ("SHOAL_LISTEN_ADDR", tracker.to_string()),
+            ("SHOAL_METRICS_ADDR", tracker_m.to_string()),
+            ("SHOAL_DATA_DIR", dir.path().join("t").display().to_string()),
+            ("SHOAL_REPLICATION__FACTOR", "1".into()),
+        ],
+        dir.path(),
+    );
+    wait_serving(tracker).await.unwrap();
+    let (peer, peer_m) = (free_addr(), free_addr());
+    let _p = Proc::spawn(
+        "peer",
+        "shoal-peer",
+        &[
+            ("SHOAL_LISTEN_ADDR", peer.to_string()),
+            ("SHOAL_METRICS_ADDR", peer_m.to_string()),
+            ("SHOAL_DATA_DIR", dir.path().join("p").display().to_string()),
+            ("SHOAL_TRACKER_URL", format!("http://{tracker}")),
+            ("SHOAL_CAPACITY_BYTES", (1u64 << 30).to_string()),
+        ],
+        dir.path(),
+    );
+    wait_serving(peer).await.unwrap();
+    let (web, web_http) = (free_addr(), free_addr());
+    let _w = Proc::spawn(
+        "webserver",
+        "shoal-webserver",
+        &[
+            ("SHOAL_LISTEN_ADDR", web.to_string()),
+            ("SHOAL_HTTP_ADDR", web_http.to_string()),
+            ("SHOAL_TRACKER_URL", format!("http://{tracker}")),
+        ],
+        dir.path(),
+    );
+    wait_serving(web).await.unwrap();
+    let f = dir.path().join("f");
+    random_file(&f, 3 << 20, 1).unwrap();
+    let endpoint = format!("http://{web}");
+    for args in [
+        vec!["put", f.to_str().unwrap()],
+        vec!["get", "f", "-o", dir.path().join("o").to_str().unwrap()],
+        vec!["ls"],
+    ] {
+        let out = Command::new(bin("shoal"))
+            .arg("--endpoint")
+            .arg(&endpoint)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = scrape(&web_http.to_string()).await; // one request so HTTP metrics have a series
+    let mut exposed = BTreeSet::new();
+    for addr in [tracker_m, peer_m, web_http] {
+        let text = scrape(&addr.to_string()).await;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some(name) = line.split(['{', ' ']).next() {
+                exposed.insert(name.to_string());
+            }
+        }
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but never exposed: {missing:?}\nexposed: {exposed:?}"
+    );
+}
