@@ -384,3 +384,31 @@ async fn repair_time_for_1000_chunks() {
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join("repair.txt"), line + "\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_stopped_with_sigterm_deregisters_and_repair_starts_at_once() {
+    let mut cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "s", 20 * 65536, 11, 2).await;
+    let id = cluster.peer_id(0);
+    // Graceful stop (what SIGTERM does): in-flight transfers finish, then Deregister.
+    cluster.stop_peer(0);
+    let state = c
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.peer.as_ref().unwrap().id == id)
+        .unwrap()
+        .state;
+    assert_eq!(
+        state,
+        pb::PeerState::Dead as i32,
+        "a deregistered peer's copies stop counting at once"
+    );
+    wait_exactly_r(&c, "s", 2).await;
+    same_bytes(&c, "s", &src, &work.path().join("out")).await;
+}

@@ -571,3 +571,51 @@ impl State {
         Ok((id, vec![Change::PutFile(f.clone())]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn peer(id: &str) -> pb::PeerRef {
+        pb::PeerRef {
+            id: id.into(),
+            addr: "127.0.0.1:1".into(),
+            zone: "a".into(),
+        }
+    }
+
+    /// Liveness follows the configured thresholds exactly (paused clock, no sleeping).
+    #[tokio::test(start_paused = true)]
+    async fn alive_then_suspect_then_dead_then_back() {
+        let cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+        let mut st = State::default();
+        let h = Hash::of(b"c");
+        st.register_peer(peer("p"), 1 << 30, 0, vec![h], Instant::now());
+        let state = |st: &State| st.peer_state(&st.peers["p"], &cfg, Instant::now());
+        assert_eq!(state(&st), pb::PeerState::Alive);
+        tokio::time::advance(cfg.liveness.suspect_after - Duration::from_millis(1)).await;
+        assert_eq!(state(&st), pb::PeerState::Alive);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(state(&st), pb::PeerState::Suspect);
+        assert_eq!(
+            st.live_holders(&h, &cfg, Instant::now()).len(),
+            1,
+            "a suspect copy still serves"
+        );
+        tokio::time::advance(cfg.liveness.dead_after - cfg.liveness.suspect_after).await;
+        assert_eq!(state(&st), pb::PeerState::Dead);
+        assert!(
+            st.live_holders(&h, &cfg, Instant::now()).is_empty(),
+            "a dead copy does not count"
+        );
+        assert_eq!(st.live_peer_count(&cfg, Instant::now()), 0);
+        // It comes back: registration replaces what the tracker believed with its inventory.
+        st.register_peer(peer("p"), 1 << 30, 0, vec![], Instant::now());
+        assert_eq!(state(&st), pb::PeerState::Alive);
+        assert!(
+            st.locations.get(&h).is_none(),
+            "reconciled, not trusted: the copy it lost is gone"
+        );
+    }
+}
