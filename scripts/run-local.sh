@@ -16,7 +16,8 @@ stop() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   echo "stopped"
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 start() { # name, then env assignments, then the binary
   local name=$1; shift
@@ -72,3 +73,4 @@ shoal ready (Ctrl-C to stop)
 TXT
 wait -n "${pids[@]}" || true
 echo "a shoal process exited; see $ROOT/logs/" >&2
+exit 1
