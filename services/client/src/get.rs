@@ -61,18 +61,24 @@ impl Client {
         progress: Arc<dyn Progress>,
     ) -> Result<GetResult> {
         let detail = self.stat(name_or_id).await?;
-        let summary = detail
-            .summary
-            .clone()
-            .ok_or_else(|| ClientError::Other("tracker sent no summary".into()))?;
-        let span = info_span!("get", file.name = %summary.name, file.id = %summary.id, file.size = summary.size);
-        self.get_detail(&detail, out, progress)
+        self.get_detail(&detail, out, progress).await
+    }
+
+    /// Download a file whose detail is known (one `get` span over every chunk read).
+    pub async fn get_detail(
+        &self,
+        detail: &pb::FileDetail,
+        out: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<GetResult> {
+        let s = detail.summary.clone().unwrap_or_default();
+        let span = info_span!("get", file.name = %s.name, file.id = %s.id, file.size = s.size);
+        self.get_detail_inner(detail, out, progress)
             .instrument(span)
             .await
     }
 
-    /// Download a file whose detail is known.
-    pub async fn get_detail(
+    async fn get_detail_inner(
         &self,
         detail: &pb::FileDetail,
         out: &Path,

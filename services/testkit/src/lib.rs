@@ -140,8 +140,9 @@ impl ClusterOptions {
         tracker.chunk.min_bytes = 64 << 10;
         tracker.chunk.max_bytes = 64 << 10;
         tracker.liveness.heartbeat = Duration::from_millis(100);
-        tracker.liveness.suspect_after = Duration::from_millis(600);
-        tracker.liveness.dead_after = Duration::from_millis(1500);
+        // Fast enough for tests, slow enough that a loaded 2-core CI box never flaps a peer.
+        tracker.liveness.suspect_after = Duration::from_millis(1500);
+        tracker.liveness.dead_after = Duration::from_millis(3000);
         tracker.repair.interval = Duration::from_millis(100);
         tracker.repair.gc_grace = Duration::from_secs(1);
         Self {
