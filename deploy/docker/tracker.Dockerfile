@@ -4,13 +4,18 @@
 # never touches the stages after it, so the offline build needs no Rust image):
 #   runtime   base image + user 10001 + data volume + metadata   (shared)
 #   prebuilt  COPYs binaries compiled on the host; the build context is a
-#             staging dir holding only shoal-tracker and shoal (used by `make images`)
+#             staging dir holding only shoal-tracker, shoal-trace-sink and shoal
+#             (used by `make images`)
 #   builder   compiles the workspace with `cargo build --release --locked`
 #   release   (default, last) runtime + binaries from builder; context = repo root
 #
 # From source (needs registry access):
 #   docker build -f deploy/docker/tracker.Dockerfile -t shoal-tracker .
 # Offline, from host binaries: see deploy/scripts/docker-build-images.sh
+#
+# The image also ships shoal-trace-sink, the development OTLP/gRPC receiver
+# (the compose cluster runs it with `entrypoint: ["shoal-trace-sink"]`,
+# SHOAL_LISTEN_ADDR=0.0.0.0:4317 and SHOAL_TRACE_FILE=/var/lib/shoal/traces.jsonl).
 ARG RUST_IMAGE=rust:1-bookworm
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -42,14 +47,14 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/shoal-p2p/shoal
 LABEL org.opencontainers.image.title="shoal-tracker" \
-      org.opencontainers.image.description="shoal tracker: peer registry, catalogue, placement and repair" \
+      org.opencontainers.image.description="shoal tracker: peer registry, catalogue, placement and repair (also ships shoal-trace-sink and the shoal CLI)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 FROM runtime AS prebuilt
-COPY shoal-tracker shoal /usr/local/bin/
+COPY shoal-tracker shoal-trace-sink shoal /usr/local/bin/
 
 FROM ${RUST_IMAGE} AS builder
 # protoc: shoal-proto falls back to a vendored one (protoc-bin-vendored).
@@ -57,7 +62,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --workspace --bins \
  && install -d /out \
- && install -m 0755 target/release/shoal-tracker target/release/shoal /out/
+ && install -m 0755 target/release/shoal-tracker target/release/shoal-trace-sink target/release/shoal /out/
 
 FROM runtime AS release
-COPY --from=builder /out/shoal-tracker /out/shoal /usr/local/bin/
+COPY --from=builder /out/shoal-tracker /out/shoal-trace-sink /out/shoal /usr/local/bin/

@@ -7,6 +7,7 @@ prints a summary table and exits non-zero if any scenario failed.
 
     deploy/e2e/run.py                 # all scenarios
     deploy/e2e/run.py --only 1,2,7    # a subset (later ones put what they need)
+    deploy/e2e/run.py --only 8        # the traces scenario alone
     deploy/e2e/run.py --keep          # leave the cluster up for debugging
 
 Images must exist (make images). Only the Python standard library is used.
@@ -41,10 +42,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose" / "docker-compose.yml"
-SERVICES = ["tracker", "peer1", "peer2", "peer3", "peer4", "webserver"]
+SINK = "trace-sink"
+SERVICES = [SINK, "tracker", "peer1", "peer2", "peer3", "peer4", "webserver"]
 PEERS = ["peer1", "peer2", "peer3", "peer4"]
 TRACKER_URL = "http://tracker:50052"
 WEBSERVER_URL = "http://webserver:50051"
+# The OTLP receiver every service exports to, and the JSON-lines file it writes
+# (in its volume; see deploy/compose/docker-compose.yml).
+OTLP_URL = "http://trace-sink:4317"
+TRACE_FILE = "/var/lib/shoal/traces.jsonl"
 MIB = 1024 * 1024
 # Liveness thresholds configured in the compose file (tracker).
 DEAD_AFTER_S = 5.0
@@ -146,6 +152,7 @@ class Cluster:
                         SHOAL_RESTART_POLICY="no",  # chaos: a killed container stays dead
                         SHOAL_WEBSERVER_GRPC_PORT=str(self.grpc_port),
                         SHOAL_WEBSERVER_HTTP_PORT=str(self.http_port))
+        self.env.pop("SHOAL_OTLP_ENDPOINT", None)  # the compose default: the trace sink
         self.has_webserver = image_exists(f"shoal-webserver:{version}")
         self.services = SERVICES if self.has_webserver else [s for s in SERVICES if s != "webserver"]
         self.network = ""
@@ -230,8 +237,9 @@ class Cluster:
         self.clients = []
 
     def run_in(self, client: str, *argv: str, timeout: float = 120, check_rc: bool = True,
-               quiet: bool = False):
-        return sh(["docker", "exec", f"{self.project}-{client}", *argv],
+               quiet: bool = False, env: dict[str, str] | None = None):
+        envargs = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+        return sh(["docker", "exec", *envargs, f"{self.project}-{client}", *argv],
                   timeout=timeout, check_rc=check_rc, quiet=quiet)
 
     # -- shoal CLI ------------------------------------------------------------
@@ -241,8 +249,29 @@ class Cluster:
         return ["--tracker", TRACKER_URL]
 
     def shoal(self, *args: str, client: str = "client-a", timeout: float = 120, check_rc=True,
-              quiet: bool = False):
-        return self.run_in(client, "shoal", *args, timeout=timeout, check_rc=check_rc, quiet=quiet)
+              quiet: bool = False, env: dict[str, str] | None = None):
+        return self.run_in(client, "shoal", *args, timeout=timeout, check_rc=check_rc, quiet=quiet,
+                           env=env)
+
+    @staticmethod
+    def otel_env(client: str) -> dict[str, str]:
+        """Environment that makes the CLI export its spans to the trace sink."""
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": OTLP_URL,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={client}"}
+
+    def spans(self) -> list[dict]:
+        """Every span the sink has written so far (a partly written last line is skipped)."""
+        p = sh(["docker", "exec", self.cid(SINK), "cat", TRACE_FILE], timeout=60, quiet=True)
+        out = []
+        for line in p.stdout.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
     def shoal_json(self, *args: str, client: str = "client-a"):
         # Quiet: these run in polling loops; a failure still shows the command.
@@ -291,12 +320,12 @@ class E2E:
         os.chmod(path, 0o644)
         return path
 
-    def put(self, name: str, size: int, client: str = "client-a") -> None:
+    def put(self, name: str, size: int, client: str = "client-a", env=None) -> None:
         path = self.make_random(f"{name}.src", size)
         digest = sha256_file(path)
         t = time.monotonic()
         self.cl.shoal(*self.cl.endpoint_args(), "put", f"/work/{path.name}", "--name", name,
-                      client=client, timeout=300)
+                      client=client, timeout=300, env=env)
         log(f"put {name} ({size // MIB} MiB) in {time.monotonic() - t:.1f}s, sha256 {digest[:16]}…")
         self.files[name] = (path, digest, size)
         listed = {f.get("name"): f for f in self.cl.ls()}
@@ -310,13 +339,13 @@ class E2E:
             self.put(name, self.big_mib * MIB)
         return name
 
-    def get_and_verify(self, name: str, client: str = "client-b") -> None:
+    def get_and_verify(self, name: str, client: str = "client-b", env=None) -> None:
         src, digest, size = self.files[name]
         out = self.cl.workdir / f"{name}.get"
         out.unlink(missing_ok=True)
         t = time.monotonic()
         self.cl.shoal(*self.cl.endpoint_args(), "get", name, "-o", f"/work/{out.name}",
-                      client=client, timeout=300)
+                      client=client, timeout=300, env=env)
         got = sha256_file(out)
         log(f"get {name} in {time.monotonic() - t:.1f}s: sha256 {got[:16]}…")
         check(got == digest, f"sha256 mismatch for {name}: got {got}, want {digest} "
@@ -590,6 +619,170 @@ class E2E:
         check("SHOAL_CAPACITY_BYTES" in p.stderr, f"stderr does not name SHOAL_CAPACITY_BYTES: {tail(p.stderr)}")
         check(len(lines) == 1, f"stderr has {len(lines)} lines, expected 1: {tail(p.stderr)}")
 
+    def s8_traces(self) -> None:
+        """One trace per put across containers (CLI, tracker, peers, peer → peer); repair spans."""
+        self.restore_victims()
+        check(self.cl.health(SINK) == "running/healthy",
+              f"trace sink is {self.cl.health(SINK) or 'absent'}")
+        poll("all 4 peers alive", lambda: all("alive" in self.peer_state(p) for p in PEERS), 30)
+        log(f"clients use {' '.join(self.cl.endpoint_args())}, exporting to {OTLP_URL}")
+        name = "e2e-traced"
+        self.put(name, 6 * MIB, client="client-a", env=self.cl.otel_env("client-a"))
+        self.get_and_verify(name, client="client-b", env=self.cl.otel_env("client-b"))
+        st = self.cl.stat(name)
+        hashes = {c.get("hash") for c in st.get("chunks") or []}
+        check(bool(hashes), f"stat {name}: no chunks")
+
+        # The put: one trace id over the CLI, the tracker and the peers.
+        def put_trace() -> list[dict]:
+            spans = self.cl.spans()
+            roots = [sp for sp in spans if sp.get("name") == "put"
+                     and (sp.get("attributes") or {}).get("file.name") == name]
+            check(bool(roots), f"no `put` span with file.name={name} yet ({len(spans)} spans)")
+            tid = roots[-1]["trace_id"]
+            t = [sp for sp in spans if sp.get("trace_id") == tid]
+            services = {sp.get("service") for sp in t}
+            missing = {"shoal-cli", "shoal-tracker", "shoal-peer"} - services
+            check(not missing, f"put trace {tid}: no spans from {sorted(missing)} yet "
+                               f"(has {sorted(services)})")
+            places = [sp for sp in t if sp.get("name") == "place"]
+            check(len(places) >= len(hashes), f"put trace {tid}: {len(places)} place spans, "
+                                              f"{len(hashes)} chunks")
+            check(any(sp.get("name") == "fragment" for sp in t), f"put trace {tid}: no fragment span")
+            check(any(sp.get("name") == "chunk.forward" for sp in t),
+                  f"put trace {tid}: no chunk.forward span")
+            return t
+        t0 = time.monotonic()
+        t = poll("the put trace (CLI, tracker, peers) in the sink's file", put_trace, 30)
+        tid = t[0]["trace_id"]
+        by_service = collections.Counter(sp.get("service") for sp in t)
+        log(f"put trace {tid}: {len(t)} spans after {time.monotonic() - t0:.1f}s, "
+            f"by service {dict(by_service)}")
+        # Every service is told apart by its instance id (OTEL_RESOURCE_ATTRIBUTES).
+        root = next(sp for sp in t if sp.get("name") == "put" and sp.get("service") == "shoal-cli")
+        check(root.get("instance") == "client-a", f"CLI put span instance {root.get('instance')!r}")
+        inst = {sp.get("instance") for sp in t if sp.get("service") == "shoal-tracker"}
+        check(inst == {"tracker"}, f"tracker span instances {inst}, expected {{'tracker'}}")
+        peer_inst = {sp.get("instance") for sp in t if sp.get("service") == "shoal-peer"}
+        check(peer_inst <= set(PEERS) and len(peer_inst) >= 2,
+              f"peer span instances {peer_inst}: expected >= 2 of {PEERS}")
+        # Fragmentation decision.
+        frag = next(sp for sp in t if sp.get("name") == "fragment")
+        for k in ("fragment.chunk_size", "fragment.chunks", "fragment.policy"):
+            check(k in frag.get("attributes", {}), f"fragment span without {k}: {frag.get('attributes')}")
+        check(num(frag, "fragment.chunk_size") == int(st.get("chunk_size") or -1),
+              f"fragment.chunk_size {frag['attributes'].get('fragment.chunk_size')!r}, "
+              f"stat says {st.get('chunk_size')}")
+        check(num(frag, "fragment.chunks") == len(hashes),
+              f"fragment.chunks {frag['attributes'].get('fragment.chunks')!r}, stat says {len(hashes)}")
+        # Placement decisions: one place span per chunk, each covering both zones.
+        places = [sp for sp in t if sp.get("name") == "place"]
+        for p in places:
+            a = p.get("attributes") or {}
+            for k in ("placement.chosen", "placement.zones_covered", "placement.candidates",
+                      "placement.scores", "chunk.hash"):
+                check(k in a, f"place span without {k}: {a}")
+            check(num(p, "placement.zones_covered") == 2,
+                  f"place span covers {a.get('placement.zones_covered')!r} zones, expected 2: {a}")
+        placed = {(p.get("attributes") or {}).get("chunk.hash") for p in places}
+        check(placed == hashes, f"place spans cover {len(placed & hashes)} of {len(hashes)} chunks "
+                                f"(extra: {sorted(placed - hashes)[:3]})")
+        # Peer → peer: a chunk.put on one peer whose ancestor is a chunk.forward on another.
+        by_id = {sp.get("span_id"): sp for sp in t}
+        hops = set()
+        for put in (sp for sp in t if sp.get("name") == "chunk.put" and sp.get("service") == "shoal-peer"):
+            cur = by_id.get(put.get("parent_span_id"))
+            while cur is not None:
+                if cur.get("name") == "chunk.forward":
+                    if cur.get("service") == "shoal-peer" and cur.get("instance") != put.get("instance"):
+                        hops.add((cur.get("instance"), put.get("instance")))
+                    break
+                cur = by_id.get(cur.get("parent_span_id"))
+        check(bool(hops), "no chunk.put on one peer under a chunk.forward on another peer")
+        log(f"fragment {frag['attributes'].get('fragment.chunks')} × "
+            f"{frag['attributes'].get('fragment.chunk_size')} B "
+            f"(policy {frag['attributes'].get('fragment.policy')}), {len(places)} place spans, "
+            f"peer → peer hops {sorted(hops)}")
+
+        # The get: each chunk read is traced from the CLI into the peer that serves it
+        # (the CLI's get has no root span: every chunk.get is a trace of its own).
+        def get_traces():
+            spans = self.cl.spans()
+            cli = {(sp.get("attributes") or {}).get("chunk.hash"): sp.get("trace_id") for sp in spans
+                   if sp.get("name") == "chunk.get" and sp.get("service") == "shoal-cli"
+                   and sp.get("instance") == "client-b"}
+            served = {(sp.get("trace_id"), (sp.get("attributes") or {}).get("chunk")): sp.get("instance")
+                      for sp in spans if sp.get("name") == "chunk.get" and sp.get("service") == "shoal-peer"}
+            by = {h: served.get((cli.get(h), h)) for h in hashes}
+            missing = [h[:12] for h, peer in by.items() if peer is None]
+            check(not missing, f"{len(missing)} of {len(hashes)} chunks lack a client-b chunk.get "
+                               f"traced into a peer's chunk.get yet: {missing[:4]}")
+            return by
+        by = poll("the get's chunk reads traced from client-b into the peers", get_traces, 30)
+        log(f"get: {len(by)} chunk reads traced into {dict(collections.Counter(by.values()))}")
+
+        # Kill a peer holding chunks of the file: the tracker traces the repairs.
+        ids = {p.get("id"): str(p.get("addr", "")).split(":")[0] for p in self.cl.peers()}
+        cnt = collections.Counter(str(r.get("addr", "")).split(":")[0]
+                                  for c in st.get("chunks") or [] for r in c.get("replicas") or [])
+        victim = next((p for p, _ in cnt.most_common() if p in PEERS), "peer4")
+        victim_ids = {i for i, host in ids.items() if host == victim}
+        since_ns = time.time_ns() - 1_000_000_000  # the containers share the host's clock
+        sh(["docker", "kill", self.cl.cid(victim)])
+        self.victims.append(victim)
+        self.history.append(victim)
+        t_kill = time.monotonic()
+
+        def repair():
+            spans = self.cl.spans()
+            found = [sp for sp in spans if sp.get("name") == "repair"
+                     and int(sp.get("start_unix_nano") or 0) >= since_ns]
+            check(bool(found), f"no repair span since killing {victim}")
+            # The copy is traced into the target peer (another container): a
+            # chunk.replicate span on repair.target's instance, in the repair's trace.
+            target = {sp.get("trace_id"): ids.get((sp.get("attributes") or {}).get("repair.target"))
+                      for sp in found}
+            copies = {(sp.get("instance"), sp.get("name")) for sp in spans
+                      if sp.get("trace_id") in target and sp.get("service") == "shoal-peer"}
+            check(any(sp.get("name") == "chunk.replicate" and sp.get("service") == "shoal-peer"
+                      and sp.get("instance") == target.get(sp.get("trace_id"))
+                      for sp in spans),
+                  f"{len(found)} repair spans, none with a chunk.replicate on its target peer yet")
+            return found, copies
+        try:
+            found, copies = poll(f"repair spans after killing {victim}", repair, DEAD_AFTER_S + 30)
+            log(f"{len(found)} repair spans {time.monotonic() - t_kill:.1f}s after the kill; "
+                f"peer spans in their traces: {sorted(copies)}")
+            for rp in found:
+                a = rp.get("attributes") or {}
+                check(rp.get("service") == "shoal-tracker",
+                      f"repair span from {rp.get('service')!r}, expected shoal-tracker")
+                for k in ("chunk", "repair.source", "repair.target", "repair.priority"):
+                    check(k in a, f"repair span without {k}: {a}")
+                check(str(a.get("repair.priority") or "") != "", f"empty repair.priority: {a}")
+                for k in ("repair.source", "repair.target"):
+                    check(a.get(k) not in victim_ids, f"repair {k} is the killed {victim}: {a}")
+            a = found[0]["attributes"]
+            log(f"repair chunk {str(a.get('chunk'))[:16]}…: "
+                f"{ids.get(a.get('repair.source'), a.get('repair.source'))} → "
+                f"{ids.get(a.get('repair.target'), a.get('repair.target'))} "
+                f"(priority {a.get('repair.priority')}, live {a.get('repair.live_replicas')})")
+        finally:
+            self.restore_victims()
+
+
+def num(span: dict, key: str) -> int | None:
+    """A numeric span attribute (u64 values travel as strings in OTLP)."""
+    v = (span.get("attributes") or {}).get(key)
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return int(v)
+    try:
+        return int(str(v))
+    except ValueError:
+        return None
+
 
 SCENARIOS = [
     (1, "grpcurl reflection + health", "s1_grpcurl"),
@@ -599,6 +792,7 @@ SCENARIOS = [
     (5, "tracker restart", "s5_tracker_restart"),
     (6, "down/up with volumes kept", "s6_down_up"),
     (7, "bad config exits 64", "s7_bad_config"),
+    (8, "traces across containers", "s8_traces"),
 ]
 
 

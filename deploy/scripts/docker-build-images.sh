@@ -3,8 +3,9 @@
 #
 #   deploy/scripts/docker-build-images.sh [SERVICE...]   # default: tracker peer webserver
 #
-# For each service: stage shoal-<svc> and shoal (the CLI, used by HEALTHCHECK)
-# from target/release into a tiny build context, then build the `prebuilt`
+# For each service: stage shoal-<svc> and shoal (the CLI, used by HEALTHCHECK),
+# plus shoal-trace-sink for the tracker image (the compose cluster's trace sink
+# runs from it), from target/release into a tiny build context, then build the `prebuilt`
 # stage of deploy/docker/<svc>.Dockerfile on top of the local base image
 # (deploy/scripts/docker-base-image.sh builds it once, without any registry).
 # Tags: shoal-<svc>:$VERSION and shoal-<svc>:latest.
@@ -24,6 +25,14 @@ STAGE_ROOT="$ROOT/.cache/docker/context"
 SERVICES=("$@")
 [[ ${#SERVICES[@]} -gt 0 ]] || SERVICES=(tracker peer webserver)
 
+# The binaries staged for a service's image.
+bins_of() {
+  case $1 in
+    tracker) echo "shoal-tracker shoal-trace-sink shoal" ;;
+    *) echo "shoal-$1 shoal" ;;
+  esac
+}
+
 log() { printf '[docker-build-images] %s\n' "$*" >&2; }
 die() { printf '[docker-build-images] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -31,7 +40,7 @@ die() { printf '[docker-build-images] ERROR: %s\n' "$*" >&2; exit 1; }
 missing=()
 for svc in "${SERVICES[@]}"; do
   [[ -f $ROOT/deploy/docker/$svc.Dockerfile ]] || die "unknown service '$svc' (no deploy/docker/$svc.Dockerfile)"
-  for b in "shoal-$svc" shoal; do
+  for b in $(bins_of "$svc"); do
     [[ -x $BIN_DIR/$b ]] || missing+=("$BIN_DIR/$b")
   done
 done
@@ -56,7 +65,7 @@ for svc in "${SERVICES[@]}"; do
   ctx="$STAGE_ROOT/$svc"
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  for b in "shoal-$svc" shoal; do
+  for b in $(bins_of "$svc"); do
     cp -p "$BIN_DIR/$b" "$ctx/$b"
     chmod 0755 "$ctx/$b"
   done

@@ -7,11 +7,14 @@
 #       run the shoal CLI in a throw-away container on the cluster network, with
 #       the current directory mounted at /work (e.g. `cli put /work/f`, `cli ls`);
 #       the host cannot reach the tracker and peers by their compose names.
+#       The trace sink's file is mounted too: `cli trace NAME` prints a put's spans.
 #   deploy/scripts/docker-cluster.sh ps|logs|config|<any compose subcommand> [args]
 #
 # Environment:
 #   SHOAL_COMPOSE_PROJECT  compose project name          (default shoal)
 #   SHOAL_VERSION          image tag                     (default latest)
+#   SHOAL_OTLP_ENDPOINT    where spans go (cluster and `cli`; default
+#                          http://trace-sink:4317, empty: no export)
 #   COMPOSE                compose command               (default: `docker compose` if
 #                                                        present, else docker-compose)
 #   plus the variables documented at the top of the compose file (ports, ...).
@@ -72,8 +75,22 @@ case "$cmd" in
     net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$id" | awk '{print $1}')
     tty=()
     [[ -t 0 && -t 1 ]] && tty=(-t)
+    # With the trace sink running: its volume is mounted read-only so that
+    # `shoal trace NAME` reads its file (group 10001 may enter the 0750 directory),
+    # and the CLI exports its own spans to it (unless SHOAL_OTLP_ENDPOINT is empty).
+    traces=()
+    sink=$("${compose[@]}" ps -q trace-sink 2>/dev/null || true)
+    if [[ -n $sink && $(docker inspect -f '{{.State.Running}}' "$sink" 2>/dev/null) == true ]]; then
+      traces=(--volumes-from "$sink:ro" --group-add 10001
+              -e SHOAL_TRACE_FILE=/var/lib/shoal/traces.jsonl)
+      otlp="${SHOAL_OTLP_ENDPOINT-http://trace-sink:4317}"
+      if [[ -n $otlp ]]; then
+        traces+=(-e "OTEL_EXPORTER_OTLP_ENDPOINT=$otlp" -e OTEL_BSP_SCHEDULE_DELAY=200
+                 -e OTEL_RESOURCE_ATTRIBUTES=service.instance.id=cluster-cli)
+      fi
+    fi
     exec docker run --rm -i "${tty[@]}" --network "$net" -v "$PWD:/work" -w /work \
-      --user "$(id -u):$(id -g)" -e HOME=/tmp --entrypoint shoal "shoal-peer:$SHOAL_VERSION" \
+      --user "$(id -u):$(id -g)" -e HOME=/tmp "${traces[@]}" --entrypoint shoal "shoal-peer:$SHOAL_VERSION" \
       --endpoint http://webserver:50051 "$@"
     ;;
   down)
