@@ -14,43 +14,9 @@ macro_rules! out {
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use shoal_client::display::{human, state_word, status_word};
 use shoal_client::{GetResult, Progress, PutResult};
 use shoal_proto::v1 as pb;
-
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-pub fn status_word(s: i32) -> &'static str {
-    match pb::FileStatus::try_from(s).unwrap_or(pb::FileStatus::Unspecified) {
-        pb::FileStatus::Healthy => "healthy",
-        pb::FileStatus::UnderReplicated => "under_replicated",
-        pb::FileStatus::Unavailable => "unavailable",
-        pb::FileStatus::Unspecified => "unknown",
-    }
-}
-
-pub fn state_word(s: i32) -> &'static str {
-    match pb::PeerState::try_from(s).unwrap_or(pb::PeerState::Unspecified) {
-        pb::PeerState::Alive => "alive",
-        pb::PeerState::Suspect => "suspect",
-        pb::PeerState::Dead => "dead",
-        pb::PeerState::Draining => "draining",
-        pb::PeerState::Drained => "drained",
-        pb::PeerState::Unspecified => "unknown",
-    }
-}
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -18,6 +18,10 @@ use tracing::{info_span, warn, Instrument};
 
 use crate::{Client, ClientError, Progress, Result};
 
+/// A failed read from one replica: bytes received before the failure, the gRPC code
+/// (if the peer answered with one) and a message.
+pub(crate) type ReplicaError = (u64, Option<tonic::Code>, String);
+
 #[derive(Debug, Clone)]
 pub struct GetResult {
     pub id: String,
@@ -296,50 +300,91 @@ impl Client {
         file_offset: u64,
         wtx: &mpsc::Sender<(u64, Bytes)>,
         progress: &dyn Progress,
-    ) -> std::result::Result<u64, (u64, Option<tonic::Code>, String)> {
-        let mut got = 0u64;
+    ) -> std::result::Result<u64, ReplicaError> {
+        let mut r = self.open_replica(peer, c, pos).await?;
+        while let Some(data) = r.next().await? {
+            let len = data.len() as u64;
+            hasher.update(&data);
+            let at = file_offset + pos + r.got - len;
+            wtx.send((at, data))
+                .await
+                .map_err(|_| (r.got - len, None, "local writer failed".to_string()))?;
+            progress.advance(len);
+        }
+        Ok(r.got)
+    }
+
+    /// Open `[offset, size)` of chunk `c` on one peer.
+    pub(crate) async fn open_replica(
+        &self,
+        peer: &pb::PeerRef,
+        c: &pb::ChunkReplicas,
+        offset: u64,
+    ) -> std::result::Result<ReplicaRead, ReplicaError> {
         let mut client = self
             .peer(&peer.addr)
             .map_err(|e| (0, None, e.to_string()))?;
         let req = pb::GetChunkRequest {
             hash: c.hash.clone(),
-            offset: pos,
-            length: c.size - pos,
+            offset,
+            length: c.size - offset,
         };
-        let mut s = client
+        let stream = client
             .get_chunk(req)
             .await
             .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
             .into_inner();
-        loop {
-            let msg = match tokio::time::timeout(self.options.idle_timeout, s.message()).await {
-                Err(_) => return Err((got, None, "stalled".into())),
-                Ok(Err(e)) => return Err((got, Some(e.code()), e.message().to_string())),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(m))) => m,
-            };
-            let len = msg.data.len() as u64;
-            if pos + got + len > c.size {
+        Ok(ReplicaRead {
+            stream,
+            offset,
+            size: c.size,
+            got: 0,
+            idle: self.options.idle_timeout,
+        })
+    }
+}
+
+/// A chunk range being read from one replica. `next` yields its messages in order; a
+/// stream that stalls for the idle timeout, sends more than the chunk holds, or ends
+/// early is an error carrying how many bytes arrived before it.
+pub(crate) struct ReplicaRead {
+    stream: tonic::Streaming<pb::ChunkData>,
+    offset: u64,
+    size: u64,
+    /// Bytes received so far.
+    pub got: u64,
+    idle: std::time::Duration,
+}
+
+impl ReplicaRead {
+    pub async fn next(&mut self) -> std::result::Result<Option<Bytes>, ReplicaError> {
+        let got = self.got;
+        let msg = match tokio::time::timeout(self.idle, self.stream.message()).await {
+            Err(_) => return Err((got, None, "stalled".into())),
+            Ok(Err(e)) => return Err((got, Some(e.code()), e.message().to_string())),
+            Ok(Ok(None)) if self.offset + got == self.size => return Ok(None),
+            Ok(Ok(None)) => {
                 return Err((
                     got,
                     None,
-                    "peer sent more bytes than the chunk holds".into(),
-                ));
+                    format!(
+                        "stream ended at {} of {} bytes",
+                        self.offset + got,
+                        self.size
+                    ),
+                ))
             }
-            hasher.update(&msg.data);
-            wtx.send((file_offset + pos + got, msg.data))
-                .await
-                .map_err(|_| (got, None, "local writer failed".to_string()))?;
-            got += len;
-            progress.advance(len);
-        }
-        if pos + got != c.size {
+            Ok(Ok(Some(m))) => m,
+        };
+        let len = msg.data.len() as u64;
+        if self.offset + got + len > self.size {
             return Err((
                 got,
                 None,
-                format!("stream ended at {} of {} bytes", pos + got, c.size),
+                "peer sent more bytes than the chunk holds".into(),
             ));
         }
-        Ok(got)
+        self.got += len;
+        Ok(Some(msg.data))
     }
 }

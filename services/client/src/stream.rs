@@ -19,7 +19,7 @@ use crate::{Client, ClientError, Result};
 const BLOCKING_HASH_BYTES: usize = 1 << 20;
 
 /// A failed read from one replica: bytes appended before the failure, the gRPC code, why.
-type ReplicaError = (u64, Option<tonic::Code>, String);
+use crate::get::ReplicaError;
 
 impl Client {
     /// Fetch one whole chunk, verified against its BLAKE3 hash. Replicas are tried
@@ -107,43 +107,9 @@ impl Client {
         c: &pb::ChunkReplicas,
         buf: &mut BytesMut,
     ) -> std::result::Result<(), ReplicaError> {
-        let start = buf.len() as u64;
-        let got = |buf: &BytesMut| buf.len() as u64 - start;
-        let mut client = self
-            .peer(&peer.addr)
-            .map_err(|e| (0, None, e.to_string()))?;
-        let req = pb::GetChunkRequest {
-            hash: c.hash.clone(),
-            offset: start,
-            length: c.size - start,
-        };
-        let mut s = client
-            .get_chunk(req)
-            .await
-            .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
-            .into_inner();
-        loop {
-            let msg = match tokio::time::timeout(self.options.idle_timeout, s.message()).await {
-                Err(_) => return Err((got(buf), None, "stalled".into())),
-                Ok(Err(e)) => return Err((got(buf), Some(e.code()), e.message().to_string())),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(m))) => m,
-            };
-            if buf.len() as u64 + msg.data.len() as u64 > c.size {
-                return Err((
-                    got(buf),
-                    None,
-                    "peer sent more bytes than the chunk holds".into(),
-                ));
-            }
-            buf.extend_from_slice(&msg.data);
-        }
-        if (buf.len() as u64) != c.size {
-            return Err((
-                got(buf),
-                None,
-                format!("stream ended at {} of {} bytes", buf.len(), c.size),
-            ));
+        let mut r = self.open_replica(peer, c, buf.len() as u64).await?;
+        while let Some(data) = r.next().await? {
+            buf.extend_from_slice(&data);
         }
         Ok(())
     }

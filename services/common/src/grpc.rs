@@ -60,6 +60,24 @@ pub async fn server_with_auth(services: &[&str], auth: crate::auth::AuthLayer) -
         .expect("without TLS nothing can fail")
 }
 
+/// A service's server from its security settings: tokens resolved (and checked per
+/// `policy`), TLS on the listener when configured, and this process's outgoing calls
+/// set to TLS too. Returns the tokens so the service can present its cluster token.
+pub async fn secure_server(
+    services: &[&str],
+    auth: &crate::auth::AuthConfig,
+    tls: &crate::tls::TlsConfig,
+    policy: crate::auth::Policy,
+) -> anyhow::Result<(Router, Health, crate::auth::Tokens)> {
+    let tokens = auth.resolve()?;
+    if let Some(c) = tls.client()? {
+        crate::tls::set_client(c);
+    }
+    let layer = crate::auth::AuthLayer::new(tokens.clone(), policy);
+    let (router, health) = server_secured(services, layer, tls.server()?).await?;
+    Ok((router, health, tokens))
+}
+
 /// [`server_with_auth`] with optional TLS (mutual when the config has a CA).
 pub async fn server_secured(
     services: &[&str],

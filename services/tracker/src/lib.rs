@@ -29,14 +29,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tokens = cfg.auth.resolve()?;
-    let cluster_token = tokens.cluster.clone();
-    let auth = shoal_common::auth::AuthLayer::new(tokens, policy);
-    if let Some(c) = cfg.tls.client()? {
-        shoal_common::tls::set_client(c);
-    }
-    let (router, health) =
-        shoal_common::grpc::server_secured(&["shoal.v1.Tracker"], auth, cfg.tls.server()?).await?;
+    let (router, health, tokens) =
+        shoal_common::grpc::secure_server(&["shoal.v1.Tracker"], &cfg.auth, &cfg.tls, policy)
+            .await?;
+    let cluster_token = tokens.cluster;
     let tracker = Tracker::open(cfg.clone(), cluster_token)?;
     if let Some(addr) = cfg.metrics_addr {
         let t = tracker.clone();

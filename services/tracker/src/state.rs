@@ -614,7 +614,7 @@ mod tests {
         st.register_peer(peer("p"), 1 << 30, 0, vec![], Instant::now());
         assert_eq!(state(&st), pb::PeerState::Alive);
         assert!(
-            st.locations.get(&h).is_none(),
+            !st.locations.contains_key(&h),
             "reconciled, not trusted: the copy it lost is gone"
         );
     }

@@ -37,23 +37,18 @@ pub async fn run(
     http: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tokens = cfg.auth.resolve()?;
-    if let Some(c) = cfg.tls.client()? {
-        shoal_common::tls::set_client(c);
-    }
+    let (router, health, tokens) =
+        shoal_common::grpc::secure_server(&["shoal.v1.Webserver"], &cfg.auth, &cfg.tls, |path| {
+            path.starts_with("/shoal.v1.Webserver/")
+                .then_some(shoal_common::auth::Role::Read)
+        })
+        .await?;
     // The webserver acts for its users towards the tracker and peers: the cluster token.
     let client = Arc::new(Client::with_token(
         &cfg.tracker_url,
         tokens.cluster.clone(),
     )?);
-    let http_tokens = Arc::new(tokens.clone());
-    let auth = shoal_common::auth::AuthLayer::new(tokens, |path| {
-        path.starts_with("/shoal.v1.Webserver/")
-            .then_some(shoal_common::auth::Role::Read)
-    });
-    let (router, health) =
-        shoal_common::grpc::server_secured(&["shoal.v1.Webserver"], auth, cfg.tls.server()?)
-            .await?;
+    let http_tokens = Arc::new(tokens);
     let drain = cfg.shutdown_timeout;
     let state = Arc::new(AppState {
         cfg,

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_proto::v1 as pb;
 
-use super::{state_word, status_word, ApiError, Shared};
+use super::{ApiError, Shared};
+use shoal_client::display::{state_word, status_word};
 
 #[derive(Deserialize, Default)]
 pub struct SearchQuery {

@@ -8,7 +8,7 @@ use axum::response::Html;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use shoal_proto::v1 as pb;
 
-use super::{state_word, status_word};
+pub use shoal_client::display::{human, state_word, status_word};
 
 /// Characters left as they are in a path segment or query value: RFC 3986 unreserved.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -53,21 +53,6 @@ pub fn file_href(name: &str) -> String {
 /// Link to a file's download.
 pub fn download_href(name: &str) -> String {
     format!("/download/{}", seg(name))
-}
-
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// 1234567 → "1,234,567".

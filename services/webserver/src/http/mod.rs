@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use shoal_client::ClientError;
-use shoal_proto::v1 as pb;
 
 use crate::AppState;
 
@@ -214,28 +213,6 @@ async fn track(State(st): Shared, req: Request, next: Next) -> Response {
         );
     }
     res
-}
-
-/// A file's replica health as the CLI's `--json` says it.
-pub fn status_word(s: i32) -> &'static str {
-    match pb::FileStatus::try_from(s).unwrap_or(pb::FileStatus::Unspecified) {
-        pb::FileStatus::Healthy => "healthy",
-        pb::FileStatus::UnderReplicated => "under_replicated",
-        pb::FileStatus::Unavailable => "unavailable",
-        pb::FileStatus::Unspecified => "unknown",
-    }
-}
-
-/// A peer's state as the CLI's `--json` says it.
-pub fn state_word(s: i32) -> &'static str {
-    match pb::PeerState::try_from(s).unwrap_or(pb::PeerState::Unspecified) {
-        pb::PeerState::Alive => "alive",
-        pb::PeerState::Suspect => "suspect",
-        pb::PeerState::Dead => "dead",
-        pb::PeerState::Draining => "draining",
-        pb::PeerState::Drained => "drained",
-        pb::PeerState::Unspecified => "unknown",
-    }
 }
 
 /// What went wrong, with the HTTP status it deserves. Renders as an HTML page;
