@@ -34,6 +34,7 @@ release release-bins:
 -include deploy/deploy.mk
 -include deploy/bench.mk
 -include deploy/observability.mk
+-include deploy/fuzz.mk
 
 ## ui-check: real-browser check of the web UI (headless Chromium screenshots)
 ui-check: release
