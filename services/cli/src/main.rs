@@ -1,7 +1,7 @@
 //! `shoal`: put, get, list, search, stat, remove files; list and drain peers.
 //! Human tables by default, `--json` for scripts. Errors: one line on stderr and an
 //! exit code (3 not found, 4 already exists, 5 verification failed, 6 unavailable,
-//! 1 anything else; 2 for bad usage).
+//! 7 no or wrong token, or a role too low; 1 anything else; 2 for bad usage).
 
 mod output;
 mod trace;
@@ -131,6 +131,10 @@ fn exit_code(e: &ClientError) -> i32 {
             code: Code::InvalidArgument,
             ..
         } => 2,
+        ClientError::Rpc {
+            code: Code::Unauthenticated | Code::PermissionDenied,
+            ..
+        } => 7,
         _ => 1,
     }
 }

@@ -12,8 +12,22 @@ use serde::de::DeserializeOwned;
 pub const EXIT_USAGE: i32 = 64;
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
+#[error("invalid configuration: {}", one_line(.0))]
 pub struct ConfigError(pub String);
+
+/// The message stays one line whatever a value holds: control characters (a newline
+/// in a variable's value) are shown escaped.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 impl ConfigError {
     /// A value that parsed but is out of range.
@@ -153,5 +167,17 @@ mod tests {
         assert!(!msg.contains('\n'));
         let e = from_vars::<Sample>(vars(&[("SHOAL_CHUNK__EVERY", "soon")])).unwrap_err();
         assert!(e.to_string().contains("SHOAL_CHUNK__EVERY=soon"), "{e}");
+    }
+
+    #[test]
+    fn values_with_newlines_stay_on_one_line() {
+        let e = from_vars::<Sample>(vars(&[("SHOAL_CAPACITY_BYTES", "1\n2\r")])).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(r"SHOAL_CAPACITY_BYTES=1\n2\r"), "{msg}");
+        let e = ConfigError::invalid("zone", "a\nb", "bad zone");
+        assert_eq!(
+            e.to_string(),
+            r"invalid configuration: SHOAL_ZONE=a\nb: bad zone"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! `shoal.v1.Peer` over gRPC: chunks in (verified while streaming, forwarded down the
 //! pipeline as they arrive), chunks out (verified while read), copies from other peers.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -80,12 +82,21 @@ impl PeerCore {
     ) -> Result<bool, Status> {
         let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
         let store = self.store.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-            let mut w = store.writer(h, size)?;
-            while let Some(b) = rx.blocking_recv() {
-                w.write(&b)?;
+        // Set when the stream fails: the writer may already hold every declared byte
+        // (an extra message after them), and must then drop the chunk, not commit it.
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let writer = tokio::task::spawn_blocking({
+            let abandoned = abandoned.clone();
+            move || -> Result<bool, StoreError> {
+                let mut w = store.writer(h, size)?;
+                while let Some(b) = rx.blocking_recv() {
+                    w.write(&b)?;
+                }
+                if abandoned.load(Acquire) {
+                    return Ok(false); // dropping `w` removes its temp file
+                }
+                w.commit()
             }
-            w.commit()
         });
         let mut received = 0u64;
         let mut early: Option<Status> = None;
@@ -116,6 +127,9 @@ impl PeerCore {
             if tx.send(data).await.is_err() {
                 break; // the writer failed; its error is below
             }
+        }
+        if early.is_some() {
+            abandoned.store(true, Release);
         }
         drop(tx);
         drop(tee);
