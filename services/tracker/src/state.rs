@@ -67,7 +67,13 @@ pub struct State {
     pub uploads: HashMap<String, Upload>,
     /// Last placement reason per chunk, shown by stat and the web UI.
     pub placement_reasons: HashMap<Hash, String>,
+    /// Copies the tracker has told a peer to delete, and when: an inventory report that
+    /// races the deletion must not bring them back.
+    pub deleting: HashMap<(String, Hash), Instant>,
 }
+
+/// How long an ordered deletion masks the copy in inventory reports.
+pub const DELETION_MASK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a delete did.
 pub struct Removal {
@@ -284,6 +290,8 @@ impl State {
     }
 
     pub fn add_location(&mut self, peer_id: &str, h: Hash) -> bool {
+        // A copy placed again (upload, repair) is no longer one being deleted.
+        self.deleting.remove(&(peer_id.to_string(), h));
         let Some(p) = self.peers.get_mut(peer_id) else {
             return false;
         };
@@ -322,8 +330,15 @@ impl State {
         if full {
             self.forget_inventory(peer_id);
         }
+        let now = Instant::now();
         for h in added {
-            self.add_location(peer_id, h);
+            let masked = self
+                .deleting
+                .get(&(peer_id.to_string(), h))
+                .is_some_and(|t| now.saturating_duration_since(*t) < DELETION_MASK);
+            if !masked {
+                self.add_location(peer_id, h);
+            }
         }
         for h in removed {
             self.remove_location(peer_id, &h);

@@ -380,6 +380,17 @@ impl Tracker {
     /// Tell peers to delete chunks nothing references. Best effort: a peer that misses
     /// it keeps the chunk until garbage collection finds it unreferenced.
     pub fn send_deletions(&self, deletions: Vec<Deletion>) {
+        if !deletions.is_empty() {
+            let now = Instant::now();
+            let mut st = self.state();
+            st.deleting
+                .retain(|_, t| now.saturating_duration_since(*t) < crate::state::DELETION_MASK);
+            for d in &deletions {
+                for h in &d.chunks {
+                    st.deleting.insert((d.peer_id.clone(), *h), now);
+                }
+            }
+        }
         for d in deletions {
             let channel = self.channels.get(&d.addr);
             tokio::spawn(async move {
