@@ -20,19 +20,31 @@ pub fn metrics_route<S: Clone + Send + Sync + 'static>(render: Render) -> axum::
     )
 }
 
-/// Bind `addr` and serve `/metrics` and `/healthz` until `shutdown`.
+/// Bind `addr` and serve `/metrics` and `/healthz` (over HTTPS when the service has a
+/// certificate) until `shutdown`.
 pub async fn spawn(
     addr: SocketAddr,
     render: Render,
+    tls: &crate::tls::TlsConfig,
     shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = metrics_route(render).route("/healthz", get(|| async { "ok" }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-    });
+    // The service's certificate, when it has one, covers this listener too.
+    if tls.cert_file.is_some() {
+        let https = crate::tls::HttpsListener::new(listener, tls)?;
+        tokio::spawn(async move {
+            let _ = axum::serve(https, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        });
+    } else {
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        });
+    }
     Ok(local)
 }

@@ -96,8 +96,13 @@ pub async fn run(
 
     if let Some(addr) = cfg.metrics_addr {
         let c = core.clone();
-        shoal_common::admin::spawn(addr, Arc::new(move || render_metrics(&c)), shutdown.clone())
-            .await?;
+        shoal_common::admin::spawn(
+            addr,
+            Arc::new(move || render_metrics(&c)),
+            &cfg.tls,
+            shutdown.clone(),
+        )
+        .await?;
     }
     // Background loops stop on their own token so in-flight transfers can finish first.
     let background = CancellationToken::new();

@@ -37,7 +37,7 @@ pub async fn run(
     if let Some(addr) = cfg.metrics_addr {
         let t = tracker.clone();
         let render = Arc::new(move || render_metrics(&t));
-        shoal_common::admin::spawn(addr, render, shutdown.clone()).await?;
+        shoal_common::admin::spawn(addr, render, &cfg.tls, shutdown.clone()).await?;
     }
     tokio::spawn(manager::run(tracker.clone(), shutdown.clone()));
     let svc = TrackerServer::new(service::TrackerService {
