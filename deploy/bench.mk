@@ -1,0 +1,17 @@
+# Benchmarks (docs/benchmarks.md): shoal put/get against nginx → curl, aria2c and a
+# BitTorrent swarm on loopback, plus tracker metadata load. Results: target/bench/results.md.
+.PHONY: bench bench-smoke bench-profile
+
+## bench: the benchmark (BENCH_SIZE_MIB=1024, BENCH_RUNS=3; release binaries)
+bench:
+	@bash scripts/bench.sh
+
+## bench-smoke: every row at 64 MiB with the dev build, shorter RPC/heartbeat runs (CI; no timing assertions; fails if a row did not run)
+bench-smoke:
+	@BENCH_SIZE_MIB=64 BENCH_PROFILE=$${BENCH_PROFILE:-dev} \
+	 BENCH_RPC_REQUESTS=$${BENCH_RPC_REQUESTS:-5000} BENCH_RPC_MAX_SECS=$${BENCH_RPC_MAX_SECS:-5} BENCH_HB_SECS=$${BENCH_HB_SECS:-4} \
+	 BENCH_COMMAND="make bench-smoke" bash scripts/bench.sh
+
+## bench-profile: perf profile of one put and one get (SIZE_MIB=1024) into target/bench/profile/
+bench-profile:
+	@bash scripts/bench-profile.sh
