@@ -81,7 +81,25 @@ fn targets(st: &State) -> HashMap<Hash, u32> {
     out
 }
 
+/// How long a computed cluster summary is served before it is computed again: the
+/// summary walks every chunk, and dashboards, probes and clients ask for it often.
+const SUMMARY_TTL: Duration = Duration::from_millis(250);
+
+/// Cluster facts (counts over every chunk), computed at most every `SUMMARY_TTL`.
 pub fn cluster_info(t: &Tracker) -> pb::ClusterInfoResponse {
+    let now = Instant::now();
+    let mut cache = t.summary.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, info)) = cache.as_ref() {
+        if now.saturating_duration_since(*at) < SUMMARY_TTL {
+            return info.clone();
+        }
+    }
+    let info = compute_cluster_info(t);
+    *cache = Some((now, info.clone()));
+    info
+}
+
+fn compute_cluster_info(t: &Tracker) -> pb::ClusterInfoResponse {
     let st = t.state();
     let now = Instant::now();
     let (mut under, mut lost) = (0, 0);

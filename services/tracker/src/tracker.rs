@@ -25,6 +25,8 @@ pub struct Tracker {
     /// Chunks waiting for repair (persisted); priority is computed when scheduling.
     pub repairs: Mutex<std::collections::BTreeSet<Hash>>,
     pub channels: shoal_common::grpc::Channels,
+    /// The last cluster summary and when it was computed.
+    pub summary: Mutex<Option<(Instant, pb::ClusterInfoResponse)>>,
 }
 
 pub fn validate_zone(zone: &str) -> Result<()> {
@@ -76,6 +78,7 @@ impl Tracker {
             metrics: Default::default(),
             repairs: Mutex::new(repairs.into_iter().map(|r| r.chunk).collect()),
             channels: shoal_common::grpc::Channels::with_token(cluster_token),
+            summary: Mutex::new(None),
         }))
     }
 
