@@ -447,10 +447,11 @@ impl Bench {
         if !sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
             rev.push_str(" + uncommitted changes");
         }
-        let fs_type = sh(
-            "stat",
-            &["-f", "-c", "%T", &self.work.display().to_string()],
-        );
+        let fs_type = sh("df", &["--output=fstype", &self.work.display().to_string()])
+            .lines()
+            .last()
+            .unwrap_or("?")
+            .to_string();
         let command = if self.a.command.is_empty() {
             std::env::args().collect::<Vec<_>>().join(" ")
         } else {
