@@ -36,45 +36,10 @@ if [ -z "$browser" ]; then
 fi
 command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq curl >/dev/null; }
 
-TMP=$(mktemp -d -t shoal-ui-XXXXXX)
-pids=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "$rc" -ne 0 ] && [ -d "$TMP/logs" ]; then
-    for f in "$TMP"/logs/*.log; do echo "--- $f (last lines)"; tail -n 15 "$f"; done >&2
-  fi
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-mkdir -p "$TMP/logs" "$OUT"
-
-# Free ports, chosen by the OS (all bound at once, so they are distinct).
-read -r P_TRACKER P_WEB_GRPC P_WEB_HTTP P_PEER1 P_PEER2 P_PEER3 < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(6)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])
-for s in ss: s.close()')
-
-start() { # name, env assignments..., binary
-  local name=$1; shift
-  env "$@" >"$TMP/logs/$name.log" 2>&1 &
-  pids+=($!)
-}
-wait_serving() { # addr name
-  for _ in $(seq 1 300); do
-    "$BIN/shoal" health "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  fail "$2 ($1) did not become SERVING"
-}
-
-TRACKER=http://127.0.0.1:$P_TRACKER
+# shellcheck source=scripts/lib/procs.sh
+. scripts/lib/procs.sh  # (the script runs from the repo root)
+procs_init shoal-ui
+mkdir -p "$OUT"
 # Small chunks so the detail page shows a real matrix; two copies of each.
 start tracker SHOAL_LISTEN_ADDR=127.0.0.1:$P_TRACKER SHOAL_DATA_DIR="$TMP/tracker" \
   SHOAL_REPLICATION__FACTOR=2 SHOAL_CHUNK__MIN_BYTES=65536 "$BIN/shoal-tracker"
