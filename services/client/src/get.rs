@@ -3,6 +3,11 @@
 //! offset), written in place into `PATH.part`, the whole file verified against its
 //! id, then renamed. An interrupted get resumes: chunks already right in the `.part`
 //! file are kept.
+//!
+//! The file's id is checked without reading the file again: each chunk is also hashed
+//! as a subtree of the file's BLAKE3 tree while it streams in, and the chunks' chaining
+//! values are merged into the root ([`ChunkTree`]). Files whose chunks are not subtrees
+//! (a chunk size that is not a power of two) fall back to a second pass.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -11,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
-use shoal_common::hash::Hash;
+use shoal_common::hash::{ChainingValue, ChunkTree, Hash};
 use shoal_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tracing::{info_span, warn, Instrument};
@@ -44,7 +49,7 @@ pub fn part_path(out: &Path) -> PathBuf {
 
 /// BLAKE3 of a whole file, read in 8 MiB blocks hashed on all cores: memory stays at
 /// one block (a memory map would count the whole file in the process's RSS).
-fn whole_file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
+pub(crate) fn whole_file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
     use std::io::Read;
     let mut f = File::open(path)?;
     let mut h = blake3::Hasher::new();
@@ -68,18 +73,101 @@ fn whole_file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
     Ok(h.finalize())
 }
 
+/// The hashes a chunk is checked with as its bytes arrive: its own (against the
+/// chunk's name) and, when the file's chunks are subtrees, its place in the file's tree.
+struct ChunkHash {
+    index: u64,
+    own: blake3::Hasher,
+    tree: Option<(ChunkTree, blake3::Hasher)>,
+}
+
+impl ChunkHash {
+    fn new(index: u64, tree: Option<ChunkTree>) -> Self {
+        Self {
+            index,
+            own: blake3::Hasher::new(),
+            tree: tree.map(|t| (t, t.hasher(index))),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.own.update(data);
+        if let Some((_, h)) = &mut self.tree {
+            h.update(data);
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new(self.index, self.tree.as_ref().map(|(t, _)| *t));
+    }
+
+    fn own(&self) -> Hash {
+        self.own.finalize().into()
+    }
+
+    fn chaining_value(&self) -> Option<ChainingValue> {
+        self.tree
+            .as_ref()
+            .map(|(_, h)| ChunkTree::chaining_value(h))
+    }
+}
+
+/// A chunk that holds the right bytes, with its chaining value in the file's tree.
+type Verified = Option<ChainingValue>;
+
 /// Which chunks of an existing `.part` file already hold the right bytes.
-fn verify_existing(file: &File, chunks: &[pb::ChunkReplicas], chunk_size: u64) -> Vec<bool> {
+fn verify_existing(
+    file: &File,
+    chunks: &[pb::ChunkReplicas],
+    chunk_size: u64,
+    tree: Option<ChunkTree>,
+) -> Vec<Option<Verified>> {
     let mut buf = Vec::new();
     chunks
         .iter()
         .map(|c| {
             buf.resize(c.size as usize, 0);
             file.read_exact_at(&mut buf, c.index as u64 * chunk_size)
-                .is_ok()
-                && blake3::hash(&buf).to_hex().as_str() == c.hash
+                .ok()?;
+            let mut h = ChunkHash::new(c.index as u64, tree);
+            h.update(&buf);
+            (h.own().to_hex() == c.hash).then(|| h.chaining_value())
         })
         .collect()
+}
+
+/// Check the downloaded file against its id: from the chunks' chaining values when the
+/// chunks are subtrees, from the single chunk's hash for a one-chunk file, else by
+/// hashing the file again.
+fn verify_file(
+    part: &Path,
+    summary: &pb::FileSummary,
+    chunks: &[pb::ChunkReplicas],
+    tree: Option<ChunkTree>,
+    cvs: &[Verified],
+) -> Result<()> {
+    let whole = match tree {
+        Some(t) => {
+            let cvs: Option<Vec<ChainingValue>> = cvs.iter().copied().collect();
+            cvs.and_then(|cvs| t.root(&cvs)).map(|h| h.to_hex())
+        }
+        None if chunks.len() == 1 && summary.size > 0 => Some(chunks[0].hash.clone()),
+        None => None,
+    };
+    let whole = match whole {
+        Some(h) => h,
+        None => whole_file_hash(part)
+            .map_err(|e| ClientError::io(part, e))?
+            .to_hex()
+            .to_string(),
+    };
+    if whole != summary.id {
+        return Err(ClientError::Verify(format!(
+            "file hashes to {whole}, expected {}",
+            summary.id
+        )));
+    }
+    Ok(())
 }
 
 impl Client {
@@ -130,29 +218,34 @@ impl Client {
             .metadata()
             .map_err(|e| ClientError::io(&part, e))?
             .len();
-        let done: Vec<bool> = if existing == summary.size && existing > 0 {
+        let tree = ChunkTree::new(summary.size, summary.chunk_size);
+        let mut done: Vec<Option<Verified>> = if existing == summary.size && existing > 0 {
             let (f, chunks, cs) = (
                 file.try_clone().map_err(|e| ClientError::io(&part, e))?,
                 detail.chunks.clone(),
                 summary.chunk_size,
             );
-            tokio::task::spawn_blocking(move || verify_existing(&f, &chunks, cs))
+            tokio::task::spawn_blocking(move || verify_existing(&f, &chunks, cs, tree))
                 .await
                 .map_err(|e| ClientError::Other(e.to_string()))?
         } else {
-            file.set_len(0)
-                .and_then(|_| file.set_len(summary.size))
+            // A stale `.part` of another size is emptied first; a new (empty) one is not
+            // truncated: on ext4 truncating a file arms a flush of the whole file at close.
+            if existing > 0 {
+                file.set_len(0).map_err(|e| ClientError::io(&part, e))?;
+            }
+            file.set_len(summary.size)
                 .map_err(|e| ClientError::io(&part, e))?;
-            vec![false; detail.chunks.len()]
+            vec![None; detail.chunks.len()]
         };
-        let resumed = done.iter().filter(|d| **d).count() as u32;
+        let resumed = done.iter().filter(|d| d.is_some()).count() as u32;
         progress.start(summary.size, "downloading");
         progress.advance(
             detail
                 .chunks
                 .iter()
                 .zip(&done)
-                .filter(|(_, d)| **d)
+                .filter(|(_, d)| d.is_some())
                 .map(|(c, _)| c.size)
                 .sum(),
         );
@@ -168,15 +261,21 @@ impl Client {
         });
 
         let mut fetches = Vec::new();
-        for (c, done) in detail.chunks.iter().zip(done) {
-            if done {
+        for (slot, (c, done)) in detail.chunks.iter().zip(&done).enumerate() {
+            if done.is_some() {
                 continue;
             }
             let (wtx, progress) = (wtx.clone(), progress.clone());
             let offset = c.index as u64 * summary.chunk_size;
-            fetches.push(async move { self.fetch_chunk(c, offset, wtx, progress.as_ref()).await });
+            fetches.push(async move {
+                let hash = ChunkHash::new(c.index as u64, tree);
+                let (peer, n, cv) = self
+                    .fetch_chunk(c, offset, hash, wtx, progress.as_ref())
+                    .await?;
+                Ok::<_, ClientError>((slot, peer, n, cv))
+            });
         }
-        let from: Vec<(String, u64)> = stream::iter(fetches)
+        let fetched: Vec<(usize, String, u64, Verified)> = stream::iter(fetches)
             .buffer_unordered(self.options.get_parallelism.max(1))
             .try_collect()
             .await?;
@@ -186,25 +285,20 @@ impl Client {
             .map_err(|e| ClientError::Other(e.to_string()))?
             .map_err(|e| ClientError::io(&part, e))?;
 
-        // The whole file must hash to its id.
-        let p = part.clone();
-        let whole = tokio::task::spawn_blocking(move || whole_file_hash(&p))
-            .await
-            .map_err(|e| ClientError::Other(e.to_string()))?
-            .map_err(|e| ClientError::io(&part, e))?;
-        if whole.to_hex().as_str() != summary.id {
-            return Err(ClientError::Verify(format!(
-                "file hashes to {}, expected {}",
-                whole.to_hex(),
-                summary.id
-            )));
-        }
-        std::fs::rename(&part, out).map_err(|e| ClientError::io(out, e))?;
-        progress.finish();
         let mut by_peer: std::collections::BTreeMap<String, u64> = Default::default();
-        for (p, n) in from {
+        for (slot, p, n, cv) in fetched {
+            done[slot] = Some(cv);
             *by_peer.entry(p).or_default() += n;
         }
+
+        // The whole file must hash to its id.
+        let (p, s, chunks) = (part.clone(), summary.clone(), detail.chunks.clone());
+        let cvs: Vec<Verified> = done.into_iter().map(Option::flatten).collect();
+        tokio::task::spawn_blocking(move || verify_file(&p, &s, &chunks, tree, &cvs))
+            .await
+            .map_err(|e| ClientError::Other(e.to_string()))??;
+        std::fs::rename(&part, out).map_err(|e| ClientError::io(out, e))?;
+        progress.finish();
         Ok(GetResult {
             id: summary.id,
             name: summary.name,
@@ -223,9 +317,10 @@ impl Client {
         &self,
         c: &pb::ChunkReplicas,
         file_offset: u64,
+        mut hasher: ChunkHash,
         wtx: mpsc::Sender<(u64, Bytes)>,
         progress: &dyn Progress,
-    ) -> Result<(String, u64)> {
+    ) -> Result<(String, u64, Verified)> {
         let expected: Hash = c
             .hash
             .parse()
@@ -240,7 +335,6 @@ impl Client {
         let order: Vec<&pb::PeerRef> = (0..n)
             .map(|k| &c.replicas[(c.index as usize + k) % n.max(1)])
             .collect();
-        let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
         let mut contributors: Vec<&pb::PeerRef> = Vec::new();
         let mut errors = Vec::new();
@@ -277,12 +371,12 @@ impl Client {
                 }
             }
             if pos == c.size {
-                if Hash::from(hasher.finalize()) == expected {
+                if hasher.own() == expected {
                     let last = contributors
                         .last()
                         .map(|p| p.id.clone())
                         .unwrap_or_default();
-                    return Ok((last, c.size));
+                    return Ok((last, c.size, hasher.chaining_value()));
                 }
                 for p in &contributors {
                     self.report_bad(&p.id, &c.hash, "client hash mismatch")
@@ -302,7 +396,7 @@ impl Client {
             }
         }
         if c.size == 0 {
-            return Ok((String::new(), 0));
+            return Ok((String::new(), 0, hasher.chaining_value()));
         }
         Err(ClientError::Other(format!(
             "chunk {} could not be fetched from any replica: {}",
@@ -319,7 +413,7 @@ impl Client {
         peer: &pb::PeerRef,
         c: &pb::ChunkReplicas,
         pos: u64,
-        hasher: &mut blake3::Hasher,
+        hasher: &mut ChunkHash,
         file_offset: u64,
         wtx: &mpsc::Sender<(u64, Bytes)>,
         progress: &dyn Progress,
@@ -409,5 +503,57 @@ impl ReplicaRead {
         }
         self.got += len;
         Ok(Some(msg.data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(data: &[u8], chunk_size: u64) -> (pb::FileSummary, Vec<pb::ChunkReplicas>) {
+        let summary = pb::FileSummary {
+            id: blake3::hash(data).to_hex().to_string(),
+            size: data.len() as u64,
+            chunk_size,
+            ..Default::default()
+        };
+        let chunks = data
+            .chunks(chunk_size as usize)
+            .enumerate()
+            .map(|(i, c)| pb::ChunkReplicas {
+                index: i as u32,
+                hash: blake3::hash(c).to_hex().to_string(),
+                size: c.len() as u64,
+                ..Default::default()
+            })
+            .collect();
+        (summary, chunks)
+    }
+
+    /// The id check from chaining values agrees with hashing the file, for chunk trees,
+    /// one-chunk files and the fallback pass, and rejects a file that is not the id's.
+    #[test]
+    fn verify_file_by_tree_single_chunk_and_second_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("f.part");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for (len, chunk_size) in [(100_000, 4096), (3000, 4096), (100_000, 3000), (0, 4096)] {
+            let data = &data[..len];
+            std::fs::write(&part, data).unwrap();
+            let (mut summary, chunks) = digest(data, chunk_size);
+            let tree = ChunkTree::new(summary.size, chunk_size);
+            let file = File::open(&part).unwrap();
+            let cvs: Vec<Verified> = verify_existing(&file, &chunks, chunk_size, tree)
+                .into_iter()
+                .map(|v| v.expect("every chunk verifies"))
+                .collect();
+            verify_file(&part, &summary, &chunks, tree, &cvs).unwrap();
+            summary.id = blake3::hash(b"another file").to_hex().to_string();
+            let err = verify_file(&part, &summary, &chunks, tree, &cvs).unwrap_err();
+            assert!(
+                matches!(err, ClientError::Verify(_)),
+                "{len}/{chunk_size}: {err}"
+            );
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! the head of its pipeline, commit.
 
 use std::fs::File;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
+use shoal_common::hash::{ChainingValue, ChunkTree, Hash};
 use shoal_common::STREAM_MESSAGE_BYTES;
 use shoal_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -36,52 +38,89 @@ pub struct PutResult {
     pub file: Option<pb::FileSummary>,
 }
 
-/// Hash a file in one pass: every chunk's BLAKE3 and the whole file's.
+/// Hash a file: every chunk's BLAKE3 and the whole file's (its id). Chunks are hashed
+/// on every core at once, each read once with positional reads; the id comes from the
+/// chunks' chaining values in the file's BLAKE3 tree ([`ChunkTree`]), so no byte is
+/// read twice. Returns the id, the chunks and the bytes read.
 pub fn hash_file(
     path: &Path,
     chunk_size: u64,
     progress: &dyn Progress,
 ) -> Result<(String, Vec<pb::ChunkDigest>, u64)> {
-    let mut f = File::open(path).map_err(|e| ClientError::io(path, e))?;
-    let mut whole = blake3::Hasher::new();
-    let mut chunks = Vec::new();
-    let mut chunk = blake3::Hasher::new();
-    let mut in_chunk = 0u64;
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| ClientError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        whole.update(&buf[..n]);
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            let take = rest.len().min((chunk_size - in_chunk) as usize);
-            chunk.update(&rest[..take]);
-            in_chunk += take as u64;
-            rest = &rest[take..];
-            if in_chunk == chunk_size {
-                chunks.push(pb::ChunkDigest {
-                    index: chunks.len() as u32,
-                    hash: chunk.finalize().to_hex().to_string(),
-                    size: in_chunk,
-                });
-                chunk.reset();
-                in_chunk = 0;
+    let f = File::open(path).map_err(|e| ClientError::io(path, e))?;
+    let size = f.metadata().map_err(|e| ClientError::io(path, e))?.len();
+    let count = size.div_ceil(chunk_size.max(1)) as usize;
+    let tree = ChunkTree::new(size, chunk_size);
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, count.max(1));
+    let hash_chunks = || -> std::io::Result<Vec<(usize, Hash, Option<ChainingValue>)>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return Ok(out);
             }
+            let start = i as u64 * chunk_size;
+            let len = chunk_size.min(size - start);
+            let mut own = blake3::Hasher::new();
+            let mut sub = tree.map(|t| t.hasher(i as u64));
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(buf.len() as u64) as usize;
+                // A file that shrinks under us fails here; one that grows is caught below.
+                f.read_exact_at(&mut buf[..n], start + done)?;
+                own.update(&buf[..n]);
+                if let Some(h) = &mut sub {
+                    h.update(&buf[..n]);
+                }
+                done += n as u64;
+                progress.advance(n as u64);
+            }
+            out.push((
+                i,
+                own.finalize().into(),
+                sub.as_ref().map(ChunkTree::chaining_value),
+            ));
         }
-        total += n as u64;
-        progress.advance(n as u64);
-    }
-    if in_chunk > 0 {
-        chunks.push(pb::ChunkDigest {
-            index: chunks.len() as u32,
-            hash: chunk.finalize().to_hex().to_string(),
-            size: in_chunk,
-        });
-    }
-    Ok((whole.finalize().to_hex().to_string(), chunks, total))
+    };
+    let mut hashed: Vec<(usize, Hash, Option<ChainingValue>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(hash_chunks)).collect();
+        let mut all = Vec::with_capacity(count);
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| std::io::Error::other("hashing thread panicked"))??,
+            );
+        }
+        Ok::<_, std::io::Error>(all)
+    })
+    .map_err(|e| ClientError::io(path, e))?;
+    hashed.sort_unstable_by_key(|(i, ..)| *i);
+    let id = match tree {
+        Some(t) => {
+            let cvs: Vec<ChainingValue> = hashed.iter().filter_map(|(_, _, cv)| *cv).collect();
+            t.root(&cvs)
+                .ok_or_else(|| ClientError::Other("chunk tree does not match the file".into()))?
+        }
+        // One chunk (or none): the file's id is the chunk's hash.
+        None if count <= 1 => hashed.first().map_or_else(|| Hash::of(b""), |(_, h, _)| *h),
+        None => crate::get::whole_file_hash(path)
+            .map_err(|e| ClientError::io(path, e))?
+            .into(),
+    };
+    let grown = f.metadata().map_err(|e| ClientError::io(path, e))?.len();
+    let chunks = hashed
+        .into_iter()
+        .map(|(i, h, _)| pb::ChunkDigest {
+            index: i as u32,
+            hash: h.to_hex(),
+            size: chunk_size.min(size - i as u64 * chunk_size),
+        })
+        .collect();
+    Ok((id.to_hex(), chunks, grown))
 }
 
 /// Stream bytes `[offset, offset+len)` of `path` as PutChunk data messages after `header`.
@@ -109,13 +148,12 @@ fn chunk_messages(
         let mut left = len;
         while left > 0 {
             let n = left.min(STREAM_MESSAGE_BYTES as u64) as usize;
-            let mut buf = BytesMut::zeroed(n);
             // A short read means the file changed under us: the peer's hash check rejects it.
-            if f.read_exact(&mut buf).is_err() {
-                return;
-            }
+            let data = match shoal_common::read_message(&mut f, n) {
+                Ok(buf) if buf.len() == n => Bytes::from(buf),
+                _ => return,
+            };
             left -= n as u64;
-            let data: Bytes = buf.freeze();
             if tx
                 .blocking_send(pb::PutChunkRequest {
                     msg: Some(pb::put_chunk_request::Msg::Data(data)),

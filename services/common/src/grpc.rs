@@ -13,6 +13,9 @@ use tonic_health::ServingStatus;
 /// window stalls a 256 KiB message on every round trip.
 pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+/// Largest HTTP/2 DATA frame each side accepts: a chunk message then travels as one
+/// frame instead of sixteen of the default 16 KiB (less framing work on both ends).
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Concurrent calls one HTTP/2 connection may have in flight.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// Longest a call may take before the server gives up on it.
@@ -120,6 +123,7 @@ fn tuned_server() -> Server<Base> {
         .trace_fn(crate::tracecontext::server_span)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_BYTES)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -161,6 +165,7 @@ fn raw_channel(addr: &str) -> Result<Channel, tonic::Status> {
         .map_err(|e| tonic::Status::invalid_argument(format!("bad address {addr:?}: {e}")))?
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_BYTES)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))

@@ -66,6 +66,71 @@ pub fn inventory_digest<'a>(sorted: impl IntoIterator<Item = &'a Hash>) -> Strin
     h.finalize().to_hex().to_string()
 }
 
+/// A file's BLAKE3 tree seen chunk by chunk. When the chunk size is a power of two of at
+/// least one BLAKE3 chunk (1 KiB) and the file has more than one chunk, every chunk is a
+/// whole subtree of the file's tree: hashing each chunk at its offset gives its chaining
+/// value, and merging the values in tree order gives the file's id without reading the
+/// file a second time. (A one-chunk file's id is the chunk's own hash.)
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkTree {
+    chunk_size: u64,
+    size: u64,
+}
+
+/// A chunk's chaining value within its file's tree.
+pub type ChainingValue = blake3::hazmat::ChainingValue;
+
+impl ChunkTree {
+    /// `None` when the chunks are not subtrees (then hash the whole file instead).
+    pub fn new(size: u64, chunk_size: u64) -> Option<Self> {
+        let subtrees = chunk_size.is_power_of_two() && chunk_size >= blake3::CHUNK_LEN as u64;
+        (subtrees && size > chunk_size).then_some(Self { chunk_size, size })
+    }
+
+    pub fn chunks(&self) -> u64 {
+        self.size.div_ceil(self.chunk_size)
+    }
+
+    /// A hasher for chunk `index`: feed it the chunk's bytes, then `chaining_value`.
+    pub fn hasher(&self, index: u64) -> blake3::Hasher {
+        use blake3::hazmat::HasherExt;
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(index * self.chunk_size);
+        h
+    }
+
+    pub fn chaining_value(hasher: &blake3::Hasher) -> ChainingValue {
+        use blake3::hazmat::HasherExt;
+        hasher.finalize_non_root()
+    }
+
+    /// The file's id from every chunk's chaining value, in order.
+    pub fn root(&self, cvs: &[ChainingValue]) -> Option<Hash> {
+        use blake3::hazmat::{
+            left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, Mode,
+        };
+        if cvs.len() as u64 != self.chunks() {
+            return None;
+        }
+        // The subtree over `len` bytes whose first chunk is `cvs[0]`.
+        fn merge(cvs: &[ChainingValue], len: u64, chunk_size: u64) -> ChainingValue {
+            if len <= chunk_size {
+                return cvs[0];
+            }
+            let left = left_subtree_len(len);
+            let k = (left / chunk_size) as usize;
+            let l = merge(&cvs[..k], left, chunk_size);
+            let r = merge(&cvs[k..], len - left, chunk_size);
+            merge_subtrees_non_root(&l, &r, Mode::Hash)
+        }
+        let left = left_subtree_len(self.size);
+        let k = (left / self.chunk_size) as usize;
+        let l = merge(&cvs[..k], left, self.chunk_size);
+        let r = merge(&cvs[k..], self.size - left, self.chunk_size);
+        Some(merge_subtrees_root(&l, &r, Mode::Hash).into())
+    }
+}
+
 /// Parse a hex hash from the wire into a `tonic::Status` on failure.
 pub fn parse(s: &str) -> Result<Hash, tonic::Status> {
     s.parse()
@@ -100,5 +165,53 @@ mod tests {
         for bad in ["", "zz", &"a".repeat(63), &"g".repeat(64), &"a".repeat(65)] {
             assert!(bad.parse::<Hash>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn chunk_tree_root_is_the_file_hash() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for chunk_size in [1024u64, 4096, 65536] {
+            for size in [
+                chunk_size + 1,
+                2 * chunk_size,
+                3 * chunk_size - 5,
+                5 * chunk_size,
+                7 * chunk_size + 1000,
+                data.len() as u64,
+            ] {
+                let tree = ChunkTree::new(size, chunk_size).unwrap();
+                let file = &data[..size as usize];
+                let cvs: Vec<_> = file
+                    .chunks(chunk_size as usize)
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut h = tree.hasher(i as u64);
+                        h.update(c);
+                        ChunkTree::chaining_value(&h)
+                    })
+                    .collect();
+                assert_eq!(tree.root(&cvs), Some(Hash::of(file)), "{size}/{chunk_size}");
+                // A wrong chunk, or a missing one, never gives the file's id.
+                let mut bad = cvs.clone();
+                bad[0][0] ^= 1;
+                assert_ne!(tree.root(&bad), Some(Hash::of(file)));
+                assert_eq!(tree.root(&cvs[1..]), None);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_tree_needs_whole_subtrees() {
+        assert!(ChunkTree::new(10_000, 3000).is_none(), "not a power of two");
+        assert!(
+            ChunkTree::new(10_000, 512).is_none(),
+            "smaller than a BLAKE3 chunk"
+        );
+        assert!(
+            ChunkTree::new(4096, 4096).is_none(),
+            "one chunk: its hash is the id"
+        );
+        assert!(ChunkTree::new(0, 4096).is_none());
+        assert_eq!(ChunkTree::new(4097, 4096).unwrap().chunks(), 2);
     }
 }

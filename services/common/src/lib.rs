@@ -19,3 +19,27 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Size of the messages chunk bytes travel in, on every stream.
 pub const STREAM_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Read up to `n` bytes (fewer only at end of input) into a new buffer without zeroing
+/// it first: chunk bytes stream in messages of this size, and zero-filling a fresh
+/// buffer per message costs more CPU than the hashing.
+pub fn read_message(r: &mut impl std::io::Read, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(n);
+    r.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn read_message_reads_whole_messages_then_the_tail() {
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mut r = &data[..];
+        let a = super::read_message(&mut r, 600).unwrap();
+        let b = super::read_message(&mut r, 600).unwrap();
+        let c = super::read_message(&mut r, 600).unwrap();
+        assert_eq!((a.len(), b.len(), c.len()), (600, 400, 0));
+        assert_eq!([a, b].concat(), data);
+    }
+}

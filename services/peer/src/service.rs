@@ -323,25 +323,25 @@ impl PeerRpc for PeerService {
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset);
         tokio::task::spawn_blocking(move || {
-            use std::io::Read;
             let _e = span.enter();
             let _active = Active::new(&core.counters.active_transfers);
             // The whole chunk is hashed even for a range: a copy is served only if it verifies.
             let mut hasher = blake3::Hasher::new();
             let mut pos = 0u64;
             loop {
-                let mut buf = vec![0u8; shoal_common::STREAM_MESSAGE_BYTES];
-                let n = match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!(
-                            "reading chunk {h}: {e}"
-                        ))));
-                        return;
-                    }
-                };
-                buf.truncate(n);
+                let buf =
+                    match shoal_common::read_message(&mut file, shoal_common::STREAM_MESSAGE_BYTES)
+                    {
+                        Ok(b) if b.is_empty() => break,
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(Status::internal(format!(
+                                "reading chunk {h}: {e}"
+                            ))));
+                            return;
+                        }
+                    };
+                let n = buf.len();
                 hasher.update(&buf);
                 let (s, e) = (pos.max(req.offset), (pos + n as u64).min(end));
                 if s < e {
