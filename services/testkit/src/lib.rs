@@ -382,6 +382,19 @@ impl TestCluster {
         .await
     }
 
+    /// Hashes of the chunks stored on peer `i`'s disk.
+    pub fn chunks_on_disk(&self, i: usize) -> std::collections::HashSet<String> {
+        let dirs = std::fs::read_dir(self.peer_dir(i).join("chunks"))
+            .into_iter()
+            .flatten();
+        dirs.flatten()
+            .filter(|d| d.file_name().len() == 2)
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter_map(|f| f.file_name().into_string().ok())
+            .filter(|n| n.len() == 64)
+            .collect()
+    }
+
     /// The on-disk file of a chunk on peer `i`.
     pub fn chunk_file(&self, i: usize, hash: &str) -> PathBuf {
         self.peer_dir(i).join("chunks").join(&hash[..2]).join(hash)
