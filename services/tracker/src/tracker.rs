@@ -100,7 +100,7 @@ impl Tracker {
     ) -> Result<R> {
         let this = self.clone();
         let now = Instant::now();
-        tokio::task::spawn_blocking(move || match this.store.postgres() {
+        let result = tokio::task::spawn_blocking(move || match this.store.postgres() {
             None => {
                 let mut st = this.state();
                 let (r, changes) = f(&mut st, &this.cfg, now)?;
@@ -113,7 +113,15 @@ impl Tracker {
             }
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("tracker task failed: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("tracker task failed: {e}")))?;
+        // A caller that changed the catalogue reads its change in the next summary.
+        self.forget_summary();
+        result
+    }
+
+    /// Drop the cached cluster summary (the catalogue changed).
+    pub fn forget_summary(&self) {
+        *self.summary.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// A catalogue change over PostgreSQL: lock the catalogue, catch up with what other
@@ -150,6 +158,7 @@ impl Tracker {
         let n = entries.len();
         if n > 0 {
             self.state().replay(entries);
+            self.forget_summary();
         }
         Ok(n)
     }
