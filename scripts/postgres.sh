@@ -4,7 +4,9 @@
 #   scripts/postgres.sh start DIR   install postgresql-15 if missing, initdb in DIR (owned by
 #                                   the postgres user: initdb and pg_ctl refuse root), start it
 #                                   on 127.0.0.1 on a free port chosen now; prints the URL
-#                                   and writes it to DIR/url
+#                                   and writes it to DIR/url. TLS is on too (plain
+#                                   connections still work): a self-signed certificate for
+#                                   127.0.0.1/localhost signed by a throwaway CA, DIR/ca.crt
 #   scripts/postgres.sh stop DIR    stop the server started in DIR (by the PID in its
 #                                   postmaster.pid) and remove DIR
 #
@@ -53,6 +55,24 @@ start() {
     as_pg "$BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
       { cat "$dir/initdb.log" >&2; die "initdb failed"; }
   fi
+  local tls=""
+  if command -v openssl >/dev/null 2>&1; then
+    if [ ! -f "$dir/server.crt" ]; then
+      # A throwaway CA (DIR/ca.crt, what clients verify with) and a server certificate
+      # for 127.0.0.1/localhost signed by it.
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=shoal test CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$dir/ext.cnf"
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 30 -extfile "$dir/ext.cnf" -out "$dir/server.crt" 2>/dev/null
+      [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/server.key" "$dir/server.crt"
+      chmod 0600 "$dir/server.key"
+      chmod 0644 "$dir/server.crt" "$dir/ca.crt"
+    fi
+    tls="-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+  fi
   local port fast=""
   port=$(free_port)
   # PG_FAST=1 (the test suite): no fsync, the data is thrown away anyway.
@@ -60,7 +80,7 @@ start() {
   # Unix sockets in DIR (not /var/run/postgresql, which may not exist); many connections
   # because nextest runs many clusters at once, each with a few trackers.
   as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=500 $fast" \
+    -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=500 $fast $tls" \
     >/dev/null || { tail -n 30 "$dir/server.log" >&2; die "server did not start"; }
   local url="postgres://postgres@127.0.0.1:$port/postgres"
   echo "$url" >"$dir/url"

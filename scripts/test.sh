@@ -11,6 +11,7 @@ PGDIR=$(mktemp -d -t shoal-test-pg-XXXXXX)
 trap 'bash scripts/postgres.sh stop "$PGDIR"' EXIT
 SHOAL_TEST_POSTGRES_URL=$(PG_FAST=1 bash scripts/postgres.sh start "$PGDIR")
 export SHOAL_TEST_POSTGRES_URL
+if [ -f "$PGDIR/ca.crt" ]; then export SHOAL_TEST_POSTGRES_CA=$PGDIR/ca.crt; fi
 echo "PostgreSQL for the tests: $SHOAL_TEST_POSTGRES_URL"
 
 if $CARGO nextest --version >/dev/null 2>&1; then

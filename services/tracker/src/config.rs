@@ -41,6 +41,10 @@ pub struct StoreConfig {
     pub url: Option<String>,
     #[serde(default)]
     pub url_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, to verify the PostgreSQL server with; unset: TLS (when the
+    /// URL's sslmode asks for it) encrypts without checking the certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// How often a replica reads the catalogue changes other replicas made.
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll: Duration,
@@ -51,6 +55,7 @@ impl Default for StoreConfig {
         Self {
             url: None,
             url_file: None,
+            ca_file: None,
             poll: default_poll(),
         }
     }

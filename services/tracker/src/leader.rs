@@ -29,9 +29,15 @@ pub const RETRY: Duration = Duration::from_secs(1);
 
 /// Campaign until `shutdown`. `me` names this replica in `pg_stat_activity`
 /// (`application_name`), so operators (and tests) can see who holds the lock.
-pub async fn run(t: Arc<Tracker>, url: String, me: String, shutdown: CancellationToken) {
+pub async fn run(
+    t: Arc<Tracker>,
+    url: String,
+    tls: crate::pgtls::Tls,
+    me: String,
+    shutdown: CancellationToken,
+) {
     loop {
-        let result = hold(&t, &url, &me, &shutdown).await;
+        let result = hold(&t, &url, &tls, &me, &shutdown).await;
         if t.leader.swap(false, Relaxed) {
             warn!("no longer the leader: the background manager stops here");
         }
@@ -57,12 +63,13 @@ impl Drop for AbortOnDrop {
 async fn hold(
     t: &Arc<Tracker>,
     url: &str,
+    tls: &crate::pgtls::Tls,
     me: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut cfg: tokio_postgres::Config = url.parse()?;
     cfg.application_name(format!("{LEADER_APP_PREFIX}{me}"));
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    let (client, conn) = cfg.connect(tls.clone()).await?;
     let _conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));

@@ -10,6 +10,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod pg;
+pub mod pgtls;
 pub mod placement;
 pub mod service;
 pub mod shared;
@@ -49,6 +50,7 @@ pub async fn run(
         tokio::spawn(leader::run(
             tracker.clone(),
             pg.url().to_string(),
+            pg.tls(),
             listener.local_addr()?.to_string(),
             shutdown.clone(),
         ));

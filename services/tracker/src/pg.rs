@@ -14,7 +14,9 @@
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-use postgres::{Client, GenericClient, NoTls, Transaction};
+use postgres::{Client, GenericClient, Transaction};
+
+use crate::pgtls::Tls;
 
 use crate::store::{err, Change, FileRecord, Loaded, NameRecord, RepairRecord, StoreError};
 
@@ -84,6 +86,7 @@ type Job = Box<dyn FnOnce(&mut Client) + Send>;
 pub struct PgStore {
     jobs: Mutex<mpsc::Sender<Job>>,
     url: String,
+    tls: Tls,
 }
 
 /// One catalogue log entry.
@@ -93,20 +96,20 @@ pub struct LogEntry {
     pub change: Change,
 }
 
-fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls).map_err(|e| StoreError(format!("connect to PostgreSQL: {e}")))
+fn connect(url: &str, tls: &Tls) -> Result<Client, StoreError> {
+    Client::connect(url, tls.clone()).map_err(|e| StoreError(format!("connect to PostgreSQL: {e}")))
 }
 
 impl PgStore {
     /// Connect, migrate, and start the connection's thread.
-    pub fn connect(url: &str) -> Result<Self, StoreError> {
+    pub fn connect(url: &str, tls: Tls) -> Result<Self, StoreError> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (jobs, rx) = mpsc::channel::<Job>();
-        let u = url.to_string();
+        let (u, t) = (url.to_string(), tls.clone());
         std::thread::Builder::new()
             .name("shoal-pg".into())
             .spawn(move || {
-                let mut client = match connect(&u).and_then(|mut c| migrate(&mut c).map(|_| c)) {
+                let mut client = match connect(&u, &t).and_then(|mut c| migrate(&mut c).map(|_| c)) {
                     Ok(c) => {
                         let _ = ready_tx.send(Ok(()));
                         c
@@ -119,7 +122,7 @@ impl PgStore {
                 // Ends when the store (the only sender) is dropped.
                 while let Ok(job) = rx.recv() {
                     if client.is_closed() {
-                        match connect(&u) {
+                        match connect(&u, &t) {
                             Ok(c) => client = c,
                             Err(e) => {
                                 tracing::warn!(error = %e, "PostgreSQL connection lost; retrying with the next call");
@@ -138,11 +141,16 @@ impl PgStore {
         Ok(Self {
             jobs: Mutex::new(jobs),
             url: url.to_string(),
+            tls,
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    pub fn tls(&self) -> Tls {
+        self.tls.clone()
     }
 
     /// Run `f` with the connection, blocking until it is done.
@@ -359,11 +367,75 @@ pub(crate) mod tests {
             return None;
         };
         let name = format!("shoal_unit_{}", hex::encode(rand::random::<[u8; 6]>()));
-        let mut c = Client::connect(&base, NoTls).expect("test PostgreSQL reachable");
+        let mut c = Client::connect(&base, postgres::NoTls).expect("test PostgreSQL reachable");
         c.batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create test database");
         let (head, _) = base.rsplit_once('/').expect("URL has a database");
         Some(format!("{head}/{name}"))
+    }
+
+    fn plain() -> Tls {
+        crate::pgtls::connector(None).unwrap()
+    }
+
+    fn uses_tls(c: &mut Client) -> bool {
+        c.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    }
+
+    /// `make test`'s server has TLS on (a certificate for 127.0.0.1 from a throwaway CA, path in
+    /// `SHOAL_TEST_POSTGRES_CA`): sslmode=require encrypts; with the CA file the
+    /// certificate is verified, and a wrong CA is refused.
+    #[test]
+    fn tls_follows_sslmode_and_verifies_with_a_ca_file() {
+        let Some(url) = fresh_db() else { return };
+        let Ok(ca) = std::env::var("SHOAL_TEST_POSTGRES_CA") else {
+            eprintln!("SHOAL_TEST_POSTGRES_CA is unset: skipping (make test sets it)");
+            return;
+        };
+        let ca = std::path::PathBuf::from(ca);
+        let require = format!("{url}?sslmode=require");
+        assert!(uses_tls(&mut connect(&require, &plain()).unwrap()));
+        let verified = crate::pgtls::connector(Some(&ca)).unwrap();
+        assert!(uses_tls(&mut connect(&require, &verified).unwrap()));
+        assert!(!uses_tls(
+            &mut connect(&format!("{url}?sslmode=disable"), &plain()).unwrap()
+        ));
+        // Some other CA: the server's certificate does not chain to it.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.pem");
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=other",
+            ])
+            .arg("-keyout")
+            .arg(dir.path().join("k.pem"))
+            .arg("-out")
+            .arg(&other)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "openssl made a CA");
+        let wrong = crate::pgtls::connector(Some(&other)).unwrap();
+        let e = connect(&require, &wrong)
+            .err()
+            .expect("a wrong CA is refused");
+        assert!(e.to_string().contains("connect"), "{e}");
     }
 
     #[test]
@@ -372,7 +444,7 @@ pub(crate) mod tests {
         let runs: Vec<_> = (0..3)
             .map(|_| {
                 let url = url.clone();
-                std::thread::spawn(move || migrate(&mut connect(&url).unwrap()).unwrap())
+                std::thread::spawn(move || migrate(&mut connect(&url, &plain()).unwrap()).unwrap())
             })
             .collect();
         let applied: Vec<i32> = runs.into_iter().flat_map(|h| h.join().unwrap()).collect();
@@ -383,7 +455,7 @@ pub(crate) mod tests {
             MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>(),
             "each version exactly once across racing runners"
         );
-        let mut c = connect(&url).unwrap();
+        let mut c = connect(&url, &plain()).unwrap();
         assert!(migrate(&mut c).unwrap().is_empty(), "nothing left to apply");
         let versions: Vec<i32> = c
             .query(
@@ -400,7 +472,7 @@ pub(crate) mod tests {
     #[test]
     fn store_round_trip_and_log_order() {
         let Some(url) = fresh_db() else { return };
-        let s = PgStore::connect(&url).unwrap();
+        let s = PgStore::connect(&url, plain()).unwrap();
         let h = shoal_common::hash::Hash::of(b"f");
         let f = FileRecord {
             id: h,

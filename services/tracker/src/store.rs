@@ -75,7 +75,10 @@ impl Store {
     /// PostgreSQL when a store URL is configured, else redb under the data dir.
     pub fn open(cfg: &crate::config::TrackerConfig) -> Result<Self, StoreError> {
         match cfg.store.url()? {
-            Some(url) => Ok(Store::Postgres(crate::pg::PgStore::connect(&url)?)),
+            Some(url) => {
+                let tls = crate::pgtls::connector(cfg.store.ca_file.as_deref())?;
+                Ok(Store::Postgres(crate::pg::PgStore::connect(&url, tls)?))
+            }
             None => Ok(Store::Redb(RedbStore::open(&cfg.data_dir)?)),
         }
     }
