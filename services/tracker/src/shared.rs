@@ -9,14 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::Client;
+use postgres::Transaction;
 use shoal_common::hash::Hash;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::error::Result;
-use crate::state::{LocOp, PeerEntry};
+use crate::state::{LocOp, PeerEntry, State};
 use crate::store::{err, StoreError};
 use crate::tracker::Tracker;
 
@@ -38,15 +38,19 @@ pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
     }
 }
 
-/// One sync: catalogue log, then peers out, then peers in.
+/// One sync: read the catalogue log, write peers out, read peers in, then apply the
+/// log. A catalogue change is committed together with the locations it created, so
+/// applying the log after reading the peers never shows a file without its copies.
 pub fn round(t: &Tracker) -> Result<()> {
-    t.catch_up()?;
+    let entries = t.fetch_log()?;
     flush_peers(t)?;
     refresh_peers(t)?;
+    t.apply_log(entries);
     Ok(())
 }
 
 /// A peer's row as this replica knows it.
+#[derive(Clone)]
 struct PeerRow {
     id: String,
     addr: String,
@@ -58,15 +62,19 @@ struct PeerRow {
     age_ms: f64,
 }
 
-/// Write the journal in one transaction; on failure it is put back for the next round.
-pub fn flush_peers(t: &Tracker) -> Result<()> {
-    let pg = t.store.postgres().expect("shared sync runs on PostgreSQL");
-    let now = Instant::now();
-    let (rows, drained, ops) = {
-        let mut st = t.state();
-        let Some(j) = st.journal.as_mut() else {
-            return Ok(());
-        };
+/// Journal entries taken for writing.
+#[derive(Clone)]
+pub struct Batch {
+    rows: Vec<PeerRow>,
+    drained: HashSet<String>,
+    ops: Vec<LocOp>,
+}
+
+impl Batch {
+    /// Take what the journal holds (None: nothing to write).
+    pub fn take(st: &mut State) -> Option<Batch> {
+        let now = Instant::now();
+        let j = st.journal.as_mut()?;
         let (seen, drained, ops) = (
             std::mem::take(&mut j.seen),
             std::mem::take(&mut j.drained),
@@ -85,110 +93,132 @@ pub fn flush_peers(t: &Tracker) -> Result<()> {
                 age_ms: now.saturating_duration_since(p.last_seen).as_secs_f64() * 1000.0,
             })
             .collect();
-        (rows, drained, ops)
-    };
-    if rows.is_empty() && drained.is_empty() && ops.is_empty() {
-        return Ok(());
+        if rows.is_empty() && drained.is_empty() && ops.is_empty() {
+            return None;
+        }
+        Some(Batch { rows, drained, ops })
     }
-    let touched: HashSet<String> = ops.iter().map(|o| o.peer().to_string()).collect();
-    let (d2, o2) = (drained.clone(), ops.clone());
+
+    /// Put a batch that was not written back in front of the journal.
+    pub fn restore(self, st: &mut State) {
+        let Some(j) = st.journal.as_mut() else {
+            return;
+        };
+        j.drained.extend(self.drained);
+        let newer = std::mem::replace(&mut j.ops, self.ops);
+        j.ops.extend(newer);
+    }
+
+    /// The batch is committed: note the peers' new inventory versions.
+    pub fn written(st: &mut State, versions: Vec<(String, i64)>) {
+        for (id, v) in versions {
+            if let Some(p) = st.peers.get_mut(&id) {
+                // Only if nobody else changed the peer meanwhile; otherwise the
+                // refresh reloads it whole.
+                if p.inventory_version == v - 1 {
+                    p.inventory_version = v;
+                }
+            }
+        }
+    }
+
+    /// Write into `txn`; returns the touched peers' new inventory versions.
+    pub fn write(&self, txn: &mut Transaction<'_>) -> Result<Vec<(String, i64)>, StoreError> {
+        let upsert = txn
+            .prepare(
+                "INSERT INTO peers (id, addr, zone, capacity, used, active_transfers, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() - make_interval(secs => $7::float8 / 1000))
+                 ON CONFLICT (id) DO UPDATE SET addr = EXCLUDED.addr, zone = EXCLUDED.zone,
+                   capacity = EXCLUDED.capacity, used = EXCLUDED.used,
+                   active_transfers = EXCLUDED.active_transfers, last_seen = EXCLUDED.last_seen",
+            )
+            .map_err(err)?;
+        for r in &self.rows {
+            txn.execute(
+                &upsert,
+                &[
+                    &r.id,
+                    &r.addr,
+                    &r.zone,
+                    &r.capacity,
+                    &r.used,
+                    &r.active_transfers,
+                    &r.age_ms,
+                ],
+            )
+            .map_err(err)?;
+        }
+        for id in &self.drained {
+            txn.execute("UPDATE peers SET draining = true WHERE id = $1", &[id])
+                .map_err(err)?;
+        }
+        let add = txn
+            .prepare("INSERT INTO locations (peer, chunk) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .map_err(err)?;
+        let remove = txn
+            .prepare("DELETE FROM locations WHERE peer = $1 AND chunk = $2")
+            .map_err(err)?;
+        for op in &self.ops {
+            match op {
+                LocOp::Reset(p) => {
+                    txn.execute("DELETE FROM locations WHERE peer = $1", &[p])
+                        .map_err(err)?;
+                }
+                LocOp::Add(p, h) => {
+                    txn.execute(&add, &[p, &h.to_hex()]).map_err(err)?;
+                }
+                LocOp::Remove(p, h) => {
+                    txn.execute(&remove, &[p, &h.to_hex()]).map_err(err)?;
+                }
+            }
+        }
+        let touched: Vec<&str> = self
+            .ops
+            .iter()
+            .map(LocOp::peer)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let versions = txn
+            .query(
+                "UPDATE peers SET inventory_version = inventory_version + 1
+                 WHERE id = ANY($1) RETURNING id, inventory_version",
+                &[&touched],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(versions)
+    }
+}
+
+/// Write the journal in one transaction; on failure it is put back for the next round.
+pub fn flush_peers(t: &Tracker) -> Result<()> {
+    let pg = t.store.postgres().expect("shared sync runs on PostgreSQL");
+    let Some(batch) = Batch::take(&mut t.state()) else {
+        return Ok(());
+    };
+    let b = batch.clone();
     let written = pg
-        .call(move |c| write_peers(c, &rows, &d2, &o2, &touched))
+        .call(move |c| {
+            let mut txn = c.transaction().map_err(err)?;
+            let versions = b.write(&mut txn)?;
+            txn.commit().map_err(err)?;
+            Ok(versions)
+        })
         .and_then(|r| r);
     let mut st = t.state();
     match written {
         Ok(versions) => {
-            for (id, v) in versions {
-                if let Some(p) = st.peers.get_mut(&id) {
-                    // Only if nobody else changed the peer meanwhile; otherwise the
-                    // refresh reloads it whole.
-                    if p.inventory_version == v - 1 {
-                        p.inventory_version = v;
-                    }
-                }
-            }
+            Batch::written(&mut st, versions);
             Ok(())
         }
         Err(e) => {
-            // Put it all back, older first.
-            let j = st.journal.as_mut().expect("checked above");
-            j.drained.extend(drained);
-            let newer = std::mem::replace(&mut j.ops, ops);
-            j.ops.extend(newer);
+            batch.restore(&mut st);
             Err(e.into())
         }
     }
-}
-
-fn write_peers(
-    c: &mut Client,
-    rows: &[PeerRow],
-    drained: &HashSet<String>,
-    ops: &[LocOp],
-    touched: &HashSet<String>,
-) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut txn = c.transaction().map_err(err)?;
-    let upsert = txn
-        .prepare(
-            "INSERT INTO peers (id, addr, zone, capacity, used, active_transfers, last_seen)
-             VALUES ($1, $2, $3, $4, $5, $6, now() - make_interval(secs => $7::float8 / 1000))
-             ON CONFLICT (id) DO UPDATE SET addr = EXCLUDED.addr, zone = EXCLUDED.zone,
-               capacity = EXCLUDED.capacity, used = EXCLUDED.used,
-               active_transfers = EXCLUDED.active_transfers, last_seen = EXCLUDED.last_seen",
-        )
-        .map_err(err)?;
-    for r in rows {
-        txn.execute(
-            &upsert,
-            &[
-                &r.id,
-                &r.addr,
-                &r.zone,
-                &r.capacity,
-                &r.used,
-                &r.active_transfers,
-                &r.age_ms,
-            ],
-        )
-        .map_err(err)?;
-    }
-    for id in drained {
-        txn.execute("UPDATE peers SET draining = true WHERE id = $1", &[id])
-            .map_err(err)?;
-    }
-    let add = txn
-        .prepare("INSERT INTO locations (peer, chunk) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .map_err(err)?;
-    let remove = txn
-        .prepare("DELETE FROM locations WHERE peer = $1 AND chunk = $2")
-        .map_err(err)?;
-    for op in ops {
-        match op {
-            LocOp::Reset(p) => {
-                txn.execute("DELETE FROM locations WHERE peer = $1", &[p])
-                    .map_err(err)?;
-            }
-            LocOp::Add(p, h) => {
-                txn.execute(&add, &[p, &h.to_hex()]).map_err(err)?;
-            }
-            LocOp::Remove(p, h) => {
-                txn.execute(&remove, &[p, &h.to_hex()]).map_err(err)?;
-            }
-        }
-    }
-    let touched: Vec<&String> = touched.iter().collect();
-    let versions = txn
-        .query(
-            "UPDATE peers SET inventory_version = inventory_version + 1
-             WHERE id = ANY($1) RETURNING id, inventory_version",
-            &[&touched],
-        )
-        .map_err(err)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    txn.commit().map_err(err)?;
-    Ok(versions)
 }
 
 struct DbPeer {

@@ -141,26 +141,44 @@ impl Tracker {
         st.replay(missed);
         let (r, changes) = f(&mut st, &self.cfg, now)?;
         let last = crate::pg::write_catalogue(&mut txn, &changes)?;
-        txn.commit().map_err(err)?;
+        // The locations this change created (and anything else heard from peers) commit
+        // with it: a replica that sees the file sees where its chunks are.
+        let batch = crate::shared::Batch::take(&mut st);
+        let written = match &batch {
+            Some(b) => b.write(&mut txn),
+            None => Ok(Vec::new()),
+        }
+        .and_then(|v| txn.commit().map_err(err).map(|()| v));
+        match written {
+            Ok(versions) => crate::shared::Batch::written(&mut st, versions),
+            Err(e) => {
+                if let Some(b) = batch {
+                    b.restore(&mut st);
+                }
+                return Err(e.into());
+            }
+        }
         if let Some(seq) = last {
             st.applied_seq = seq;
         }
         Ok(r)
     }
 
-    /// Read what other replicas committed since this one last looked (PostgreSQL).
-    pub fn catch_up(&self) -> Result<usize> {
+    /// What other replicas committed since this one last looked (PostgreSQL).
+    pub fn fetch_log(&self) -> Result<Vec<crate::pg::LogEntry>> {
         let Some(pg) = self.store.postgres() else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let seq = self.state().applied_seq;
-        let entries = pg.log_since(seq)?;
-        let n = entries.len();
-        if n > 0 {
+        Ok(pg.log_since(seq)?)
+    }
+
+    /// Apply fetched log entries (those already applied are skipped).
+    pub fn apply_log(&self, entries: Vec<crate::pg::LogEntry>) {
+        if !entries.is_empty() {
             self.state().replay(entries);
             self.forget_summary();
         }
-        Ok(n)
     }
 
     pub fn is_leader(&self) -> bool {
