@@ -1,14 +1,17 @@
 //! The catalogue on PostgreSQL, for several tracker replicas over one database.
 //!
-//! Tables: `files`, `names`, `repairs` (the state) and `catalogue_log` (every catalogue
-//! change, in commit order). A catalogue write takes `pg_advisory_xact_lock(CATALOGUE)`
+//! Tables: `files`, `names`, `repairs` (the state), `catalogue_log` (every catalogue
+//! change, in commit order), `peers` and `locations` (written by `shared`). A catalogue write takes `pg_advisory_xact_lock(CATALOGUE)`
 //! first, replays the log entries this replica has not seen yet, *then* decides (so two
 //! replicas racing on one name cannot both see it free), writes the rows and the log
 //! entries, and commits: one transaction per catalogue change. Other replicas tail the log.
 //!
 //! The synchronous `postgres` client runs on a dedicated thread (it brings its own
 //! runtime, which must not be entered from the tracker's): callers block on a reply,
-//! exactly as they block on a redb transaction. Migrations ship in the binary
+//! exactly as they block on a redb transaction, except repair-queue writes, which are
+//! queued without waiting (their callers may hold the state lock). One connection per
+//! replica serialises that replica's store work; a pool is the next step if it becomes
+//! the bottleneck. Migrations ship in the binary
 //! (`migrations/*.sql`) and run at start under a session advisory lock.
 
 use std::sync::mpsc;
@@ -17,7 +20,6 @@ use std::sync::Mutex;
 use postgres::{Client, GenericClient, Transaction};
 
 use crate::pgtls::Tls;
-
 use crate::store::{err, Change, FileRecord, Loaded, NameRecord, RepairRecord, StoreError};
 
 /// Advisory lock keys (arbitrary, fixed: every replica must use the same ones).
