@@ -10,14 +10,10 @@ export VERSION
 run: release
 	@bash scripts/run-local.sh
 
-## test: the whole test suite
+## test: the whole test suite (starts a throwaway PostgreSQL for the store tests)
 test:
 	$(CARGO) build --workspace --bins
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
-	else \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
+	CARGO=$(CARGO) bash scripts/test.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -149,15 +149,20 @@ impl Agent {
 
     /// Leaving on purpose: tell the tracker so repair starts now, not after the dead threshold.
     pub async fn deregister(&self) {
-        if let Ok(mut c) = self.client(0) {
+        // Any tracker replica will do: the next one if this one is unreachable.
+        for i in 0..self.trackers.len() {
+            let Ok(mut c) = self.client(i) else { continue };
             let r = c
                 .deregister(pb::DeregisterRequest {
                     peer_id: self.me.id.clone(),
                 })
                 .await;
             match r {
-                Ok(_) => info!("deregistered from the tracker"),
-                Err(e) => warn!(error = %e.message(), "could not deregister"),
+                Ok(_) => return info!("deregistered from the tracker"),
+                Err(e) if e.code() == tonic::Code::Unavailable => {
+                    warn!(error = %e.message(), tracker = %self.trackers[i], "could not deregister; trying the next tracker")
+                }
+                Err(e) => return warn!(error = %e.message(), "could not deregister"),
             }
         }
     }

@@ -118,6 +118,54 @@ fn bind(addr: &str) -> anyhow::Result<std::net::TcpListener> {
     }
 }
 
+/// Where the test cluster's trackers keep the catalogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestStore {
+    /// redb in the tracker's temp dir (one tracker).
+    Redb,
+    /// A fresh database on the server at `SHOAL_TEST_POSTGRES_URL`, shared by every
+    /// tracker replica of the cluster.
+    Postgres,
+}
+
+impl TestStore {
+    /// `SHOAL_TEST_STORE=postgres` runs every suite over PostgreSQL (`make test` does,
+    /// for the core suites); anything else is redb.
+    pub fn from_env() -> Self {
+        match std::env::var("SHOAL_TEST_STORE").as_deref() {
+            Ok("postgres") => TestStore::Postgres,
+            _ => TestStore::Redb,
+        }
+    }
+}
+
+/// A fresh, empty database on the test PostgreSQL server; returns its URL.
+pub async fn fresh_postgres_db() -> anyhow::Result<String> {
+    let base = std::env::var("SHOAL_TEST_POSTGRES_URL").context(
+        "SHOAL_TEST_POSTGRES_URL is unset: start a server with scripts/postgres.sh (make test does)",
+    )?;
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connect to {base}"))?;
+    let conn = tokio::spawn(conn);
+    let name = format!("shoal_test_{}", hex_id());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    drop(client);
+    let _ = conn.await;
+    let (head, _) = base
+        .rsplit_once('/')
+        .context("SHOAL_TEST_POSTGRES_URL names no database")?;
+    Ok(format!("{head}/{name}"))
+}
+
+fn hex_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
 /// Shape and settings of a test cluster.
 #[derive(Clone)]
 pub struct ClusterOptions {
@@ -131,6 +179,9 @@ pub struct ClusterOptions {
     pub auth: shoal_common::auth::AuthConfig,
     /// TLS for the tracker and every peer.
     pub tls: shoal_common::tls::TlsConfig,
+    pub store: TestStore,
+    /// Tracker replicas (more than one needs `TestStore::Postgres`).
+    pub trackers: usize,
 }
 
 impl ClusterOptions {
@@ -152,7 +203,16 @@ impl ClusterOptions {
             webserver: false,
             auth: Default::default(),
             tls: Default::default(),
+            store: TestStore::from_env(),
+            trackers: 1,
         }
+    }
+
+    /// `n` tracker replicas over one PostgreSQL database.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.store = TestStore::Postgres;
+        self.trackers = n;
+        self
     }
 
     pub fn replication(mut self, r: u32) -> Self {
@@ -169,8 +229,14 @@ pub struct Webserver {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub opts: ClusterOptions,
+    /// The first tracker replica.
     pub tracker: Option<Node>,
     pub tracker_addr: SocketAddr,
+    /// Replicas 1.. (with `ClusterOptions::replicas`).
+    pub replicas: Vec<Option<Node>>,
+    pub replica_addrs: Vec<SocketAddr>,
+    /// The cluster's own database (with `TestStore::Postgres`).
+    pub store_url: Option<String>,
     pub peers: Vec<Option<Node>>,
     pub webserver: Option<Webserver>,
 }
@@ -208,16 +274,37 @@ pub async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
 impl TestCluster {
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let tracker_addr = bind("127.0.0.1:0")?.local_addr()?;
+        if opts.trackers > 1 && opts.store != TestStore::Postgres {
+            bail!("several tracker replicas need the PostgreSQL store");
+        }
+        let store_url = match opts.store {
+            TestStore::Postgres => Some(fresh_postgres_db().await?),
+            TestStore::Redb => None,
+        };
+        // Every port bound at once, so they are distinct.
+        let listeners = (0..opts.trackers.max(1))
+            .map(|_| bind("127.0.0.1:0"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        drop(listeners);
         let mut c = TestCluster {
             dir,
             opts,
             tracker: None,
-            tracker_addr,
+            tracker_addr: addrs[0],
+            replicas: addrs[1..].iter().map(|_| None).collect(),
+            replica_addrs: addrs[1..].to_vec(),
+            store_url,
             peers: Vec::new(),
             webserver: None,
         };
         c.start_tracker().await?;
+        for i in 1..addrs.len() {
+            c.start_replica(i).await?;
+        }
         for i in 0..c.opts.zones.len() {
             let n = c.spawn_peer(i)?;
             c.peers.push(Some(n));
@@ -232,8 +319,112 @@ impl TestCluster {
         Ok(c)
     }
 
+    /// Every tracker replica's URL, comma-separated (what peers and clients are given).
     pub fn tracker_url(&self) -> String {
-        shoal_common::grpc::url_for(&self.tracker_addr.to_string())
+        std::iter::once(&self.tracker_addr)
+            .chain(&self.replica_addrs)
+            .map(|a| shoal_common::grpc::url_for(&a.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Tracker replica `i`'s address (0 is `tracker_addr`).
+    pub fn replica_addr(&self, i: usize) -> SocketAddr {
+        if i == 0 {
+            self.tracker_addr
+        } else {
+            self.replica_addrs[i - 1]
+        }
+    }
+
+    /// A client of replica `i` alone (no failover).
+    pub fn replica_client(&self, i: usize) -> Client {
+        let token = self.opts.auth.cluster_token.clone();
+        let url = shoal_common::grpc::url_for(&self.replica_addr(i).to_string());
+        Client::with_token(&url, token).expect("valid URL")
+    }
+
+    /// The replica holding the leader lock, as PostgreSQL sees it.
+    pub async fn leader(&self) -> anyhow::Result<Option<usize>> {
+        let url = self.store_url.as_deref().context("no PostgreSQL store")?;
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let conn = tokio::spawn(conn);
+        let rows = client
+            .query(
+                shoal_tracker::leader::WHO_LEADS_SQL,
+                &[&shoal_tracker::pg::LEADER_LOCK],
+            )
+            .await?;
+        drop(client);
+        let _ = conn.await;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let app: String = row.get(0);
+        let me = app.trim_start_matches(shoal_tracker::leader::LEADER_APP_PREFIX);
+        Ok((0..=self.replica_addrs.len()).find(|i| self.replica_addr(*i).to_string() == me))
+    }
+
+    /// Wait until some replica other than `not` leads; returns it.
+    pub async fn wait_leader(&self, not: Option<usize>) -> anyhow::Result<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(l)) = self.leader().await {
+                if Some(l) != not {
+                    return Ok(l);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("timed out waiting for a tracker leader other than {not:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn tracker_config(&self, i: usize) -> TrackerConfig {
+        let mut cfg = self.opts.tracker.clone();
+        cfg.data_dir = if i == 0 {
+            self.dir.path().join("tracker")
+        } else {
+            self.dir.path().join(format!("tracker{i}"))
+        };
+        cfg.auth = self.opts.auth.clone();
+        cfg.tls = self.opts.tls.clone();
+        cfg.store.url = self.store_url.clone();
+        cfg
+    }
+
+    fn spawn_tracker(&self, i: usize) -> anyhow::Result<Node> {
+        let cfg = self.tracker_config(i);
+        let addr = self.replica_addr(i);
+        let l = bind(&addr.to_string())?;
+        Ok(Node::spawn(
+            &format!("tracker{i}"),
+            addr,
+            cfg.data_dir.clone(),
+            move |stop| async move {
+                shoal_tracker::run(cfg, tokio::net::TcpListener::from_std(l)?, stop).await
+            },
+        ))
+    }
+
+    /// Start (again) tracker replica `i >= 1`; waits until it is SERVING.
+    pub async fn start_replica(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = self.spawn_tracker(i)?;
+        self.replicas[i - 1] = Some(node);
+        wait_serving(self.replica_addr(i)).await
+    }
+
+    /// Kill tracker replica `i` abruptly (0 is the first tracker).
+    pub fn kill_replica(&mut self, i: usize) {
+        let node = if i == 0 {
+            self.tracker.take()
+        } else {
+            self.replicas[i - 1].take()
+        };
+        if let Some(n) = node {
+            n.kill();
+        }
     }
 
     /// A client with the cluster's most powerful token (if any).
@@ -243,19 +434,7 @@ impl TestCluster {
     }
 
     pub async fn start_tracker(&mut self) -> anyhow::Result<()> {
-        let mut cfg = self.opts.tracker.clone();
-        cfg.data_dir = self.dir.path().join("tracker");
-        cfg.auth = self.opts.auth.clone();
-        cfg.tls = self.opts.tls.clone();
-        let l = bind(&self.tracker_addr.to_string())?;
-        let node = Node::spawn(
-            "tracker",
-            self.tracker_addr,
-            cfg.data_dir.clone(),
-            move |stop| async move {
-                shoal_tracker::run(cfg, tokio::net::TcpListener::from_std(l)?, stop).await
-            },
-        );
+        let node = self.spawn_tracker(0)?;
         self.tracker = Some(node);
         wait_serving(self.tracker_addr).await
     }

@@ -29,6 +29,45 @@ pub struct TrackerConfig {
     pub auth: shoal_common::auth::AuthConfig,
     #[serde(default)]
     pub tls: shoal_common::tls::TlsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// Where the catalogue lives: redb under `data_dir` unless a PostgreSQL URL is given
+/// (`SHOAL_STORE__URL` or `SHOAL_STORE__URL_FILE`), which lets several trackers share it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, to verify the PostgreSQL server with; unset: TLS (when the
+    /// URL's sslmode asks for it) encrypts without checking the certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How often a replica reads the catalogue changes other replicas made.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            url_file: None,
+            ca_file: None,
+            poll: default_poll(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL URL, if one is configured (the file wins, as for every secret).
+    pub fn url(&self) -> Result<Option<String>, crate::store::StoreError> {
+        shoal_common::config::secret(self.url.clone(), self.url_file.as_deref(), "store.url")
+            .map(|u| u.filter(|u| !u.is_empty()))
+            .map_err(|e| crate::store::StoreError(e.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +167,9 @@ fn default_repair_concurrency() -> usize {
 }
 fn default_repair_per_peer() -> usize {
     8
+}
+fn default_poll() -> Duration {
+    Duration::from_millis(200)
 }
 fn default_gc_grace() -> Duration {
     Duration::from_secs(600)
@@ -247,6 +289,24 @@ impl TrackerConfig {
         self.auth.resolve()?;
         self.tls.server()?;
         self.tls.client()?;
+        match self.store.url() {
+            Err(e) => return Err(ConfigError(e.0)),
+            Ok(Some(u)) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    "(hidden: it may hold a password)",
+                    "expected postgres://user:password@host:port/database",
+                ));
+            }
+            Ok(_) => {}
+        }
+        if self.store.poll.is_zero() {
+            return Err(ConfigError::invalid(
+                "store.poll",
+                humantime::format_duration(self.store.poll),
+                "must be positive",
+            ));
+        }
         if self.repair.concurrency == 0 || self.repair.per_peer == 0 {
             return Err(ConfigError::invalid(
                 "repair.concurrency",
@@ -287,6 +347,7 @@ mod tests {
             ("SHOAL_LIVENESS__HEARTBEAT", "0s"),
             ("SHOAL_LIVENESS__DEAD_AFTER", "1s"),
             ("SHOAL_LISTEN_ADDR", "nowhere"),
+            ("SHOAL_STORE__URL", "mysql://x"),
         ] {
             let e = load(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(k), "{k}={v}: {e}");

@@ -6,10 +6,14 @@
 pub mod config;
 pub mod error;
 pub mod fragment;
+pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod pg;
+pub mod pgtls;
 pub mod placement;
 pub mod service;
+pub mod shared;
 pub mod state;
 pub mod store;
 pub mod tracker;
@@ -38,6 +42,18 @@ pub async fn run(
         let t = tracker.clone();
         let render = Arc::new(move || render_metrics(&t));
         shoal_common::admin::spawn(addr, render, &cfg.tls, shutdown.clone()).await?;
+    }
+    if let Some(pg) = tracker.store.postgres() {
+        // Several replicas may share this database: follow their catalogue changes and
+        // run the background manager only while elected.
+        tokio::spawn(shared::run(tracker.clone(), shutdown.clone()));
+        tokio::spawn(leader::run(
+            tracker.clone(),
+            pg.url().to_string(),
+            pg.tls(),
+            listener.local_addr()?.to_string(),
+            shutdown.clone(),
+        ));
     }
     tokio::spawn(manager::run(tracker.clone(), shutdown.clone()));
     let svc = TrackerServer::new(service::TrackerService {
@@ -104,7 +120,12 @@ pub fn render_metrics(t: &Tracker) -> String {
             info.repair_queue,
         ),
     ];
-    for (name, help, v) in gauges {
+    let leader = (
+        "shoal_tracker_leader",
+        "1 while this replica runs the background manager (always with redb).",
+        t.is_leader() as u64,
+    );
+    for (name, help, v) in gauges.into_iter().chain([leader]) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
     let st = t.state();

@@ -136,7 +136,9 @@ pub fn drain(t: &Arc<Tracker>, peer_id: &str) -> Result<pb::DrainPeerResponse> {
             info!(peer = %peer_id, "drain started");
         }
         p.draining = true;
-        p.chunks.iter().copied().collect()
+        let chunks = p.chunks.iter().copied().collect();
+        st.journal_drained(peer_id);
+        chunks
     };
     let _span = info_span!("drain", peer = %peer_id, chunks = chunks.len()).entered();
     enqueue_repairs(t, chunks);
@@ -161,7 +163,12 @@ pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = WAKE.notified() => {}
         }
-        round(&t, &ms);
+        if t.is_leader() {
+            round(&t, &ms);
+        } else {
+            // A standby still drops its own abandoned uploads.
+            t.expire_uploads();
+        }
     }
 }
 

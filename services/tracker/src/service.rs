@@ -85,6 +85,7 @@ impl TrackerRpc for TrackerService {
         p.used = req.used_bytes;
         p.active_transfers = req.active_transfers;
         let chunk_count = p.chunks.len() as u64;
+        st.journal_seen(&req.peer_id);
         // A peer back from the dead is reconciled, not trusted: ask for its full inventory.
         let resync = was_dead
             || chunk_count != req.chunk_count
@@ -146,9 +147,11 @@ impl TrackerRpc for TrackerService {
     async fn deregister(&self, req: Request<pb::DeregisterRequest>) -> R<pb::DeregisterResponse> {
         let id = req.into_inner().peer_id;
         let t = &self.tracker;
-        if let Some(p) = t.state().peers.get_mut(&id) {
+        let mut st = t.state();
+        if let Some(p) = st.peers.get_mut(&id) {
             info!(peer = %id, "peer deregistered; its copies stop counting now");
             p.last_seen = Instant::now() - t.cfg.liveness.dead_after;
+            st.journal_seen(&id);
         }
         Ok(Response::new(pb::DeregisterResponse {}))
     }

@@ -23,6 +23,8 @@ pub struct PeerEntry {
     pub last_seen: Instant,
     pub draining: bool,
     pub chunks: HashSet<Hash>,
+    /// The shared `inventory_version` these chunks reflect (PostgreSQL store).
+    pub inventory_version: i64,
 }
 
 impl PeerEntry {
@@ -70,8 +72,38 @@ pub struct State {
     /// Copies the tracker has told a peer to delete, and when: an inventory report that
     /// races the deletion must not bring them back.
     pub deleting: HashMap<(String, Hash), Instant>,
+    /// The last shared catalogue log entry this state includes (PostgreSQL store).
+    pub applied_seq: i64,
+    /// Peer and location changes not yet written to the shared store (PostgreSQL only).
+    pub journal: Option<Journal>,
 }
 
+/// What this replica changed about peers since its last sync with the database.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Peers heard from (register, heartbeat, deregister): their row is written whole.
+    pub seen: HashSet<String>,
+    /// Peers put into drain here.
+    pub drained: HashSet<String>,
+    /// Location changes, in order.
+    pub ops: Vec<LocOp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocOp {
+    /// Forget every location of the peer (a full inventory follows as `Add`s).
+    Reset(String),
+    Add(String, Hash),
+    Remove(String, Hash),
+}
+
+impl LocOp {
+    pub fn peer(&self) -> &str {
+        match self {
+            LocOp::Reset(p) | LocOp::Add(p, _) | LocOp::Remove(p, _) => p,
+        }
+    }
+}
 /// How long an ordered deletion masks the copy in inventory reports.
 pub const DELETION_MASK: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -102,12 +134,92 @@ impl State {
     pub fn from_loaded(loaded: Loaded) -> Self {
         let mut s = State {
             names: loaded.names,
+            applied_seq: loaded.seq,
             ..Default::default()
         };
         for f in loaded.files.into_values() {
             s.add_file(f);
         }
         s
+    }
+
+    fn journal_op(&mut self, op: LocOp) {
+        if let Some(j) = self.journal.as_mut() {
+            j.ops.push(op);
+        }
+    }
+
+    /// Note that a peer's row changed here (stats, liveness), for the shared store.
+    pub fn journal_seen(&mut self, peer_id: &str) {
+        if let Some(j) = self.journal.as_mut() {
+            j.seen.insert(peer_id.to_string());
+        }
+    }
+
+    pub fn journal_drained(&mut self, peer_id: &str) {
+        if let Some(j) = self.journal.as_mut() {
+            j.drained.insert(peer_id.to_string());
+        }
+    }
+
+    /// Replace a peer's locations with what the shared store holds, then replay the
+    /// changes made here and not written yet (they are newer).
+    pub fn reload_inventory(&mut self, peer_id: &str, chunks: Vec<Hash>, version: i64) {
+        self.forget_inventory(peer_id);
+        for h in chunks {
+            self.insert_location(peer_id, h);
+        }
+        let pending: Vec<LocOp> = self
+            .journal
+            .as_ref()
+            .map(|j| {
+                j.ops
+                    .iter()
+                    .filter(|o| o.peer() == peer_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for op in pending {
+            match op {
+                LocOp::Reset(p) => self.forget_inventory(&p),
+                LocOp::Add(p, h) => {
+                    self.insert_location(&p, h);
+                }
+                LocOp::Remove(p, h) => self.drop_location(&p, &h),
+            }
+        }
+        if let Some(p) = self.peers.get_mut(peer_id) {
+            p.inventory_version = version;
+        }
+    }
+
+    /// Bring in catalogue changes another replica committed (entries at or below
+    /// `applied_seq` are already here and skipped). Chunks that lose their last file are
+    /// left where they are: the leader's garbage collection deletes them after the grace.
+    pub fn replay(&mut self, entries: Vec<crate::pg::LogEntry>) {
+        for e in entries {
+            if e.seq <= self.applied_seq {
+                continue;
+            }
+            match e.change {
+                Change::PutFile(f) => match self.files.get_mut(&f.id) {
+                    Some(old) => *old = f,
+                    None => self.add_file(f),
+                },
+                Change::DeleteFile(id) => {
+                    self.remove_file(&id);
+                }
+                Change::PutName(name, n) => {
+                    self.names.insert(name, n);
+                }
+                Change::DeleteName(name) => {
+                    self.names.remove(&name);
+                }
+                Change::PutRepair(_) | Change::DeleteRepair(_) => {}
+            }
+            self.applied_seq = e.seq;
+        }
     }
 
     fn add_file(&mut self, f: FileRecord) {
@@ -253,12 +365,22 @@ impl State {
             .get(&peer.id)
             .map(|p| p.draining)
             .unwrap_or(false);
+        let version = self
+            .peers
+            .get(&peer.id)
+            .map(|p| p.inventory_version)
+            .unwrap_or(-1);
         self.forget_inventory(&peer.id);
         for h in &chunks {
             self.locations
                 .entry(*h)
                 .or_default()
                 .insert(peer.id.clone());
+        }
+        self.journal_seen(&peer.id);
+        self.journal_op(LocOp::Reset(peer.id.clone()));
+        for h in &chunks {
+            self.journal_op(LocOp::Add(peer.id.clone(), *h));
         }
         self.peers.insert(
             peer.id.clone(),
@@ -272,6 +394,7 @@ impl State {
                 last_seen: now,
                 draining,
                 chunks: chunks.into_iter().collect(),
+                inventory_version: version,
             },
         );
     }
@@ -292,6 +415,14 @@ impl State {
     pub fn add_location(&mut self, peer_id: &str, h: Hash) -> bool {
         // A copy placed again (upload, repair) is no longer one being deleted.
         self.deleting.remove(&(peer_id.to_string(), h));
+        let known = self.insert_location(peer_id, h);
+        if known {
+            self.journal_op(LocOp::Add(peer_id.to_string(), h));
+        }
+        known
+    }
+
+    fn insert_location(&mut self, peer_id: &str, h: Hash) -> bool {
         let Some(p) = self.peers.get_mut(peer_id) else {
             return false;
         };
@@ -304,6 +435,11 @@ impl State {
     }
 
     pub fn remove_location(&mut self, peer_id: &str, h: &Hash) {
+        self.journal_op(LocOp::Remove(peer_id.to_string(), *h));
+        self.drop_location(peer_id, h);
+    }
+
+    fn drop_location(&mut self, peer_id: &str, h: &Hash) {
         if let Some(p) = self.peers.get_mut(peer_id) {
             p.chunks.remove(h);
         }
@@ -329,6 +465,7 @@ impl State {
         }
         if full {
             self.forget_inventory(peer_id);
+            self.journal_op(LocOp::Reset(peer_id.to_string()));
         }
         let now = Instant::now();
         for h in added {
@@ -524,6 +661,7 @@ impl State {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.chunks.remove(&h);
                 }
+                self.journal_op(LocOp::Remove(peer.clone(), h));
                 by_peer.entry(peer).or_default().push(h);
             }
         }

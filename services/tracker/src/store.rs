@@ -1,6 +1,8 @@
-//! The catalogue on disk (redb under `SHOAL_DATA_DIR`): files by content id, names,
-//! and the repair queue. One write transaction per catalogue change. Chunk locations
-//! are not stored: peers re-register with their inventories after a restart.
+//! The catalogue store: files by content id, names, and the repair queue. Two
+//! implementations chosen by configuration: redb under `SHOAL_DATA_DIR` (the default, one
+//! tracker) and PostgreSQL (`SHOAL_STORE__URL`, several tracker replicas; see `pg`).
+//! One transaction per catalogue change. Chunk locations are not stored in redb: peers
+//! re-register with their inventories after a restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -38,7 +40,7 @@ pub struct RepairRecord {
     pub enqueued_ms: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Change {
     PutFile(FileRecord),
     DeleteFile(Hash),
@@ -48,15 +50,63 @@ pub enum Change {
     DeleteRepair(Hash),
 }
 
+impl Change {
+    /// Part of the catalogue every replica mirrors (the repair queue is the leader's).
+    pub fn is_catalogue(&self) -> bool {
+        !matches!(self, Change::PutRepair(_) | Change::DeleteRepair(_))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("catalogue store: {0}")]
-pub struct StoreError(String);
+pub struct StoreError(pub(crate) String);
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-pub struct Store {
+/// The catalogue store the configuration chose.
+pub enum Store {
+    Redb(RedbStore),
+    Postgres(crate::pg::PgStore),
+}
+
+impl Store {
+    /// PostgreSQL when a store URL is configured, else redb under the data dir.
+    pub fn open(cfg: &crate::config::TrackerConfig) -> Result<Self, StoreError> {
+        match cfg.store.url()? {
+            Some(url) => {
+                let tls = crate::pgtls::connector(cfg.store.ca_file.as_deref())?;
+                Ok(Store::Postgres(crate::pg::PgStore::connect(&url, tls)?))
+            }
+            None => Ok(Store::Redb(RedbStore::open(&cfg.data_dir)?)),
+        }
+    }
+
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        match self {
+            Store::Redb(s) => s.load(),
+            Store::Postgres(s) => s.load(),
+        }
+    }
+
+    /// Apply the changes in one transaction: all or nothing.
+    pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(s) => s.apply(changes),
+            Store::Postgres(s) => s.apply(changes),
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&crate::pg::PgStore> {
+        match self {
+            Store::Postgres(s) => Some(s),
+            Store::Redb(_) => None,
+        }
+    }
+}
+
+pub struct RedbStore {
     db: Database,
 }
 
@@ -66,9 +116,11 @@ pub struct Loaded {
     pub files: HashMap<Hash, FileRecord>,
     pub names: BTreeMap<String, NameRecord>,
     pub repairs: Vec<RepairRecord>,
+    /// The last catalogue log entry the load includes (PostgreSQL; 0 for redb).
+    pub seq: i64,
 }
 
-impl Store {
+impl RedbStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("create {}: {e}", dir.display())))?;
@@ -164,7 +216,7 @@ mod tests {
             created_ms: 7,
         };
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = RedbStore::open(dir.path()).unwrap();
             s.apply(&[
                 Change::PutFile(f.clone()),
                 Change::PutName(
@@ -189,7 +241,7 @@ mod tests {
             ])
             .unwrap();
         }
-        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        let loaded = RedbStore::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded.files.get(&f.id), Some(&f));
         assert_eq!(loaded.names.keys().collect::<Vec<_>>(), vec!["a"]);
         assert_eq!(loaded.repairs.len(), 1);

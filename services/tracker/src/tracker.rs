@@ -19,7 +19,10 @@ use crate::store::{Change, FileRecord, Store};
 
 pub struct Tracker {
     pub cfg: TrackerConfig,
-    store: Store,
+    pub store: Store,
+    /// Whether this replica runs the background manager (always, with redb; with
+    /// PostgreSQL, while it holds the leader lock).
+    pub leader: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     pub metrics: crate::metrics::Metrics,
     /// Chunks waiting for repair (persisted); priority is computed when scheduling.
@@ -61,10 +64,13 @@ pub fn validate_addr(addr: &str) -> Result<()> {
 
 impl Tracker {
     pub fn open(cfg: TrackerConfig, cluster_token: Option<String>) -> Result<Arc<Self>> {
-        let store = Store::open(&cfg.data_dir)?;
+        let store = Store::open(&cfg)?;
         let loaded = store.load()?;
         let repairs = loaded.repairs.clone();
-        let state = State::from_loaded(loaded);
+        let mut state = State::from_loaded(loaded);
+        if store.postgres().is_some() {
+            state.journal = Some(Default::default());
+        }
         info!(
             files = state.files.len(),
             names = state.names.len(),
@@ -73,6 +79,7 @@ impl Tracker {
         );
         Ok(Arc::new(Self {
             cfg,
+            leader: std::sync::atomic::AtomicBool::new(store.postgres().is_none()),
             store,
             state: Mutex::new(state),
             metrics: Default::default(),
@@ -93,18 +100,99 @@ impl Tracker {
     ) -> Result<R> {
         let this = self.clone();
         let now = Instant::now();
-        tokio::task::spawn_blocking(move || {
-            let mut st = this.state();
-            let (r, changes) = f(&mut st, &this.cfg, now)?;
-            this.store.apply(&changes)?;
-            Ok(r)
+        let result = tokio::task::spawn_blocking(move || match this.store.postgres() {
+            None => {
+                let mut st = this.state();
+                let (r, changes) = f(&mut st, &this.cfg, now)?;
+                this.store.apply(&changes)?;
+                Ok(r)
+            }
+            Some(pg) => {
+                let t = this.clone();
+                pg.call(move |c| t.mutate_shared(c, f, now))?
+            }
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("tracker task failed: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("tracker task failed: {e}")))?;
+        // A caller that changed the catalogue reads its change in the next summary.
+        self.forget_summary();
+        result
     }
 
+    /// Drop the cached cluster summary (the catalogue changed).
+    pub fn forget_summary(&self) {
+        *self.summary.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A catalogue change over PostgreSQL: lock the catalogue, catch up with what other
+    /// replicas committed, decide on that up-to-date state, write, commit. So a name two
+    /// replicas race for is decided once: the second sees the first's name and fails.
+    fn mutate_shared<R>(
+        &self,
+        c: &mut postgres::Client,
+        f: impl FnOnce(&mut State, &TrackerConfig, Instant) -> Result<(R, Vec<Change>)>,
+        now: Instant,
+    ) -> Result<R> {
+        use crate::store::err;
+        let mut txn = c.transaction().map_err(err)?;
+        crate::pg::lock_catalogue(&mut txn)?;
+        let mut st = self.state();
+        let missed = crate::pg::log_since(&mut txn, st.applied_seq)?;
+        st.replay(missed);
+        let (r, changes) = f(&mut st, &self.cfg, now)?;
+        let last = crate::pg::write_catalogue(&mut txn, &changes)?;
+        // The locations this change created (and anything else heard from peers) commit
+        // with it: a replica that sees the file sees where its chunks are.
+        let batch = crate::shared::Batch::take(&mut st);
+        let written = match &batch {
+            Some(b) => b.write(&mut txn),
+            None => Ok(Vec::new()),
+        }
+        .and_then(|v| txn.commit().map_err(err).map(|()| v));
+        match written {
+            Ok(versions) => crate::shared::Batch::written(&mut st, versions),
+            Err(e) => {
+                if let Some(b) = batch {
+                    b.restore(&mut st);
+                }
+                return Err(e.into());
+            }
+        }
+        if let Some(seq) = last {
+            st.applied_seq = seq;
+        }
+        Ok(r)
+    }
+
+    /// What other replicas committed since this one last looked (PostgreSQL).
+    pub fn fetch_log(&self) -> Result<Vec<crate::pg::LogEntry>> {
+        let Some(pg) = self.store.postgres() else {
+            return Ok(Vec::new());
+        };
+        let seq = self.state().applied_seq;
+        Ok(pg.log_since(seq)?)
+    }
+
+    /// Apply fetched log entries (those already applied are skipped).
+    pub fn apply_log(&self, entries: Vec<crate::pg::LogEntry>) {
+        if !entries.is_empty() {
+            self.state().replay(entries);
+            self.forget_summary();
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Persist repair-queue changes. Over PostgreSQL they are queued to the store's
+    /// connection, in order, without waiting: callers may hold the state lock, which a
+    /// catalogue change running on that connection needs.
     pub fn persist(&self, changes: &[Change]) -> Result<()> {
-        Ok(self.store.apply(changes)?)
+        match self.store.postgres() {
+            Some(pg) => Ok(pg.submit(changes)?),
+            None => Ok(self.store.apply(changes)?),
+        }
     }
 
     /// Candidates for new copies, as the placement policy sees them.
@@ -340,6 +428,16 @@ impl Tracker {
                     if have < required {
                         return Err(Error::FailedPrecondition(format!(
                             "chunk {i} is durable on {have} peers, {required} required"
+                        )));
+                    }
+                }
+                // Decide the name before touching anything: another upload (through this
+                // replica or another) may have taken it since PlaceChunks.
+                if let Some(existing) = st.names.get(&up.name) {
+                    if existing.id != file_id && !up.overwrite {
+                        return Err(Error::AlreadyExists(format!(
+                            "a different file named {:?} exists (id {}); use --overwrite to replace it",
+                            up.name, existing.id
                         )));
                     }
                 }

@@ -1,0 +1,335 @@
+//! Tracker high availability over PostgreSQL: several replicas over one database.
+//! Any replica takes catalogue writes and answers reads; exactly one wins a name two
+//! replicas race for; a peer heartbeating to one replica is alive on the others, with
+//! its chunk locations; the leader dies during repair and a standby finishes it.
+//! Needs `SHOAL_TEST_POSTGRES_URL` (make test starts a server).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_client::{Client, ClientError, Progress, PutOptions, Quiet};
+use shoal_proto::v1 as pb;
+use shoal_testkit::{file_hash, random_file, wait_for, ClusterOptions, TestCluster};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+const CHUNK: u64 = 64 << 10;
+
+fn quiet() -> Arc<dyn Progress> {
+    Arc::new(Quiet)
+}
+
+async fn put(c: &Client, src: &Path, name: &str) -> Result<String, ClientError> {
+    let opts = PutOptions {
+        name: name.into(),
+        ..Default::default()
+    };
+    c.put(src, opts, quiet()).await.map(|r| r.id)
+}
+
+fn source(dir: &Path, tag: &str, len: u64, seed: u64) -> std::path::PathBuf {
+    let p = dir.join(format!("src-{tag}"));
+    random_file(&p, len, seed).unwrap();
+    p
+}
+
+async fn names(c: &Client) -> HashSet<String> {
+    c.list()
+        .await
+        .map(|fs| fs.into_iter().map(|f| f.name).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_take_puts_and_exactly_one_wins_a_name() {
+    let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b", "c"]).replicas(2))
+        .await
+        .unwrap();
+    let (a, b) = (cluster.replica_client(0), cluster.replica_client(1));
+    let work = tempfile::tempdir().unwrap();
+    // The peers registered through replica 0; replica 1 must see them before placing.
+    wait_for("replica 1 sees 3 live peers", CONVERGE, || async {
+        b.peers().await.is_ok_and(|ps| {
+            ps.iter()
+                .filter(|p| p.state == pb::PeerState::Alive as i32)
+                .count()
+                == 3
+        })
+    })
+    .await
+    .unwrap();
+
+    // Different files through different replicas at once: both land, both visible from both.
+    let (x, y) = (
+        source(work.path(), "x", 5 * CHUNK + 7, 1),
+        source(work.path(), "y", 3 * CHUNK, 2),
+    );
+    let (rx, ry) = tokio::join!(put(&a, &x, "x"), put(&b, &y, "y"));
+    assert_eq!(rx.unwrap(), file_hash(&x).unwrap());
+    assert_eq!(ry.unwrap(), file_hash(&y).unwrap());
+    for c in [&a, &b] {
+        wait_for("x and y listed by both replicas", CONVERGE, || async {
+            let n = names(c).await;
+            n.contains("x") && n.contains("y")
+        })
+        .await
+        .unwrap();
+    }
+    // And their bytes come back through the other replica.
+    b.get("x", &work.path().join("x.out"), quiet())
+        .await
+        .unwrap();
+    a.get("y", &work.path().join("y.out"), quiet())
+        .await
+        .unwrap();
+    assert_eq!(
+        file_hash(&work.path().join("x.out")).unwrap(),
+        file_hash(&x).unwrap()
+    );
+
+    // The same name, different contents, through both replicas at once, several rounds:
+    // exactly one wins each time, the other is told ALREADY_EXISTS.
+    for round in 0..4u64 {
+        let name = format!("race-{round}");
+        let (p, q) = (
+            source(work.path(), &format!("p{round}"), 2 * CHUNK, 10 + round),
+            source(work.path(), &format!("q{round}"), 2 * CHUNK, 20 + round),
+        );
+        let (rp, rq) = tokio::join!(put(&a, &p, &name), put(&b, &q, &name));
+        let winner = match (&rp, &rq) {
+            (Ok(id), Err(e)) | (Err(e), Ok(id)) => {
+                assert_eq!(e.code(), Some(tonic::Code::AlreadyExists), "{e}");
+                id.clone()
+            }
+            other => panic!("{name}: exactly one put must win, got {other:?}"),
+        };
+        for c in [&a, &b] {
+            wait_for("both replicas agree on the winner", CONVERGE, || async {
+                c.stat(&name)
+                    .await
+                    .is_ok_and(|d| d.summary.is_some_and(|s| s.id == winner))
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn liveness_and_locations_are_the_same_from_every_replica() {
+    let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b", "c"]).replicas(2))
+        .await
+        .unwrap();
+    let (a, b) = (cluster.replica_client(0), cluster.replica_client(1));
+    let work = tempfile::tempdir().unwrap();
+    // Peers talk to replica 0 only (the first URL), yet replica 1 sees them alive…
+    let ids: HashSet<String> = (0..3).map(|i| cluster.peer_id(i)).collect();
+    wait_for("replica 1 sees every peer alive", CONVERGE, || async {
+        b.peers().await.is_ok_and(|ps| {
+            ps.iter()
+                .filter(|p| p.state == pb::PeerState::Alive as i32)
+                .filter_map(|p| p.peer.as_ref())
+                .map(|p| p.id.clone())
+                .collect::<HashSet<_>>()
+                == ids
+        })
+    })
+    .await
+    .unwrap();
+    // …and keeps seeing them alive well past the dead threshold (heartbeats keep landing).
+    tokio::time::sleep(cluster.opts.tracker.liveness.dead_after + Duration::from_millis(500)).await;
+    let alive = b
+        .peers()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|p| p.state == pb::PeerState::Alive as i32)
+        .count();
+    assert_eq!(
+        alive, 3,
+        "heartbeats to replica 0 keep peers alive on replica 1"
+    );
+
+    // A put through replica 0: replica 1's stat shows the same locations.
+    let src = source(work.path(), "f", 4 * CHUNK + 1, 3);
+    put(&a, &src, "f").await.unwrap();
+    let want: Vec<Vec<String>> = a
+        .stat("f")
+        .await
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|c| {
+            let mut v: Vec<String> = c.replicas.iter().map(|p| p.id.clone()).collect();
+            v.sort();
+            v
+        })
+        .collect();
+    assert!(want.iter().all(|v| !v.is_empty()));
+    wait_for("replica 1 has the same locations", CONVERGE, || async {
+        b.stat("f").await.is_ok_and(|d| {
+            let got: Vec<Vec<String>> = d
+                .chunks
+                .iter()
+                .map(|c| {
+                    let mut v: Vec<String> = c.replicas.iter().map(|p| p.id.clone()).collect();
+                    v.sort();
+                    v
+                })
+                .collect();
+            got == want
+        })
+    })
+    .await
+    .unwrap();
+
+    // A peer killed is declared dead by both replicas.
+    let mut cluster = cluster;
+    let dead = cluster.peer_id(2);
+    cluster.kill_peer(2);
+    for c in [&a, &b] {
+        wait_for("peer dead on both replicas", CONVERGE, || async {
+            c.peers().await.is_ok_and(|ps| {
+                ps.iter().any(|p| {
+                    p.peer.as_ref().is_some_and(|r| r.id == dead)
+                        && p.state == pb::PeerState::Dead as i32
+                })
+            })
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_takes_over_when_the_leader_dies_during_repair() {
+    let mut o = ClusterOptions::zones(&["a", "a", "b", "b"])
+        .replication(2)
+        .replicas(2);
+    // Slow repair (one copy at a time, 256 KiB/s), so the leader dies mid-repair.
+    o.tracker.repair.concurrency = 1;
+    o.tracker.repair.per_peer = 1;
+    o.tracker.repair.bandwidth_bytes = 4 * CHUNK;
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let leader = cluster.wait_leader(None).await.unwrap();
+    let standby = 1 - leader;
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), "r", 64 * CHUNK, 9);
+    put(&c, &src, "r").await.unwrap();
+    cluster.kill_peer(2);
+    let watch = cluster.replica_client(standby);
+    wait_for("repair under way", CONVERGE, || async {
+        watch
+            .cluster_info()
+            .await
+            .is_ok_and(|i| i.under_replicated_chunks > 0 && i.under_replicated_chunks < 40)
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    cluster.kill_replica(leader);
+    let new = cluster.wait_leader(Some(leader)).await.unwrap();
+    assert_eq!(new, standby);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    eprintln!("standby took over in {took:?}");
+    // The survivor finishes the repair: every chunk back at 2 live copies.
+    wait_for(
+        "repair finished by the new leader",
+        Duration::from_secs(60),
+        || async {
+            watch
+                .cluster_info()
+                .await
+                .is_ok_and(|i| i.under_replicated_chunks == 0 && i.lost_chunks == 0 && i.chunks > 0)
+                && watch
+                    .stat("r")
+                    .await
+                    .is_ok_and(|d| d.chunks.iter().all(|ch| ch.replicas.len() >= 2))
+        },
+    )
+    .await
+    .unwrap();
+    watch
+        .get("r", &work.path().join("out"), quiet())
+        .await
+        .unwrap();
+    assert_eq!(
+        file_hash(&work.path().join("out")).unwrap(),
+        file_hash(&src).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_lost_update_when_two_replicas_change_one_file() {
+    let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b", "c"]).replicas(2))
+        .await
+        .unwrap();
+    let (a, b) = (cluster.replica_client(0), cluster.replica_client(1));
+    let work = tempfile::tempdir().unwrap();
+    wait_for("replica 1 sees the peers", CONVERGE, || async {
+        b.cluster_info().await.is_ok_and(|i| i.live_peers == 3)
+    })
+    .await
+    .unwrap();
+
+    // SetReplicas through one replica races DeleteFile through the other. Whatever the
+    // order, the delete must stick: a stale replica writing the file record back after
+    // the delete would resurrect content no name points to.
+    for round in 0..4u64 {
+        let name = format!("d{round}");
+        let src = source(work.path(), &name, 2 * CHUNK, 30 + round);
+        let id = put(&a, &src, &name).await.unwrap();
+        wait_for("replica 1 sees the file", CONVERGE, || async {
+            b.stat(&name).await.is_ok()
+        })
+        .await
+        .unwrap();
+        let (set, del) = tokio::join!(a.set_replicas(&name, 3), b.delete(&name));
+        del.unwrap();
+        if let Err(e) = set {
+            assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+        }
+        for c in [&a, &b] {
+            wait_for("the content is gone on both replicas", CONVERGE, || async {
+                c.stat(&id)
+                    .await
+                    .is_err_and(|e| e.code() == Some(tonic::Code::NotFound))
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    // Two overwrites of one name at once: both succeed, one is last, and the other
+    // content is not left behind without a name.
+    let (p, q) = (
+        source(work.path(), "o1", 3 * CHUNK, 41),
+        source(work.path(), "o2", 3 * CHUNK, 42),
+    );
+    let ow = |name: &str| PutOptions {
+        name: name.into(),
+        overwrite: true,
+        ..Default::default()
+    };
+    let (rp, rq) = tokio::join!(a.put(&p, ow("o"), quiet()), b.put(&q, ow("o"), quiet()));
+    let (idp, idq) = (rp.unwrap().id, rq.unwrap().id);
+    for c in [&a, &b] {
+        wait_for("one content left for the name", CONVERGE, || async {
+            let Ok(d) = c.stat("o").await else {
+                return false;
+            };
+            let now = d.summary.map(|s| s.id).unwrap_or_default();
+            let other = if now == idp { &idq } else { &idp };
+            (now == idp || now == idq)
+                && c.stat(other)
+                    .await
+                    .is_err_and(|e| e.code() == Some(tonic::Code::NotFound))
+                && c.list().await.is_ok_and(|l| l.len() == 1)
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,523 @@
+//! The catalogue on PostgreSQL, for several tracker replicas over one database.
+//!
+//! Tables: `files`, `names`, `repairs` (the state), `catalogue_log` (every catalogue
+//! change, in commit order), `peers` and `locations` (written by `shared`). A catalogue write takes `pg_advisory_xact_lock(CATALOGUE)`
+//! first, replays the log entries this replica has not seen yet, *then* decides (so two
+//! replicas racing on one name cannot both see it free), writes the rows and the log
+//! entries, and commits: one transaction per catalogue change. Other replicas tail the log.
+//!
+//! The synchronous `postgres` client runs on a dedicated thread (it brings its own
+//! runtime, which must not be entered from the tracker's): callers block on a reply,
+//! exactly as they block on a redb transaction, except repair-queue writes, which are
+//! queued without waiting (their callers may hold the state lock). One connection per
+//! replica serialises that replica's store work; a pool is the next step if it becomes
+//! the bottleneck. Migrations ship in the binary
+//! (`migrations/*.sql`) and run at start under a session advisory lock.
+
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use postgres::{Client, GenericClient, Transaction};
+
+use crate::pgtls::Tls;
+use crate::store::{err, Change, FileRecord, Loaded, NameRecord, RepairRecord, StoreError};
+
+/// Advisory lock keys (arbitrary, fixed: every replica must use the same ones).
+pub const MIGRATION_LOCK: i64 = 0x5348_4f41_4c01; // "SHOAL" 1
+pub const CATALOGUE_LOCK: i64 = 0x5348_4f41_4c02;
+pub const LEADER_LOCK: i64 = 0x5348_4f41_4c03;
+
+/// Schema versions shipped with the binary, applied in order, each once.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "catalogue",
+        include_str!("../migrations/0001_catalogue.sql"),
+    ),
+    (2, "peers", include_str!("../migrations/0002_peers.sql")),
+];
+
+/// Apply the migrations not applied yet; returns the versions applied now. Two trackers
+/// starting at once serialise on `MIGRATION_LOCK`, so each version runs exactly once.
+pub fn migrate(c: &mut Client) -> Result<Vec<i32>, StoreError> {
+    c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(err)?;
+    let result = (|| {
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version     integer PRIMARY KEY,
+                 name        text NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .map_err(err)?;
+        let mut applied = Vec::new();
+        for (version, name, sql) in MIGRATIONS {
+            let mut txn = c.transaction().map_err(err)?;
+            let done = txn
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .map_err(err)?
+                .is_some();
+            if done {
+                continue;
+            }
+            txn.batch_execute(sql)
+                .map_err(|e| StoreError(format!("migration {version} ({name}): {e}")))?;
+            txn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .map_err(err)?;
+            txn.commit().map_err(err)?;
+            applied.push(*version);
+        }
+        Ok(applied)
+    })();
+    let unlock = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    let applied = result?;
+    unlock.map_err(err)?;
+    Ok(applied)
+}
+
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// A PostgreSQL catalogue: one connection on its own thread.
+pub struct PgStore {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    url: String,
+    tls: Tls,
+}
+
+/// One catalogue log entry.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub change: Change,
+}
+
+fn connect(url: &str, tls: &Tls) -> Result<Client, StoreError> {
+    Client::connect(url, tls.clone()).map_err(|e| StoreError(format!("connect to PostgreSQL: {e}")))
+}
+
+impl PgStore {
+    /// Connect, migrate, and start the connection's thread.
+    pub fn connect(url: &str, tls: Tls) -> Result<Self, StoreError> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (u, t) = (url.to_string(), tls.clone());
+        std::thread::Builder::new()
+            .name("shoal-pg".into())
+            .spawn(move || {
+                let mut client = match connect(&u, &t).and_then(|mut c| migrate(&mut c).map(|_| c)) {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Ends when the store (the only sender) is dropped.
+                while let Ok(job) = rx.recv() {
+                    if client.is_closed() {
+                        match connect(&u, &t) {
+                            Ok(c) => client = c,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "PostgreSQL connection lost; retrying with the next call");
+                                drop(job); // the caller sees the worker's reply channel close
+                                continue;
+                            }
+                        }
+                    }
+                    job(&mut client);
+                }
+            })
+            .map_err(|e| StoreError(format!("spawn the PostgreSQL thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| StoreError("PostgreSQL thread died at start".into()))??;
+        Ok(Self {
+            jobs: Mutex::new(jobs),
+            url: url.to_string(),
+            tls,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn tls(&self) -> Tls {
+        self.tls.clone()
+    }
+
+    /// Run `f` with the connection, blocking until it is done.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| StoreError("PostgreSQL thread stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError("PostgreSQL connection lost".into()))
+    }
+
+    /// The whole catalogue and the log position it reflects, from one snapshot.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        self.call(|c| {
+            let mut txn = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(err)?;
+            let mut out = Loaded::default();
+            for row in txn
+                .query("SELECT record::text FROM files", &[])
+                .map_err(err)?
+            {
+                let f: FileRecord = serde_json::from_str(row.get(0)).map_err(err)?;
+                out.files.insert(f.id, f);
+            }
+            for row in txn
+                .query("SELECT name, id, created_ms FROM names", &[])
+                .map_err(err)?
+            {
+                let id: &str = row.get(1);
+                out.names.insert(
+                    row.get(0),
+                    NameRecord {
+                        id: id.parse().map_err(err)?,
+                        created_ms: row.get(2),
+                    },
+                );
+            }
+            out.repairs = load_repairs(&mut txn)?;
+            out.seq = txn
+                .query_one("SELECT coalesce(max(seq), 0) FROM catalogue_log", &[])
+                .map_err(err)?
+                .get(0);
+            txn.commit().map_err(err)?;
+            Ok(out)
+        })?
+    }
+
+    /// Apply changes in one transaction (used for the repair queue; catalogue changes go
+    /// through [`write_catalogue`] inside a caught-up transaction).
+    pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let changes = changes.to_vec();
+        self.call(move |c| apply_in(c, &changes))?
+    }
+
+    /// Queue changes for the connection's thread and return at once; a failure is logged.
+    pub fn submit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let changes = changes.to_vec();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Box::new(move |c| {
+                if let Err(e) = apply_in(c, &changes) {
+                    tracing::error!(error = %e, "could not persist the repair queue");
+                }
+            }))
+            .map_err(|_| StoreError("PostgreSQL thread stopped".into()))
+    }
+
+    /// Catalogue log entries after `seq`, in order.
+    pub fn log_since(&self, seq: i64) -> Result<Vec<LogEntry>, StoreError> {
+        self.call(move |c| log_since(c, seq))?
+    }
+
+    pub fn repairs(&self) -> Result<Vec<RepairRecord>, StoreError> {
+        self.call(load_repairs)?
+    }
+}
+
+fn apply_in(c: &mut Client, changes: &[Change]) -> Result<(), StoreError> {
+    let mut txn = c.transaction().map_err(err)?;
+    if changes.iter().any(Change::is_catalogue) {
+        lock_catalogue(&mut txn)?;
+    }
+    write_catalogue(&mut txn, changes)?;
+    txn.commit().map_err(err)
+}
+
+fn load_repairs(c: &mut impl GenericClient) -> Result<Vec<RepairRecord>, StoreError> {
+    c.query("SELECT chunk, enqueued_ms FROM repairs", &[])
+        .map_err(err)?
+        .iter()
+        .map(|row| {
+            let chunk: &str = row.get(0);
+            Ok(RepairRecord {
+                chunk: chunk.parse().map_err(err)?,
+                enqueued_ms: row.get(1),
+            })
+        })
+        .collect()
+}
+
+/// Serialise catalogue writers until the transaction ends.
+pub fn lock_catalogue(txn: &mut Transaction<'_>) -> Result<(), StoreError> {
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOGUE_LOCK])
+        .map_err(err)?;
+    Ok(())
+}
+
+pub fn log_since(c: &mut impl GenericClient, seq: i64) -> Result<Vec<LogEntry>, StoreError> {
+    c.query(
+        "SELECT seq, change::text FROM catalogue_log WHERE seq > $1 ORDER BY seq",
+        &[&seq],
+    )
+    .map_err(err)?
+    .iter()
+    .map(|row| {
+        Ok(LogEntry {
+            seq: row.get(0),
+            change: serde_json::from_str(row.get(1)).map_err(err)?,
+        })
+    })
+    .collect()
+}
+
+/// Write the rows and, for catalogue changes, the log entries; returns the last log
+/// sequence written. The caller holds the catalogue lock when any change is a catalogue one.
+pub fn write_catalogue(
+    txn: &mut Transaction<'_>,
+    changes: &[Change],
+) -> Result<Option<i64>, StoreError> {
+    let mut last = None;
+    for c in changes {
+        match c {
+            Change::PutFile(f) => {
+                let v = serde_json::to_string(f).map_err(err)?;
+                txn.execute(
+                    "INSERT INTO files (id, record) VALUES ($1, $2::text::jsonb)
+                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+                    &[&f.id.to_hex(), &v],
+                )
+                .map_err(err)?;
+            }
+            Change::DeleteFile(id) => {
+                txn.execute("DELETE FROM files WHERE id = $1", &[&id.to_hex()])
+                    .map_err(err)?;
+            }
+            Change::PutName(name, n) => {
+                txn.execute(
+                    "INSERT INTO names (name, id, created_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET id = EXCLUDED.id, created_ms = EXCLUDED.created_ms",
+                    &[name, &n.id.to_hex(), &n.created_ms],
+                )
+                .map_err(err)?;
+            }
+            Change::DeleteName(name) => {
+                txn.execute("DELETE FROM names WHERE name = $1", &[name])
+                    .map_err(err)?;
+            }
+            Change::PutRepair(r) => {
+                txn.execute(
+                    "INSERT INTO repairs (chunk, enqueued_ms) VALUES ($1, $2)
+                     ON CONFLICT (chunk) DO NOTHING",
+                    &[&r.chunk.to_hex(), &r.enqueued_ms],
+                )
+                .map_err(err)?;
+            }
+            Change::DeleteRepair(h) => {
+                txn.execute("DELETE FROM repairs WHERE chunk = $1", &[&h.to_hex()])
+                    .map_err(err)?;
+            }
+        }
+        if c.is_catalogue() {
+            let v = serde_json::to_string(c).map_err(err)?;
+            let seq: i64 = txn
+                .query_one(
+                    "INSERT INTO catalogue_log (change) VALUES ($1::text::jsonb) RETURNING seq",
+                    &[&v],
+                )
+                .map_err(err)?
+                .get(0);
+            last = Some(seq);
+        }
+    }
+    Ok(last)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A fresh database on the test server, or None (with a message) when
+    /// `SHOAL_TEST_POSTGRES_URL` is unset. `make test` always sets it.
+    pub fn fresh_db() -> Option<String> {
+        let Ok(base) = std::env::var("SHOAL_TEST_POSTGRES_URL") else {
+            eprintln!("SHOAL_TEST_POSTGRES_URL is unset: skipping (make test sets it)");
+            return None;
+        };
+        let name = format!("shoal_unit_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let mut c = Client::connect(&base, postgres::NoTls).expect("test PostgreSQL reachable");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        let (head, _) = base.rsplit_once('/').expect("URL has a database");
+        Some(format!("{head}/{name}"))
+    }
+
+    fn plain() -> Tls {
+        crate::pgtls::connector(None).unwrap()
+    }
+
+    fn uses_tls(c: &mut Client) -> bool {
+        c.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    }
+
+    /// `make test`'s server has TLS on (a certificate for 127.0.0.1 from a throwaway CA, path in
+    /// `SHOAL_TEST_POSTGRES_CA`): sslmode=require encrypts; with the CA file the
+    /// certificate is verified, and a wrong CA is refused.
+    #[test]
+    fn tls_follows_sslmode_and_verifies_with_a_ca_file() {
+        let Some(url) = fresh_db() else { return };
+        let Ok(ca) = std::env::var("SHOAL_TEST_POSTGRES_CA") else {
+            eprintln!("SHOAL_TEST_POSTGRES_CA is unset: skipping (make test sets it)");
+            return;
+        };
+        let ca = std::path::PathBuf::from(ca);
+        let require = format!("{url}?sslmode=require");
+        assert!(uses_tls(&mut connect(&require, &plain()).unwrap()));
+        let verified = crate::pgtls::connector(Some(&ca)).unwrap();
+        assert!(uses_tls(&mut connect(&require, &verified).unwrap()));
+        assert!(!uses_tls(
+            &mut connect(&format!("{url}?sslmode=disable"), &plain()).unwrap()
+        ));
+        // Some other CA: the server's certificate does not chain to it.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.pem");
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=other",
+            ])
+            .arg("-keyout")
+            .arg(dir.path().join("k.pem"))
+            .arg("-out")
+            .arg(&other)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "openssl made a CA");
+        let wrong = crate::pgtls::connector(Some(&other)).unwrap();
+        let e = connect(&require, &wrong)
+            .err()
+            .expect("a wrong CA is refused");
+        assert!(e.to_string().contains("connect"), "{e}");
+    }
+
+    #[test]
+    fn migrations_apply_once_even_when_raced() {
+        let Some(url) = fresh_db() else { return };
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || migrate(&mut connect(&url, &plain()).unwrap()).unwrap())
+            })
+            .collect();
+        let applied: Vec<i32> = runs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut applied = applied;
+        applied.sort();
+        assert_eq!(
+            applied,
+            MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>(),
+            "each version exactly once across racing runners"
+        );
+        let mut c = connect(&url, &plain()).unwrap();
+        assert!(migrate(&mut c).unwrap().is_empty(), "nothing left to apply");
+        let versions: Vec<i32> = c
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn store_round_trip_and_log_order() {
+        let Some(url) = fresh_db() else { return };
+        let s = PgStore::connect(&url, plain()).unwrap();
+        let h = shoal_common::hash::Hash::of(b"f");
+        let f = FileRecord {
+            id: h,
+            size: 3,
+            chunk_size: 4096,
+            chunks: vec![shoal_common::hash::Hash::of(b"c")],
+            replicas: 2,
+            created_ms: 7,
+        };
+        let changes = vec![
+            Change::PutFile(f.clone()),
+            Change::PutName(
+                "a".into(),
+                NameRecord {
+                    id: h,
+                    created_ms: 7,
+                },
+            ),
+            Change::PutName(
+                "b".into(),
+                NameRecord {
+                    id: h,
+                    created_ms: 8,
+                },
+            ),
+            Change::DeleteName("b".into()),
+            Change::PutRepair(RepairRecord {
+                chunk: h,
+                enqueued_ms: 1,
+            }),
+        ];
+        s.apply(&changes).unwrap();
+        let loaded = s.load().unwrap();
+        assert_eq!(loaded.files.get(&h), Some(&f));
+        assert_eq!(loaded.names.keys().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(loaded.repairs.len(), 1);
+        let log = s.log_since(0).unwrap();
+        assert_eq!(
+            log.iter().map(|e| e.change.clone()).collect::<Vec<_>>(),
+            changes[..4].to_vec(),
+            "catalogue changes logged in order, the repair queue not"
+        );
+        assert_eq!(loaded.seq, log.last().unwrap().seq);
+        assert!(s.log_since(loaded.seq).unwrap().is_empty());
+    }
+}

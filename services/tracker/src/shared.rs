@@ -1,0 +1,339 @@
+//! Keeping a replica in step with the others over PostgreSQL, every `store.poll`:
+//! read the catalogue log (files and names other replicas committed), write what this
+//! replica heard from peers (rows, liveness, location changes, in one transaction), then
+//! read every peer's row back (liveness from the database clock, so a peer heartbeating
+//! to another replica is alive here too) and reload the locations of peers whose
+//! `inventory_version` moved. Heartbeats are batched, not written one by one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::Transaction;
+use shoal_common::hash::Hash;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::error::Result;
+use crate::state::{LocOp, PeerEntry, State};
+use crate::store::{err, StoreError};
+use crate::tracker::Tracker;
+
+/// Run until `shutdown`; a failed round is logged and the next one runs.
+pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(t.cfg.store.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let t2 = t.clone();
+        match tokio::task::spawn_blocking(move || round(&t2)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not sync with the shared store; retrying"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// One sync: read the catalogue log, write peers out, read peers in, then apply the
+/// log. A catalogue change is committed together with the locations it created, so
+/// applying the log after reading the peers never shows a file without its copies.
+pub fn round(t: &Tracker) -> Result<()> {
+    let entries = t.fetch_log()?;
+    flush_peers(t)?;
+    refresh_peers(t)?;
+    t.apply_log(entries);
+    Ok(())
+}
+
+/// A peer's row as this replica knows it.
+#[derive(Clone)]
+struct PeerRow {
+    id: String,
+    addr: String,
+    zone: String,
+    capacity: i64,
+    used: i64,
+    active_transfers: i32,
+    /// Milliseconds since this replica last heard from it.
+    age_ms: f64,
+}
+
+/// Journal entries taken for writing.
+#[derive(Clone)]
+pub struct Batch {
+    rows: Vec<PeerRow>,
+    drained: HashSet<String>,
+    ops: Vec<LocOp>,
+}
+
+impl Batch {
+    /// Take what the journal holds (None: nothing to write).
+    pub fn take(st: &mut State) -> Option<Batch> {
+        let now = Instant::now();
+        let j = st.journal.as_mut()?;
+        let (seen, drained, ops) = (
+            std::mem::take(&mut j.seen),
+            std::mem::take(&mut j.drained),
+            std::mem::take(&mut j.ops),
+        );
+        let rows: Vec<PeerRow> = seen
+            .iter()
+            .filter_map(|id| st.peers.get(id))
+            .map(|p| PeerRow {
+                id: p.id.clone(),
+                addr: p.addr.clone(),
+                zone: p.zone.clone(),
+                capacity: p.capacity as i64,
+                used: p.used as i64,
+                active_transfers: p.active_transfers as i32,
+                age_ms: now.saturating_duration_since(p.last_seen).as_secs_f64() * 1000.0,
+            })
+            .collect();
+        if rows.is_empty() && drained.is_empty() && ops.is_empty() {
+            return None;
+        }
+        Some(Batch { rows, drained, ops })
+    }
+
+    /// Put a batch that was not written back in front of the journal.
+    pub fn restore(self, st: &mut State) {
+        let Some(j) = st.journal.as_mut() else {
+            return;
+        };
+        j.drained.extend(self.drained);
+        let newer = std::mem::replace(&mut j.ops, self.ops);
+        j.ops.extend(newer);
+    }
+
+    /// The batch is committed: note the peers' new inventory versions.
+    pub fn written(st: &mut State, versions: Vec<(String, i64)>) {
+        for (id, v) in versions {
+            if let Some(p) = st.peers.get_mut(&id) {
+                // Only if nobody else changed the peer meanwhile; otherwise the
+                // refresh reloads it whole.
+                if p.inventory_version == v - 1 {
+                    p.inventory_version = v;
+                }
+            }
+        }
+    }
+
+    /// Write into `txn`; returns the touched peers' new inventory versions.
+    pub fn write(&self, txn: &mut Transaction<'_>) -> Result<Vec<(String, i64)>, StoreError> {
+        let upsert = txn
+            .prepare(
+                "INSERT INTO peers (id, addr, zone, capacity, used, active_transfers, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() - make_interval(secs => $7::float8 / 1000))
+                 ON CONFLICT (id) DO UPDATE SET addr = EXCLUDED.addr, zone = EXCLUDED.zone,
+                   capacity = EXCLUDED.capacity, used = EXCLUDED.used,
+                   active_transfers = EXCLUDED.active_transfers, last_seen = EXCLUDED.last_seen",
+            )
+            .map_err(err)?;
+        for r in &self.rows {
+            txn.execute(
+                &upsert,
+                &[
+                    &r.id,
+                    &r.addr,
+                    &r.zone,
+                    &r.capacity,
+                    &r.used,
+                    &r.active_transfers,
+                    &r.age_ms,
+                ],
+            )
+            .map_err(err)?;
+        }
+        for id in &self.drained {
+            txn.execute("UPDATE peers SET draining = true WHERE id = $1", &[id])
+                .map_err(err)?;
+        }
+        let add = txn
+            .prepare("INSERT INTO locations (peer, chunk) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .map_err(err)?;
+        let remove = txn
+            .prepare("DELETE FROM locations WHERE peer = $1 AND chunk = $2")
+            .map_err(err)?;
+        for op in &self.ops {
+            match op {
+                LocOp::Reset(p) => {
+                    txn.execute("DELETE FROM locations WHERE peer = $1", &[p])
+                        .map_err(err)?;
+                }
+                LocOp::Add(p, h) => {
+                    txn.execute(&add, &[p, &h.to_hex()]).map_err(err)?;
+                }
+                LocOp::Remove(p, h) => {
+                    txn.execute(&remove, &[p, &h.to_hex()]).map_err(err)?;
+                }
+            }
+        }
+        let touched: Vec<&str> = self
+            .ops
+            .iter()
+            .map(LocOp::peer)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let versions = txn
+            .query(
+                "UPDATE peers SET inventory_version = inventory_version + 1
+                 WHERE id = ANY($1) RETURNING id, inventory_version",
+                &[&touched],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(versions)
+    }
+}
+
+/// Write the journal in one transaction; on failure it is put back for the next round.
+pub fn flush_peers(t: &Tracker) -> Result<()> {
+    let pg = t.store.postgres().expect("shared sync runs on PostgreSQL");
+    let Some(batch) = Batch::take(&mut t.state()) else {
+        return Ok(());
+    };
+    let b = batch.clone();
+    let written = pg
+        .call(move |c| {
+            let mut txn = c.transaction().map_err(err)?;
+            let versions = b.write(&mut txn)?;
+            txn.commit().map_err(err)?;
+            Ok(versions)
+        })
+        .and_then(|r| r);
+    let mut st = t.state();
+    match written {
+        Ok(versions) => {
+            Batch::written(&mut st, versions);
+            Ok(())
+        }
+        Err(e) => {
+            batch.restore(&mut st);
+            Err(e.into())
+        }
+    }
+}
+
+struct DbPeer {
+    id: String,
+    addr: String,
+    zone: String,
+    capacity: i64,
+    used: i64,
+    active_transfers: i32,
+    draining: bool,
+    age_ms: i64,
+    version: i64,
+}
+
+/// Read every peer's row; reload the locations of the peers whose version moved.
+pub fn refresh_peers(t: &Tracker) -> Result<()> {
+    let pg = t.store.postgres().expect("shared sync runs on PostgreSQL");
+    let local: HashMap<String, i64> = t
+        .state()
+        .peers
+        .values()
+        .map(|p| (p.id.clone(), p.inventory_version))
+        .collect();
+    let (peers, mut inventories) = pg.call(move |c| {
+        let mut txn = c
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(err)?;
+        let peers: Vec<DbPeer> = txn
+            .query(
+                "SELECT id, addr, zone, capacity, used, active_transfers, draining,
+                        (extract(epoch FROM now() - last_seen) * 1000)::bigint,
+                        inventory_version
+                 FROM peers",
+                &[],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| DbPeer {
+                id: r.get(0),
+                addr: r.get(1),
+                zone: r.get(2),
+                capacity: r.get(3),
+                used: r.get(4),
+                active_transfers: r.get(5),
+                draining: r.get(6),
+                age_ms: r.get(7),
+                version: r.get(8),
+            })
+            .collect();
+        let stale: Vec<&String> = peers
+            .iter()
+            .filter(|p| local.get(&p.id) != Some(&p.version))
+            .map(|p| &p.id)
+            .collect();
+        let mut inventories: HashMap<String, Vec<Hash>> =
+            stale.iter().map(|id| ((*id).clone(), Vec::new())).collect();
+        if !stale.is_empty() {
+            for r in txn
+                .query(
+                    "SELECT peer, chunk FROM locations WHERE peer = ANY($1)",
+                    &[&stale],
+                )
+                .map_err(err)?
+            {
+                let (peer, chunk): (String, &str) = (r.get(0), r.get(1));
+                inventories
+                    .entry(peer)
+                    .or_default()
+                    .push(chunk.parse().map_err(err)?);
+            }
+        }
+        txn.commit().map_err(err)?;
+        Ok::<_, StoreError>((peers, inventories))
+    })??;
+    let now = Instant::now();
+    let mut st = t.state();
+    let pending: (HashSet<String>, HashSet<String>) = st
+        .journal
+        .as_ref()
+        .map(|j| (j.seen.clone(), j.drained.clone()))
+        .unwrap_or_default();
+    for d in peers {
+        let last_seen = now
+            .checked_sub(Duration::from_millis(d.age_ms.max(0) as u64))
+            .unwrap_or(now);
+        let p = st.peers.entry(d.id.clone()).or_insert_with(|| PeerEntry {
+            id: d.id.clone(),
+            addr: d.addr.clone(),
+            zone: d.zone.clone(),
+            capacity: 0,
+            used: 0,
+            active_transfers: 0,
+            last_seen,
+            draining: false,
+            chunks: HashSet::new(),
+            inventory_version: -1,
+        });
+        // A peer heard from here since the flush keeps this replica's (newer) view.
+        if !pending.0.contains(&d.id) {
+            p.addr = d.addr;
+            p.zone = d.zone;
+            p.capacity = d.capacity.max(0) as u64;
+            p.used = d.used.max(0) as u64;
+            p.active_transfers = d.active_transfers.max(0) as u32;
+            p.last_seen = last_seen;
+        }
+        if !pending.1.contains(&d.id) {
+            p.draining = d.draining;
+        }
+        if let Some(chunks) = inventories.remove(&d.id) {
+            st.reload_inventory(&d.id, chunks, d.version);
+        }
+    }
+    Ok(())
+}
