@@ -333,3 +333,85 @@ async fn no_lost_update_when_two_replicas_change_one_file() {
         .unwrap();
     }
 }
+
+/// Rows in the cluster's shared catalogue log.
+async fn log_rows(cluster: &TestCluster) -> i64 {
+    let url = cluster.store_url.as_deref().expect("PostgreSQL store");
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM catalogue_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    let _ = conn.await;
+    n
+}
+
+/// With a short retention the leader trims the shared catalogue log: it stays bounded
+/// while names keep changing through both replicas, and both still agree on the catalogue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_catalogue_log_is_trimmed_and_replicas_still_agree() {
+    let mut opts = ClusterOptions::zones(&["a", "b"])
+        .replicas(2)
+        .replication(2);
+    opts.tracker.store.log_retention = Duration::from_millis(300);
+    let cluster = TestCluster::start(opts).await.unwrap();
+    let (a, b) = (cluster.replica_client(0), cluster.replica_client(1));
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), "same", 2 * CHUNK, 9);
+    wait_for("replica 1 sees 2 live peers", CONVERGE, || async {
+        b.peers().await.is_ok_and(|ps| {
+            ps.iter()
+                .filter(|p| p.state == pb::PeerState::Alive as i32)
+                .count()
+                == 2
+        })
+    })
+    .await
+    .unwrap();
+    // 24 names of one content through alternating replicas, every third removed again:
+    // 32 catalogue changes, written over more than the retention.
+    let mut expected = HashSet::new();
+    for i in 0..24 {
+        let (via, name) = (if i % 2 == 0 { &a } else { &b }, format!("n{i}"));
+        put(via, &src, &name).await.unwrap();
+        if i % 3 == 0 {
+            via.delete(&name).await.unwrap();
+        } else {
+            expected.insert(name);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let written = 24 + 8;
+    wait_for(
+        "the log trimmed to its newest entries",
+        CONVERGE,
+        || async { log_rows(&cluster).await <= 2 },
+    )
+    .await
+    .unwrap();
+    assert!(log_rows(&cluster).await < written);
+    for c in [&a, &b] {
+        wait_for(
+            "both replicas list exactly the names left",
+            CONVERGE,
+            || async { names(c).await == expected },
+        )
+        .await
+        .unwrap();
+    }
+    // And the trimmed cluster still takes changes that both replicas see.
+    put(&b, &src, "after-trim").await.unwrap();
+    expected.insert("after-trim".into());
+    for c in [&a, &b] {
+        wait_for("the new name on both replicas", CONVERGE, || async {
+            names(c).await == expected
+        })
+        .await
+        .unwrap();
+    }
+}

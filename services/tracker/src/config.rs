@@ -48,6 +48,10 @@ pub struct StoreConfig {
     /// How often a replica reads the catalogue changes other replicas made.
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll: Duration,
+    /// How long catalogue log entries are kept for replicas to catch up from; the leader
+    /// trims older ones. A replica further behind reloads the whole catalogue.
+    #[serde(default = "default_log_retention", with = "humantime_serde")]
+    pub log_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -57,6 +61,7 @@ impl Default for StoreConfig {
             url_file: None,
             ca_file: None,
             poll: default_poll(),
+            log_retention: default_log_retention(),
         }
     }
 }
@@ -170,6 +175,9 @@ fn default_repair_per_peer() -> usize {
 }
 fn default_poll() -> Duration {
     Duration::from_millis(200)
+}
+fn default_log_retention() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_gc_grace() -> Duration {
     Duration::from_secs(600)
@@ -300,12 +308,17 @@ impl TrackerConfig {
             }
             Ok(_) => {}
         }
-        if self.store.poll.is_zero() {
-            return Err(ConfigError::invalid(
-                "store.poll",
-                humantime::format_duration(self.store.poll),
-                "must be positive",
-            ));
+        for (key, d) in [
+            ("store.poll", self.store.poll),
+            ("store.log_retention", self.store.log_retention),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::invalid(
+                    key,
+                    humantime::format_duration(d),
+                    "must be positive",
+                ));
+            }
         }
         if self.repair.concurrency == 0 || self.repair.per_peer == 0 {
             return Err(ConfigError::invalid(

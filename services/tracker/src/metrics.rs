@@ -14,6 +14,7 @@ pub struct Metrics {
     pub gc_deleted_chunks: AtomicU64,
     pub trimmed_copies: AtomicU64,
     pub heartbeats: AtomicU64,
+    pub log_trimmed: AtomicU64,
 }
 
 impl Metrics {
@@ -58,6 +59,11 @@ impl Metrics {
                 "shoal_tracker_heartbeats_total",
                 "Heartbeats received.",
                 &self.heartbeats,
+            ),
+            (
+                "shoal_tracker_log_trimmed_total",
+                "Shared catalogue log entries trimmed by this replica as leader (PostgreSQL).",
+                &self.log_trimmed,
             ),
         ];
         for (name, help, v) in counters {

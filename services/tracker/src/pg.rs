@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0001_catalogue.sql"),
     ),
     (2, "peers", include_str!("../migrations/0002_peers.sql")),
+    (
+        3,
+        "log_trim",
+        include_str!("../migrations/0003_log_trim.sql"),
+    ),
 ];
 
 /// Apply the migrations not applied yet; returns the versions applied now. Two trackers
@@ -96,6 +101,15 @@ pub struct PgStore {
 pub struct LogEntry {
     pub seq: i64,
     pub change: Change,
+}
+
+/// What a replica reads from the catalogue log after its position.
+#[derive(Debug)]
+pub enum Tail {
+    /// The entries after it, in order.
+    Entries(Vec<LogEntry>),
+    /// Entries it never saw were trimmed (through this seq): it must reload the catalogue.
+    Trimmed { through: i64 },
 }
 
 fn connect(url: &str, tls: &Tls) -> Result<Client, StoreError> {
@@ -181,32 +195,7 @@ impl PgStore {
                 .read_only(true)
                 .start()
                 .map_err(err)?;
-            let mut out = Loaded::default();
-            for row in txn
-                .query("SELECT record::text FROM files", &[])
-                .map_err(err)?
-            {
-                let f: FileRecord = serde_json::from_str(row.get(0)).map_err(err)?;
-                out.files.insert(f.id, f);
-            }
-            for row in txn
-                .query("SELECT name, id, created_ms FROM names", &[])
-                .map_err(err)?
-            {
-                let id: &str = row.get(1);
-                out.names.insert(
-                    row.get(0),
-                    NameRecord {
-                        id: id.parse().map_err(err)?,
-                        created_ms: row.get(2),
-                    },
-                );
-            }
-            out.repairs = load_repairs(&mut txn)?;
-            out.seq = txn
-                .query_one("SELECT coalesce(max(seq), 0) FROM catalogue_log", &[])
-                .map_err(err)?
-                .get(0);
+            let out = load_in(&mut txn)?;
             txn.commit().map_err(err)?;
             Ok(out)
         })?
@@ -239,14 +228,51 @@ impl PgStore {
             .map_err(|_| StoreError("PostgreSQL thread stopped".into()))
     }
 
-    /// Catalogue log entries after `seq`, in order.
-    pub fn log_since(&self, seq: i64) -> Result<Vec<LogEntry>, StoreError> {
+    /// Catalogue log entries after `seq`, in order (or word that some were trimmed).
+    pub fn log_since(&self, seq: i64) -> Result<Tail, StoreError> {
         self.call(move |c| log_since(c, seq))?
+    }
+
+    /// Delete log entries older than `retention`, always keeping the newest; returns how
+    /// many went. Run by the leader.
+    pub fn trim_log(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        self.call(move |c| trim_log(c, retention))?
     }
 
     pub fn repairs(&self) -> Result<Vec<RepairRecord>, StoreError> {
         self.call(load_repairs)?
     }
+}
+
+/// The whole catalogue and the log position it reflects, read in `c`'s snapshot.
+pub fn load_in(c: &mut impl GenericClient) -> Result<Loaded, StoreError> {
+    let mut out = Loaded::default();
+    for row in c
+        .query("SELECT record::text FROM files", &[])
+        .map_err(err)?
+    {
+        let f: FileRecord = serde_json::from_str(row.get(0)).map_err(err)?;
+        out.files.insert(f.id, f);
+    }
+    for row in c
+        .query("SELECT name, id, created_ms FROM names", &[])
+        .map_err(err)?
+    {
+        let id: &str = row.get(1);
+        out.names.insert(
+            row.get(0),
+            NameRecord {
+                id: id.parse().map_err(err)?,
+                created_ms: row.get(2),
+            },
+        );
+    }
+    out.repairs = load_repairs(c)?;
+    out.seq = c
+        .query_one("SELECT coalesce(max(seq), 0) FROM catalogue_log", &[])
+        .map_err(err)?
+        .get(0);
+    Ok(out)
 }
 
 fn apply_in(c: &mut Client, changes: &[Change]) -> Result<(), StoreError> {
@@ -279,20 +305,61 @@ pub fn lock_catalogue(txn: &mut Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn log_since(c: &mut impl GenericClient, seq: i64) -> Result<Vec<LogEntry>, StoreError> {
-    c.query(
-        "SELECT seq, change::text FROM catalogue_log WHERE seq > $1 ORDER BY seq",
-        &[&seq],
-    )
-    .map_err(err)?
-    .iter()
-    .map(|row| {
-        Ok(LogEntry {
-            seq: row.get(0),
-            change: serde_json::from_str(row.get(1)).map_err(err)?,
+/// The log after `seq` and the trim mark, in one statement (one snapshot): a trim that
+/// commits meanwhile is seen whole or not at all.
+pub fn log_since(c: &mut impl GenericClient, seq: i64) -> Result<Tail, StoreError> {
+    let rows = c
+        .query(
+            "SELECT t.through, l.seq, l.change::text
+               FROM catalogue_log_trimmed t
+               LEFT JOIN catalogue_log l ON l.seq > $1
+              ORDER BY l.seq",
+            &[&seq],
+        )
+        .map_err(err)?;
+    let through: i64 = rows.first().map_or(0, |r| r.get(0));
+    if through > seq {
+        return Ok(Tail::Trimmed { through });
+    }
+    rows.iter()
+        .filter_map(|row| {
+            let seq: Option<i64> = row.get(1);
+            let change: Option<&str> = row.get(2);
+            Some((seq?, change?))
         })
-    })
-    .collect()
+        .map(|(seq, change)| {
+            Ok(LogEntry {
+                seq,
+                change: serde_json::from_str(change).map_err(err)?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()
+        .map(Tail::Entries)
+}
+
+/// Delete entries older than `retention` (never the newest, whose seq is the catalogue's
+/// position) and raise the trim mark, in one transaction; returns how many went.
+pub fn trim_log(c: &mut Client, retention: std::time::Duration) -> Result<u64, StoreError> {
+    let mut txn = c.transaction().map_err(err)?;
+    let gone = txn
+        .query(
+            "DELETE FROM catalogue_log
+              WHERE at < now() - make_interval(secs => $1)
+                AND seq < (SELECT max(seq) FROM catalogue_log)
+          RETURNING seq",
+            &[&retention.as_secs_f64()],
+        )
+        .map_err(err)?;
+    let through = gone.iter().map(|r| r.get::<_, i64>(0)).max();
+    if let Some(through) = through {
+        txn.execute(
+            "UPDATE catalogue_log_trimmed SET through = greatest(through, $1)",
+            &[&through],
+        )
+        .map_err(err)?;
+    }
+    txn.commit().map_err(err)?;
+    Ok(gone.len() as u64)
 }
 
 /// Write the rows and, for catalogue changes, the log entries; returns the last log
@@ -360,6 +427,7 @@ pub fn write_catalogue(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A fresh database on the test server, or None (with a message) when
     /// `SHOAL_TEST_POSTGRES_URL` is unset. `make test` always sets it.
@@ -511,13 +579,73 @@ pub(crate) mod tests {
         assert_eq!(loaded.files.get(&h), Some(&f));
         assert_eq!(loaded.names.keys().collect::<Vec<_>>(), vec!["a"]);
         assert_eq!(loaded.repairs.len(), 1);
-        let log = s.log_since(0).unwrap();
+        let log = entries(s.log_since(0).unwrap());
         assert_eq!(
             log.iter().map(|e| e.change.clone()).collect::<Vec<_>>(),
             changes[..4].to_vec(),
             "catalogue changes logged in order, the repair queue not"
         );
         assert_eq!(loaded.seq, log.last().unwrap().seq);
-        assert!(s.log_since(loaded.seq).unwrap().is_empty());
+        assert!(entries(s.log_since(loaded.seq).unwrap()).is_empty());
+    }
+
+    fn entries(t: Tail) -> Vec<LogEntry> {
+        match t {
+            Tail::Entries(e) => e,
+            Tail::Trimmed { through } => panic!("unexpectedly trimmed through {through}"),
+        }
+    }
+
+    fn name(n: &str, id: &str) -> Change {
+        Change::PutName(
+            n.into(),
+            NameRecord {
+                id: shoal_common::hash::Hash::of(id.as_bytes()),
+                created_ms: 1,
+            },
+        )
+    }
+
+    /// Trimming removes only entries older than the retention and never the newest; a
+    /// reader behind the trim mark is told to reload, one at or past it reads on; the
+    /// catalogue loads the same after a trim.
+    #[test]
+    fn trim_keeps_recent_entries_and_the_newest_and_flags_readers_behind() {
+        let Some(url) = fresh_db() else { return };
+        let s = PgStore::connect(&url, plain()).unwrap();
+        for i in 0..5 {
+            s.apply(&[name(&format!("old{i}"), "x")]).unwrap();
+        }
+        let before = s.load().unwrap();
+        assert_eq!(
+            s.trim_log(Duration::from_secs(3600)).unwrap(),
+            0,
+            "nothing is old yet"
+        );
+        // Age the first five entries by an hour, then write two more.
+        s.call(|c| c.execute("UPDATE catalogue_log SET at = at - interval '2 hours'", &[]))
+            .unwrap()
+            .unwrap();
+        s.apply(&[name("new0", "y")]).unwrap();
+        s.apply(&[Change::DeleteName("old0".into())]).unwrap();
+        let reader_behind = before.seq - 2;
+        assert_eq!(s.trim_log(Duration::from_secs(3600)).unwrap(), 5);
+        let kept = entries(s.log_since(before.seq).unwrap());
+        assert_eq!(kept.len(), 2, "the recent entries stay");
+        match s.log_since(reader_behind).unwrap() {
+            Tail::Trimmed { through } => assert_eq!(through, before.seq),
+            Tail::Entries(e) => panic!("a reader at {reader_behind} got {} entries", e.len()),
+        }
+        let after = s.load().unwrap();
+        assert_eq!(after.seq, kept.last().unwrap().seq);
+        let names: Vec<_> = after.names.keys().cloned().collect();
+        assert_eq!(names, ["new0", "old1", "old2", "old3", "old4"]);
+        // Everything old: the newest entry is kept, so the position survives.
+        s.call(|c| c.execute("UPDATE catalogue_log SET at = at - interval '2 hours'", &[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.trim_log(Duration::from_secs(3600)).unwrap(), 1);
+        assert_eq!(s.load().unwrap().seq, after.seq);
+        assert!(entries(s.log_since(after.seq).unwrap()).is_empty());
     }
 }

@@ -13,7 +13,7 @@ use postgres::Transaction;
 use shoal_common::hash::Hash;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, info_span, warn};
 
 use crate::error::Result;
 use crate::state::{LocOp, PeerEntry, State};
@@ -45,7 +45,36 @@ pub fn round(t: &Tracker) -> Result<()> {
     let entries = t.fetch_log()?;
     flush_peers(t)?;
     refresh_peers(t)?;
-    t.apply_log(entries);
+    t.apply_log(entries)?;
+    trim_log(t)
+}
+
+/// The leader trims catalogue log entries older than `store.log_retention`, at most
+/// once per `min(retention, 1 min)`.
+fn trim_log(t: &Tracker) -> Result<()> {
+    let Some(pg) = t.store.postgres() else {
+        return Ok(());
+    };
+    let every = t.cfg.store.log_retention.min(Duration::from_secs(60));
+    let due = {
+        let mut last = t.last_trim.lock().unwrap_or_else(|p| p.into_inner());
+        let due = t.is_leader() && last.is_none_or(|at| at.elapsed() >= every);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    };
+    if !due {
+        return Ok(());
+    }
+    let _span = info_span!("log.trim", retention = ?t.cfg.store.log_retention).entered();
+    let n = pg.trim_log(t.cfg.store.log_retention)?;
+    t.metrics
+        .log_trimmed
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    if n > 0 {
+        info!(trimmed = n, "catalogue log trimmed");
+    }
     Ok(())
 }
 

@@ -143,6 +143,21 @@ impl State {
         s
     }
 
+    /// Replace the catalogue (files, names, position) with a fresh load, keeping peers,
+    /// locations and uploads: for a replica that fell behind the trimmed shared log.
+    pub fn reload_catalogue(&mut self, loaded: Loaded) {
+        self.files.clear();
+        self.chunk_refs.clear();
+        self.chunk_sizes.clear();
+        self.names = loaded.names;
+        self.applied_seq = loaded.seq;
+        for f in loaded.files.into_values() {
+            self.add_file(f);
+        }
+        let refs = &self.chunk_refs;
+        self.placement_reasons.retain(|h, _| refs.contains_key(h));
+    }
+
     fn journal_op(&mut self, op: LocOp) {
         if let Some(j) = self.journal.as_mut() {
             j.ops.push(op);
@@ -769,6 +784,48 @@ mod tests {
         assert!(
             !st.locations.contains_key(&h),
             "reconciled, not trusted: the copy it lost is gone"
+        );
+    }
+
+    fn file(tag: &[u8], chunks: &[&[u8]]) -> FileRecord {
+        FileRecord {
+            id: Hash::of(tag),
+            size: 4096 * chunks.len() as u64,
+            chunk_size: 4096,
+            chunks: chunks.iter().map(|c| Hash::of(c)).collect(),
+            replicas: 2,
+            created_ms: 1,
+        }
+    }
+
+    /// A replica behind the trimmed log swaps in a fresh catalogue: files, names, chunk
+    /// references and position are the loaded ones; peers and locations stay.
+    #[test]
+    fn reload_catalogue_replaces_files_names_and_refs_only() {
+        let (f1, f2) = (file(b"f1", &[b"a", b"b"]), file(b"f2", &[b"b", b"c"]));
+        let name = |f: &FileRecord| NameRecord {
+            id: f.id,
+            created_ms: 1,
+        };
+        let mut old = Loaded::default();
+        old.files.insert(f1.id, f1.clone());
+        old.names.insert("one".into(), name(&f1));
+        let mut st = State::from_loaded(old);
+        st.register_peer(peer("p"), 1 << 30, 0, vec![Hash::of(b"a")], Instant::now());
+        let mut fresh = Loaded::default();
+        fresh.files.insert(f2.id, f2.clone());
+        fresh.names.insert("two".into(), name(&f2));
+        fresh.seq = 42;
+        st.reload_catalogue(fresh);
+        assert_eq!(st.files.keys().collect::<Vec<_>>(), vec![&f2.id]);
+        assert_eq!(st.names.keys().collect::<Vec<_>>(), vec!["two"]);
+        assert_eq!(st.applied_seq, 42);
+        let refs: HashSet<Hash> = st.chunk_refs.keys().copied().collect();
+        assert_eq!(refs, [Hash::of(b"b"), Hash::of(b"c")].into_iter().collect());
+        assert!(st.peers.contains_key("p"));
+        assert!(
+            st.locations.contains_key(&Hash::of(b"a")),
+            "locations are the peers' word, kept"
         );
     }
 }

@@ -30,6 +30,8 @@ pub struct Tracker {
     pub channels: shoal_common::grpc::Channels,
     /// The last cluster summary and when it was computed.
     pub summary: Mutex<Option<(Instant, pb::ClusterInfoResponse)>>,
+    /// When this replica last trimmed the shared catalogue log (as leader).
+    pub last_trim: Mutex<Option<Instant>>,
 }
 
 pub fn validate_zone(zone: &str) -> Result<()> {
@@ -86,6 +88,7 @@ impl Tracker {
             repairs: Mutex::new(repairs.into_iter().map(|r| r.chunk).collect()),
             channels: shoal_common::grpc::Channels::with_token(cluster_token),
             summary: Mutex::new(None),
+            last_trim: Mutex::new(None),
         }))
     }
 
@@ -137,8 +140,17 @@ impl Tracker {
         let mut txn = c.transaction().map_err(err)?;
         crate::pg::lock_catalogue(&mut txn)?;
         let mut st = self.state();
-        let missed = crate::pg::log_since(&mut txn, st.applied_seq)?;
-        st.replay(missed);
+        match crate::pg::log_since(&mut txn, st.applied_seq)? {
+            crate::pg::Tail::Entries(missed) => st.replay(missed),
+            crate::pg::Tail::Trimmed { through } => {
+                warn!(
+                    position = st.applied_seq,
+                    trimmed_through = through,
+                    "this replica fell behind the trimmed catalogue log; reloading the catalogue"
+                );
+                st.reload_catalogue(crate::pg::load_in(&mut txn)?);
+            }
+        }
         let (r, changes) = f(&mut st, &self.cfg, now)?;
         let last = crate::pg::write_catalogue(&mut txn, &changes)?;
         // The locations this change created (and anything else heard from peers) commit
@@ -165,20 +177,36 @@ impl Tracker {
     }
 
     /// What other replicas committed since this one last looked (PostgreSQL).
-    pub fn fetch_log(&self) -> Result<Vec<crate::pg::LogEntry>> {
+    pub fn fetch_log(&self) -> Result<crate::pg::Tail> {
         let Some(pg) = self.store.postgres() else {
-            return Ok(Vec::new());
+            return Ok(crate::pg::Tail::Entries(Vec::new()));
         };
         let seq = self.state().applied_seq;
         Ok(pg.log_since(seq)?)
     }
 
-    /// Apply fetched log entries (those already applied are skipped).
-    pub fn apply_log(&self, entries: Vec<crate::pg::LogEntry>) {
-        if !entries.is_empty() {
-            self.state().replay(entries);
-            self.forget_summary();
+    /// Apply fetched log entries (those already applied are skipped). A replica that
+    /// fell behind the trimmed log reloads the whole catalogue instead.
+    pub fn apply_log(&self, tail: crate::pg::Tail) -> Result<()> {
+        match tail {
+            crate::pg::Tail::Entries(entries) if entries.is_empty() => return Ok(()),
+            crate::pg::Tail::Entries(entries) => self.state().replay(entries),
+            crate::pg::Tail::Trimmed { through } => {
+                let Some(pg) = self.store.postgres() else {
+                    return Ok(());
+                };
+                let loaded = pg.load()?;
+                let mut st = self.state();
+                warn!(
+                    position = st.applied_seq,
+                    trimmed_through = through,
+                    "this replica fell behind the trimmed catalogue log; reloading the catalogue"
+                );
+                st.reload_catalogue(loaded);
+            }
         }
+        self.forget_summary();
+        Ok(())
     }
 
     pub fn is_leader(&self) -> bool {
