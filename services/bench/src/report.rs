@@ -117,6 +117,16 @@ pub struct Report {
     pub raw: Vec<String>,
 }
 
+/// A row's note followed by its status (error or skipped), `; `-separated.
+fn row_note(note: &str, error: &Option<String>, skipped: bool) -> String {
+    let st = status(error, skipped);
+    [note, st.as_str()]
+        .into_iter()
+        .filter(|x| !x.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn status(error: &Option<String>, skipped: bool) -> String {
     if skipped {
         "skipped".into()
@@ -169,13 +179,7 @@ impl Report {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|");
         for r in &self.rows {
-            let st = status(&r.error, r.skipped);
-            let note = [r.note.as_str(), st.as_str()]
-                .iter()
-                .filter(|x| !x.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("; ");
+            let note = row_note(&r.note, &r.error, r.skipped);
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} |",
@@ -200,13 +204,7 @@ impl Report {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for r in &self.meta {
-            let st = status(&r.error, r.skipped);
-            let note = [r.note.as_str(), st.as_str()]
-                .iter()
-                .filter(|x| !x.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("; ");
+            let note = row_note(&r.note, &r.error, r.skipped);
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} |",

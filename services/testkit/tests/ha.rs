@@ -34,6 +34,20 @@ fn source(dir: &Path, tag: &str, len: u64, seed: u64) -> std::path::PathBuf {
     p
 }
 
+/// Wait until `c` (one replica) counts `n` live peers.
+async fn wait_live_peers(c: &Client, who: &str, n: usize) {
+    wait_for(&format!("{who} sees {n} live peers"), CONVERGE, || async {
+        c.peers().await.is_ok_and(|ps| {
+            ps.iter()
+                .filter(|p| p.state == pb::PeerState::Alive as i32)
+                .count()
+                == n
+        })
+    })
+    .await
+    .unwrap();
+}
+
 async fn names(c: &Client) -> HashSet<String> {
     c.list()
         .await
@@ -49,16 +63,7 @@ async fn two_replicas_take_puts_and_exactly_one_wins_a_name() {
     let (a, b) = (cluster.replica_client(0), cluster.replica_client(1));
     let work = tempfile::tempdir().unwrap();
     // The peers registered through replica 0; replica 1 must see them before placing.
-    wait_for("replica 1 sees 3 live peers", CONVERGE, || async {
-        b.peers().await.is_ok_and(|ps| {
-            ps.iter()
-                .filter(|p| p.state == pb::PeerState::Alive as i32)
-                .count()
-                == 3
-        })
-    })
-    .await
-    .unwrap();
+    wait_live_peers(&b, "replica 1", 3).await;
 
     // Different files through different replicas at once: both land, both visible from both.
     let (x, y) = (
@@ -363,16 +368,7 @@ async fn the_catalogue_log_is_trimmed_and_replicas_still_agree() {
     let (a, b) = (cluster.replica_client(0), cluster.replica_client(1));
     let work = tempfile::tempdir().unwrap();
     let src = source(work.path(), "same", 2 * CHUNK, 9);
-    wait_for("replica 1 sees 2 live peers", CONVERGE, || async {
-        b.peers().await.is_ok_and(|ps| {
-            ps.iter()
-                .filter(|p| p.state == pb::PeerState::Alive as i32)
-                .count()
-                == 2
-        })
-    })
-    .await
-    .unwrap();
+    wait_live_peers(&b, "replica 1", 2).await;
     // 24 names of one content through alternating replicas, every third removed again:
     // 32 catalogue changes, written over more than the retention.
     let mut expected = HashSet::new();

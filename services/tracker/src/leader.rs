@@ -100,12 +100,9 @@ async fn hold(
 /// Take over: the repair queue the previous leader left in the database is ours now.
 async fn elected(t: &Arc<Tracker>) {
     let t2 = t.clone();
-    let queued = tokio::task::spawn_blocking(move || {
-        let pg = t2
-            .store
-            .postgres()
-            .expect("leader election runs on PostgreSQL");
-        pg.repairs()
+    let queued = tokio::task::spawn_blocking(move || match t2.store.postgres() {
+        Some(pg) => pg.repairs(),
+        None => Ok(Vec::new()),
     })
     .await;
     let n = match queued {

@@ -189,12 +189,7 @@ impl PgStore {
     /// The whole catalogue and the log position it reflects, from one snapshot.
     pub fn load(&self) -> Result<Loaded, StoreError> {
         self.call(|c| {
-            let mut txn = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(err)?;
+            let mut txn = snapshot(c)?;
             let out = load_in(&mut txn)?;
             txn.commit().map_err(err)?;
             Ok(out)
@@ -242,6 +237,15 @@ impl PgStore {
     pub fn repairs(&self) -> Result<Vec<RepairRecord>, StoreError> {
         self.call(load_repairs)?
     }
+}
+
+/// A read-only transaction that sees one snapshot for all its statements.
+pub fn snapshot(c: &mut Client) -> Result<Transaction<'_>, StoreError> {
+    c.build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(err)
 }
 
 /// The whole catalogue and the log position it reflects, read in `c`'s snapshot.
