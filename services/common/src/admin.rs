@@ -41,7 +41,7 @@ pub async fn spawn(
         });
     } else {
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(crate::net::HttpListener::new(listener), app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
         });

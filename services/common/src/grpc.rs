@@ -124,7 +124,8 @@ fn tuned_server() -> Server<Base> {
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_BYTES)
-        .tcp_nodelay(true)
+        // No `.tcp_nodelay(true)` here: servers accept through `net::incoming`, which
+        // tunes every accepted socket (tonic's setting only reaches its own listener).
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // Bounds on what one connection can ask at once, and on how long a call may

@@ -8,6 +8,7 @@ pub mod config;
 pub mod grpc;
 pub mod hash;
 pub mod names;
+pub mod net;
 pub mod rpcmetrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -131,6 +131,7 @@ impl HttpsListener {
                 if tx.is_closed() {
                     return;
                 }
+                crate::net::tune(&conn);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(

@@ -128,20 +128,17 @@ pub async fn run(
     let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);
     router
         .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                stop.cancelled().await;
-                h.set(false).await;
-                // Let in-flight transfers finish (bounded), then leave.
-                let deadline = tokio::time::Instant::now() + timeout;
-                while c.counters.active_transfers.load(Relaxed) > 0
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        )
+        .serve_with_incoming_shutdown(shoal_common::net::incoming(listener), async move {
+            stop.cancelled().await;
+            h.set(false).await;
+            // Let in-flight transfers finish (bounded), then leave.
+            let deadline = tokio::time::Instant::now() + timeout;
+            while c.counters.active_transfers.load(Relaxed) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
         .await?;
     background.cancel();
     agent.deregister().await;

@@ -95,7 +95,7 @@ async fn servers_start_not_serving() {
     .await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)));
+    tokio::spawn(router.serve_with_incoming(shoal_common::net::incoming(l)));
     for name in ["", "shoal.v1.Tracker"] {
         assert!(!shoal_common::grpc::check_health(&addr, name).await.unwrap());
     }

@@ -140,7 +140,7 @@ pub async fn run(
     router
         .add_service(TraceServiceServer::new(sink).max_decoding_message_size(64 << 20))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shoal_common::net::incoming(listener),
             shutdown.cancelled_owned(),
         )
         .await?;

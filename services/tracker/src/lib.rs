@@ -67,13 +67,10 @@ pub async fn run(
     let stop = shutdown.clone();
     router
         .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                stop.cancelled().await;
-                h.set(false).await;
-            },
-        )
+        .serve_with_incoming_shutdown(shoal_common::net::incoming(listener), async move {
+            stop.cancelled().await;
+            h.set(false).await;
+        })
         .await?;
     Ok(())
 }

@@ -64,7 +64,7 @@ pub async fn run(
         .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
     let stop = shutdown.clone();
     let grpc_server = router.add_service(svc).serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(grpc),
+        shoal_common::net::incoming(grpc),
         async move {
             stop.cancelled().await;
             health.set(false).await;
@@ -79,7 +79,7 @@ pub async fn run(
                 .with_graceful_shutdown(stop_http)
                 .await
         } else {
-            axum::serve(http, app)
+            axum::serve(shoal_common::net::HttpListener::new(http), app)
                 .with_graceful_shutdown(stop_http)
                 .await
         }
