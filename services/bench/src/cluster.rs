@@ -38,10 +38,20 @@ pub struct PeerProc {
     pub zone: String,
 }
 
+/// A webserver in front of the cluster's tracker.
+pub struct WebProc {
+    /// gRPC (`Discover`) URL, for `shoal --endpoint`.
+    pub grpc_url: String,
+    /// HTTP gateway base URL.
+    pub http_url: String,
+    pub pid: u32,
+}
+
 pub struct Cluster {
     pub tracker_url: String,
     pub tracker_pid: u32,
     pub peers: Vec<PeerProc>,
+    pub web: Option<WebProc>,
     pub root: PathBuf,
     tag: String,
     restarts: u32,
@@ -92,6 +102,7 @@ impl Cluster {
             tracker_url,
             tracker_pid,
             peers: Vec::new(),
+            web: None,
             root: root.to_path_buf(),
             tag: tag.to_string(),
             restarts: 0,
@@ -161,6 +172,26 @@ impl Cluster {
         }
     }
 
+    /// Start a webserver for this cluster (once SERVING, i.e. it reaches the tracker).
+    pub fn start_webserver(&mut self, ctx: &Ctx) -> Result<&WebProc> {
+        let (grpc, http) = (free_port()?, free_port()?);
+        let mut cmd = Command::new(ctx.exe("shoal-webserver"));
+        clean_env(&mut cmd);
+        cmd.env("SHOAL_LISTEN_ADDR", format!("127.0.0.1:{grpc}"))
+            .env("SHOAL_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("SHOAL_TRACKER_URL", &self.tracker_url)
+            .env("SHOAL_UPLOAD_DIR", self.root.join("webserver-uploads"));
+        std::fs::create_dir_all(self.root.join("webserver-uploads"))?;
+        let pid = ctx.procs.spawn(&format!("{}-webserver", self.tag), cmd)?;
+        let addr = format!("127.0.0.1:{grpc}");
+        wait_serving(ctx, &addr, pid, "webserver")?;
+        Ok(self.web.insert(WebProc {
+            grpc_url: format!("http://{addr}"),
+            http_url: format!("http://127.0.0.1:{http}"),
+            pid,
+        }))
+    }
+
     /// Restart every peer on the same port and data, so VmHWM counts one run only.
     pub fn restart_peers(&mut self, ctx: &Ctx) -> Result<()> {
         for p in &self.peers {
@@ -180,6 +211,9 @@ impl Cluster {
 
     /// Stop every process and remove the data.
     pub fn destroy(self, ctx: &Ctx) {
+        if let Some(w) = &self.web {
+            ctx.procs.stop(w.pid, Duration::from_secs(10));
+        }
         for p in &self.peers {
             ctx.procs.stop(p.pid, Duration::from_secs(10));
         }

@@ -111,6 +111,8 @@ pub struct Report {
     pub sections: Vec<(String, String)>,
     pub rows: Vec<Row>,
     pub meta: Vec<MetaRow>,
+    /// Small calls: one metadata call, one CLI command, many small files in a row.
+    pub small: Vec<MetaRow>,
     pub ratios: Vec<(String, String)>,
     pub goals: Vec<Goal>,
     pub put_rss: Vec<(String, Option<u64>)>,
@@ -155,6 +157,7 @@ impl Report {
         f.extend(
             self.meta
                 .iter()
+                .chain(&self.small)
                 .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.label))),
         );
         f
@@ -198,24 +201,10 @@ impl Report {
             }
         }
         let _ = writeln!(s, "\n## Tracker metadata load\n");
-        let _ = writeln!(
-            s,
-            "| Load | Rate req/s | p50 ms | p99 ms | max ms | Errors | Notes |"
-        );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-        for r in &self.meta {
-            let note = row_note(&r.note, &r.error, r.skipped);
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                r.label,
-                r.rate.show(0),
-                r.p50_ms.show(2),
-                r.p99_ms.show(2),
-                r.max_ms.show(1),
-                r.errors,
-                note
-            );
+        meta_table(&mut s, "Load", "Rate req/s", &self.meta);
+        if !self.small.is_empty() {
+            let _ = writeln!(s, "\n## Small calls\n");
+            meta_table(&mut s, "Call", "Rate /s", &self.small);
         }
         let _ = writeln!(
             s,
@@ -260,5 +249,27 @@ impl Report {
             let _ = writeln!(s, "```");
         }
         s
+    }
+}
+
+fn meta_table(s: &mut String, first: &str, rate: &str, rows: &[MetaRow]) {
+    let _ = writeln!(
+        s,
+        "| {first} | {rate} | p50 ms | p99 ms | max ms | Errors | Notes |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for r in rows {
+        let note = row_note(&r.note, &r.error, r.skipped);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.label,
+            r.rate.show(0),
+            r.p50_ms.show(2),
+            r.p99_ms.show(2),
+            r.max_ms.show(1),
+            r.errors,
+            note
+        );
     }
 }

@@ -66,13 +66,24 @@ pub struct Args {
     /// Also run the heartbeat row with this many chunks in each fake peer's inventory.
     #[arg(long, env = "BENCH_HB_CHUNKS", default_value_t = 0)]
     pub hb_chunks: usize,
-    /// Sections to skip, comma-separated: put,get,concurrency,rpc,nginx,bittorrent,heartbeats.
+    /// Small calls: 4 KiB files put then got in a row, per run (and ListFiles' size).
+    #[arg(long, env = "BENCH_SMALL_FILES", default_value_t = 1000)]
+    pub small_files: usize,
+    /// Small calls: runs of each one-command CLI row (`shoal ls`, 4 KiB put and get).
+    #[arg(long, env = "BENCH_SMALL_CLI", default_value_t = 20)]
+    pub small_cli: usize,
+    /// Small calls: sequential unary calls per run of each latency row.
+    #[arg(long, env = "BENCH_SMALL_CALLS", default_value_t = 1000)]
+    pub small_calls: usize,
+    /// Sections to skip, comma-separated: put,get,concurrency,rpc,small,nginx,bittorrent,heartbeats.
     #[arg(long, env = "BENCH_SKIP", default_value = "")]
     pub skip: String,
     /// How the benchmark was started, for the record.
     #[arg(long, env = "BENCH_COMMAND", default_value = "")]
     pub command: String,
 }
+
+mod small;
 
 const NAME: &str = "bench";
 const FILE: &str = "bench.bin";
@@ -188,7 +199,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// A file of `size` pseudo-random bytes (BLAKE3 XOF of `seed`); returns its hash.
-fn make_file(path: &Path, size: u64, seed: u64) -> Result<blake3::Hash> {
+pub(crate) fn make_file(path: &Path, size: u64, seed: u64) -> Result<blake3::Hash> {
     let mut xof = blake3::Hasher::new()
         .update(b"shoal-bench")
         .update(&seed.to_le_bytes())
@@ -342,6 +353,20 @@ impl Bench {
         }
         if let Some(c) = self.cluster.take() {
             c.destroy(&self.ctx);
+        }
+
+        if !self.skip("small") {
+            self.section("small calls");
+            let mut small = Vec::new();
+            if let Err(e) = self.small_rows(&mut small) {
+                let mut failed = MetaRow::new("small calls");
+                failed.error = Some(format!("{e:#}"));
+                small.push(failed);
+            }
+            if let Some(c) = self.cluster.take() {
+                c.destroy(&self.ctx);
+            }
+            self.report.small = small;
         }
 
         let mut curl = Row::new("nginx → `curl -o file`", self.size);
@@ -1073,7 +1098,62 @@ impl Bench {
                 .join(", "),
             met: put_rss_ok,
         });
+        goals.extend(small_goals(&self.report.small));
         self.report.ratios = ratios;
         self.report.goals = goals;
     }
+}
+
+/// The small-call goals: loopback latency of one call and of one CLI command.
+fn small_goals(rows: &[MetaRow]) -> Vec<Goal> {
+    let find = |prefix: &str| rows.iter().find(|r| r.label.starts_with(prefix) && r.ok());
+    let p50 = |prefix: &str| find(prefix).and_then(|r| r.p50_ms.median());
+    let rate = |prefix: &str, contains: &str| {
+        rows.iter()
+            .find(|r| r.label.contains(prefix) && r.label.contains(contains) && r.ok())
+            .and_then(|r| r.rate.median())
+    };
+    let below = |what: &str, target: f64, v: Option<f64>| Goal {
+        what: what.into(),
+        target: format!("< {target} ms p50"),
+        measured: v.map(|v| format!("{v:.2} ms")).unwrap_or("–".into()),
+        met: v.map(|v| v < target),
+    };
+    let at_least = |what: &str, target: f64, v: Option<f64>| Goal {
+        what: what.into(),
+        target: format!("≥ {target} files/s"),
+        measured: v.map(|v| format!("{v:.1} files/s")).unwrap_or("–".into()),
+        met: v.map(|v| v >= target),
+    };
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        below("`ClusterInfo`, sequential", 1.0, p50("`ClusterInfo`")),
+        below(
+            "`StatFile` of a 1-chunk file, sequential",
+            1.0,
+            p50("`StatFile` (1 chunk)"),
+        ),
+        below(
+            "`ListFiles` of about 1,000 files, sequential",
+            5.0,
+            p50("`ListFiles`"),
+        ),
+        below(
+            "`shoal ls` via the webserver (wall)",
+            15.0,
+            p50("`shoal ls` via webserver"),
+        ),
+        at_least(
+            "sequential 4 KiB `shoal put`",
+            50.0,
+            rate("sequential", "`shoal put`"),
+        ),
+        at_least(
+            "sequential 4 KiB `shoal get`",
+            100.0,
+            rate("sequential", "`shoal get`"),
+        ),
+    ]
 }
