@@ -113,10 +113,7 @@ fn describe(err: config::ConfigError, vars: &HashMap<String, String>) -> ConfigE
 pub struct TransferConfig {
     /// A chunk transfer (in or out) that moves no byte for this long is abandoned and
     /// its peer treated as failed.
-    #[serde(
-        default = "default_progress_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(default = "default_progress_timeout", with = "humantime_serde")]
     pub progress_timeout: std::time::Duration,
 }
 

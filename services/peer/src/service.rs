@@ -66,8 +66,9 @@ pub struct Faults {
     /// Chunk bytes the peer still moves (in or out) before it freezes; u64::MAX = never.
     budget: AtomicU64,
     refuse_puts: AtomicBool,
-    /// Transfers currently held by a freeze.
+    /// Transfers currently held by a freeze, and ever held.
     stalled: AtomicU32,
+    held: AtomicU64,
     /// GetChunk and PutChunk calls that arrived while frozen.
     pub gets_while_frozen: AtomicU64,
     pub puts_while_frozen: AtomicU64,
@@ -79,6 +80,7 @@ impl Default for Faults {
             budget: AtomicU64::new(u64::MAX),
             refuse_puts: AtomicBool::new(false),
             stalled: AtomicU32::new(0),
+            held: AtomicU64::new(0),
             gets_while_frozen: AtomicU64::new(0),
             puts_while_frozen: AtomicU64::new(0),
         }
@@ -108,6 +110,11 @@ impl Faults {
         self.stalled.load(Relaxed)
     }
 
+    /// Transfers the freeze has held so far.
+    pub fn held(&self) -> u64 {
+        self.held.load(Relaxed)
+    }
+
     /// Answer every PutChunk with UNAVAILABLE.
     pub fn refuse_puts(&self, on: bool) {
         self.refuse_puts.store(on, Relaxed);
@@ -125,6 +132,7 @@ impl Faults {
             return;
         }
         self.stalled.fetch_add(1, Relaxed);
+        self.held.fetch_add(1, Relaxed);
         while self.frozen() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -137,6 +145,7 @@ impl Faults {
             return;
         }
         self.stalled.fetch_add(1, Relaxed);
+        self.held.fetch_add(1, Relaxed);
         while self.frozen() && !gone() {
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -87,8 +87,7 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
         "ListFiles" | "SearchFiles" | "StatFile" | "ListPeers" | "ClusterInfo"
         | "ReportBadChunk" => Role::Read,
         "BeginUpload" | "PlaceChunks" | "ReplaceTargets" | "CommitUpload" | "AbortUpload"
-        | "DeleteFile"
-        | "SetReplicas" | "DrainPeer" => Role::Write,
+        | "DeleteFile" | "SetReplicas" | "DrainPeer" => Role::Write,
         _ => Role::Cluster,
     })
 }

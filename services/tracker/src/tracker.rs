@@ -466,11 +466,11 @@ impl Tracker {
         let avoid = up.avoid.clone();
         let st = &*st;
         let mut holders: Vec<(String, String)> = Vec::new();
-        for id in req.holder_peer_ids.iter().chain(
-            st.live_holders(&h, cfg, now)
-                .into_iter()
-                .map(|p| &p.id),
-        ) {
+        for id in req
+            .holder_peer_ids
+            .iter()
+            .chain(st.live_holders(&h, cfg, now).into_iter().map(|p| &p.id))
+        {
             if let Some(p) = st.peers.get(id) {
                 if !holders.iter().any(|(i, _)| i == id) {
                     holders.push((p.id.clone(), p.zone.clone()));
