@@ -42,8 +42,13 @@ struct Cli {
     tls_key: Option<PathBuf>,
     /// A chunk transfer that moves no byte for this long is abandoned and its peer
     /// avoided for the rest of the get or put (e.g. 10s, 500ms).
-    #[arg(long, global = true, env = "SHOAL_PROGRESS_TIMEOUT", default_value = "10s", value_parser = progress_timeout)]
-    progress_timeout: std::time::Duration,
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_PROGRESS_TIMEOUT",
+        default_value = "10s"
+    )]
+    progress_timeout: String,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -154,7 +159,9 @@ fn progress_timeout(s: &str) -> Result<std::time::Duration, String> {
 
 async fn connect(cli: &Cli) -> Result<Client, ClientError> {
     let mut client = connect_to(cli).await?;
-    client.options.progress_timeout = cli.progress_timeout;
+    // Checked in `main` already.
+    client.options.progress_timeout =
+        progress_timeout(&cli.progress_timeout).map_err(ClientError::Other)?;
     Ok(client)
 }
 
@@ -179,6 +186,11 @@ async fn connect_to(cli: &Cli) -> Result<Client, ClientError> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Err(e) = progress_timeout(&cli.progress_timeout) {
+        // One line, like every other bad input (clap's own errors are several).
+        eprintln!("shoal: --progress-timeout {:?}: {e}", cli.progress_timeout);
+        std::process::exit(2);
+    }
     let telemetry = shoal_common::telemetry::init("shoal-cli", "warn");
     let code = match run(&cli).await {
         Ok(code) => code,

@@ -491,8 +491,10 @@ impl Tracker {
             placement.reason = %reason,
         )
         .in_scope(|| info!("replacement targets chosen"));
+        // Not UNAVAILABLE: clients would take that for this replica being down and ask
+        // another, which does not know the upload.
         if d.chosen.is_empty() {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "no live peer outside the {} that failed in this upload can take chunk {} ({len} bytes)",
                 avoid.len(),
                 req.index
