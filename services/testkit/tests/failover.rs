@@ -261,3 +261,138 @@ async fn http_download_with_a_frozen_replica_completes() {
     );
     frozen.thaw();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_upload_with_a_frozen_peer_completes() {
+    let mut o = opts(&["a", "b", "c"], 2);
+    o.webserver = true;
+    let cluster = TestCluster::start(o).await.unwrap();
+    let c = client(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let size = 2 * MIB;
+    let src = source(work.path(), "u", size, 6);
+    let base = format!("http://{}", cluster.webserver.as_ref().unwrap().http);
+    let frozen = &cluster.faults[0];
+    frozen.freeze();
+    let form = reqwest::multipart::Form::new().text("name", "u").part(
+        "file",
+        reqwest::multipart::Part::bytes(std::fs::read(&src).unwrap()).file_name("u.bin"),
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        http.post(format!("{base}/upload")).multipart(form).send(),
+    )
+    .await
+    .expect("the upload finishes")
+    .unwrap();
+    let status = r.status();
+    assert_eq!(
+        status,
+        reqwest::StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    assert!(frozen.held() > 0, "the frozen peer was in some pipelines");
+    assert_copies(&cluster, &c, "u", 2, 0).await;
+    frozen.thaw();
+    get_same(&c, "u", &src, &work.path().join("out")).await;
+}
+
+/// The tracker hears of failed peers with each replacement request and avoids them for
+/// the rest of that upload only: another upload may still use them, and liveness does
+/// not change on a client's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replacement_hints_are_scoped_to_the_upload() {
+    use shoal_proto::v1 as pb;
+    let cluster = TestCluster::start(opts(&["a", "b", "c"], 2)).await.unwrap();
+    let ch = shoal_common::grpc::channel(&cluster.tracker_addr.to_string()).unwrap();
+    let t = pb::tracker_client::TrackerClient::new(ch);
+    let ids: Vec<String> = (0..3).map(|i| cluster.peer_id(i)).collect();
+    let upload = |name: &'static str| {
+        let mut t = t.clone();
+        async move {
+            let up = t
+                .begin_upload(pb::BeginUploadRequest {
+                    name: name.into(),
+                    size: 10,
+                    replicas: 2,
+                    overwrite: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .upload_id;
+            let hash = blake3::hash(name.as_bytes()).to_hex().to_string();
+            t.place_chunks(pb::PlaceChunksRequest {
+                upload_id: up.clone(),
+                file_id: hash.clone(),
+                chunks: vec![pb::ChunkDigest {
+                    index: 0,
+                    hash,
+                    size: 10,
+                }],
+            })
+            .await
+            .unwrap();
+            up
+        }
+    };
+    let replace = |up: &str, failed: Vec<String>| {
+        let mut t = t.clone();
+        let req = pb::ReplaceTargetsRequest {
+            upload_id: up.into(),
+            index: 0,
+            want: 1,
+            failed_peer_ids: failed,
+            holder_peer_ids: vec![ids[0].clone()],
+        };
+        async move { t.replace_targets(req).await }
+    };
+    let targets = |r: Result<tonic::Response<pb::ReplaceTargetsResponse>, tonic::Status>| {
+        r.unwrap()
+            .into_inner()
+            .targets
+            .into_iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>()
+    };
+
+    let first = upload("first").await;
+    // Peer 1 failed: the replacement goes to zone c, not to the holder's zone.
+    assert_eq!(
+        targets(replace(&first, vec![ids[1].clone()]).await),
+        vec![ids[2].clone()]
+    );
+    // Remembered for this upload without being named again.
+    assert_eq!(targets(replace(&first, vec![]).await), vec![ids[2].clone()]);
+    // Everyone but the holder failed: a clear refusal, not another tracker's business.
+    let err = replace(&first, vec![ids[2].clone()]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("chunk 0"), "{}", err.message());
+
+    // Another upload is not affected by the first one's hints.
+    let second = upload("second").await;
+    assert_eq!(
+        targets(replace(&second, vec![ids[2].clone()]).await),
+        vec![ids[1].clone()]
+    );
+    // No peer's liveness changed on a client's word.
+    let peers = t
+        .clone()
+        .list_peers(pb::ListPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert_eq!(peers.len(), 3);
+    assert!(peers.iter().all(|p| p.state == pb::PeerState::Alive as i32));
+    // Unknown ids are ignored as hints but do not fail the request.
+    assert_eq!(
+        targets(replace(&second, vec!["no-such-peer".into()]).await).len(),
+        1
+    );
+}
