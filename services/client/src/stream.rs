@@ -158,12 +158,44 @@ impl Client {
         stream::iter(wanted)
             .map(move |(c, part)| {
                 let (client, avoid) = (client.clone(), avoid.clone());
+                // A task of its own: a chunk fetched ahead keeps reading while the
+                // consumer (a slow HTTP client) is busy, so no peer waits on us past
+                // its progress deadline. Dropped with the stream.
+                let fetch = tokio::spawn(
+                    async move {
+                        let data = client.fetch_chunk_bytes(&c, &avoid).await?;
+                        Ok::<_, ClientError>(data.slice(part))
+                    }
+                    .in_current_span(),
+                );
+                let fetch = AbortOnDrop(fetch);
                 async move {
-                    let data = client.fetch_chunk_bytes(&c, &avoid).await?;
-                    Ok(data.slice(part))
+                    fetch
+                        .await
+                        .map_err(|e| ClientError::Other(format!("chunk fetch task: {e}")))?
                 }
             })
             .buffered(ahead.max(1))
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }
 

@@ -16,8 +16,9 @@ use futures::StreamExt;
 use shoal_client::{Client, Progress, PutOptions, Quiet};
 use shoal_testkit::{file_hash, random_file, wait_for, ClusterOptions, TestCluster};
 
-/// The progress deadline every node and client of these tests runs with.
-const PROGRESS: Duration = Duration::from_secs(1);
+/// The progress deadline every node and client of these tests runs with (short, yet
+/// long enough that a loaded 2-core CI box does not stall a healthy peer).
+const PROGRESS: Duration = Duration::from_secs(2);
 /// Far below the ~20 s HTTP/2 keep-alive that used to be the only way out.
 const QUICK: Duration = Duration::from_secs(15);
 const MIB: u64 = 1 << 20;
@@ -26,7 +27,7 @@ fn quiet() -> Arc<dyn Progress> {
     Arc::new(Quiet)
 }
 
-/// 64 KiB chunks, a 1 s progress deadline everywhere, and no background repair: the
+/// 64 KiB chunks, a short progress deadline everywhere, and no background repair: the
 /// copies found after a put are the ones the put made.
 fn opts(zones: &[&str], r: u32) -> ClusterOptions {
     let mut o = ClusterOptions::zones(zones).replication(r);
