@@ -491,6 +491,12 @@ impl Tracker {
             placement.reason = %reason,
         )
         .in_scope(|| info!("replacement targets chosen"));
+        // Pipeline recoveries show as placements with outcome "replace" (or "replace_none").
+        self.metrics.placement(if d.chosen.is_empty() {
+            "replace_none"
+        } else {
+            "replace"
+        });
         // Not UNAVAILABLE: clients would take that for this replica being down and ask
         // another, which does not know the upload.
         if d.chosen.is_empty() {
