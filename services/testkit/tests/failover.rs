@@ -397,3 +397,61 @@ async fn replacement_hints_are_scoped_to_the_upload() {
         1
     );
 }
+
+/// A repair copy whose source freezes moves on to the next source within the progress
+/// deadline instead of waiting on the frozen one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_copy_from_a_frozen_source_moves_to_the_next() {
+    use shoal_proto::v1 as pb;
+    let cluster = TestCluster::start(opts(&["a", "b", "c", "a"], 3))
+        .await
+        .unwrap();
+    let c = client(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), "r", MIB, 7);
+    c.put(&src, put_opts("r"), quiet()).await.unwrap();
+    let ids: Vec<String> = (0..4).map(|i| cluster.peer_id(i)).collect();
+    // A chunk some peer lacks: that peer copies it from a frozen holder, then a healthy one.
+    let detail = c.stat("r").await.unwrap();
+    let (chunk, target) = detail
+        .chunks
+        .iter()
+        .find_map(|ch| {
+            let held: Vec<&String> = ch.replicas.iter().map(|r| &r.id).collect();
+            (0..4)
+                .find(|&i| !held.contains(&&ids[i]))
+                .map(|t| (ch.clone(), t))
+        })
+        .expect("with 4 peers and R=3 every chunk misses one");
+    let holders: Vec<usize> = (0..4)
+        .filter(|&i| chunk.replicas.iter().any(|r| r.id == ids[i]))
+        .collect();
+    let (frozen, healthy) = (holders[0], holders[1]);
+    let peer_ref = |i: usize| pb::PeerRef {
+        id: ids[i].clone(),
+        addr: cluster.peers[i].as_ref().unwrap().addr.to_string(),
+        zone: cluster.opts.zones[i].clone(),
+    };
+    cluster.faults[frozen].freeze();
+    let addr = cluster.peers[target].as_ref().unwrap().addr.to_string();
+    let mut p = pb::peer_client::PeerClient::new(shoal_common::grpc::channel(&addr).unwrap());
+    let r = tokio::time::timeout(
+        QUICK,
+        p.replicate_chunk(pb::ReplicateChunkRequest {
+            hash: chunk.hash.clone(),
+            size: chunk.size,
+            sources: vec![peer_ref(frozen), peer_ref(healthy)],
+        }),
+    )
+    .await
+    .expect("the copy moves on within the deadline")
+    .unwrap()
+    .into_inner();
+    assert_eq!(r.source_peer_id, ids[healthy]);
+    assert!(
+        cluster.faults[frozen].held() > 0,
+        "the frozen source was tried first"
+    );
+    assert!(cluster.chunks_on_disk(target).contains(&chunk.hash));
+    cluster.faults[frozen].thaw();
+}
