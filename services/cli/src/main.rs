@@ -40,6 +40,15 @@ struct Cli {
     /// Client key (PEM).
     #[arg(long, global = true, env = "SHOAL_TLS__KEY_FILE")]
     tls_key: Option<PathBuf>,
+    /// A chunk transfer that moves no byte for this long is abandoned and its peer
+    /// avoided for the rest of the get or put (e.g. 10s, 500ms).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_PROGRESS_TIMEOUT",
+        default_value = "10s"
+    )]
+    progress_timeout: String,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -139,7 +148,24 @@ fn exit_code(e: &ClientError) -> i32 {
     }
 }
 
+/// A transfer progress deadline: a duration between 10 ms and 1 hour.
+fn progress_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let t = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if t < std::time::Duration::from_millis(10) || t > std::time::Duration::from_secs(3600) {
+        return Err("must be between 10ms and 1h".into());
+    }
+    Ok(t)
+}
+
 async fn connect(cli: &Cli) -> Result<Client, ClientError> {
+    let mut client = connect_to(cli).await?;
+    // Checked in `main` already.
+    client.options.progress_timeout =
+        progress_timeout(&cli.progress_timeout).map_err(ClientError::Other)?;
+    Ok(client)
+}
+
+async fn connect_to(cli: &Cli) -> Result<Client, ClientError> {
     let token = cli.token.clone();
     if let Some(t) = &cli.tracker {
         return Client::with_token(t, token);
@@ -160,6 +186,11 @@ async fn connect(cli: &Cli) -> Result<Client, ClientError> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Err(e) = progress_timeout(&cli.progress_timeout) {
+        // One line, like every other bad input (clap's own errors are several).
+        eprintln!("shoal: --progress-timeout {:?}: {e}", cli.progress_timeout);
+        std::process::exit(2);
+    }
     let telemetry = shoal_common::telemetry::init("shoal-cli", "warn");
     let code = match run(&cli).await {
         Ok(code) => code,

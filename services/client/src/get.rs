@@ -21,6 +21,7 @@ use shoal_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tracing::{info_span, warn, Instrument};
 
+use crate::failover::{peer_failed, pick, Avoid};
 use crate::{Client, ClientError, Progress, Result};
 
 /// A failed read from one replica: bytes received before the failure, the gRPC code
@@ -260,6 +261,8 @@ impl Client {
             Ok(())
         });
 
+        // Peers that fail or stall are avoided for the rest of this get.
+        let avoid = Avoid::default();
         let mut fetches = Vec::new();
         for (slot, (c, done)) in detail.chunks.iter().zip(&done).enumerate() {
             if done.is_some() {
@@ -267,10 +270,11 @@ impl Client {
             }
             let (wtx, progress) = (wtx.clone(), progress.clone());
             let offset = c.index as u64 * summary.chunk_size;
+            let avoid = &avoid;
             fetches.push(async move {
                 let hash = ChunkHash::new(c.index as u64, tree);
                 let (peer, n, cv) = self
-                    .fetch_chunk(c, offset, hash, wtx, progress.as_ref())
+                    .fetch_chunk(c, offset, hash, wtx, progress.as_ref(), avoid)
                     .await?;
                 Ok::<_, ClientError>((slot, peer, n, cv))
             });
@@ -311,8 +315,9 @@ impl Client {
     }
 
     /// Fetch one chunk, verified. Replicas are tried starting at `index mod n` so
-    /// parallel chunks spread over peers; a failed stream continues on the next
-    /// replica from the same offset; a mismatch restarts the chunk elsewhere.
+    /// parallel chunks spread over peers, peers that failed in this get last; a failed
+    /// or stalled stream continues on another replica from the offset already
+    /// verified; a mismatch restarts the chunk elsewhere.
     async fn fetch_chunk(
         &self,
         c: &pb::ChunkReplicas,
@@ -320,6 +325,7 @@ impl Client {
         mut hasher: ChunkHash,
         wtx: mpsc::Sender<(u64, Bytes)>,
         progress: &dyn Progress,
+        avoid: &Avoid,
     ) -> Result<(String, u64, Verified)> {
         let expected: Hash = c
             .hash
@@ -338,8 +344,13 @@ impl Client {
         let mut pos = 0u64;
         let mut contributors: Vec<&pb::PeerRef> = Vec::new();
         let mut errors = Vec::new();
-        // Each replica gets one try; a mismatch with several contributors gets one full retry.
-        for peer in order.iter().chain(order.iter()).take(n + 1) {
+        let mut tries = vec![0u32; n];
+        // n + 1 reads in all: each replica one, and one more after a mismatch.
+        let attempts = if n == 0 { 0 } else { n + 1 };
+        for _ in 0..attempts {
+            let k = pick(&order, &tries, avoid);
+            tries[k] += 1;
+            let peer = order[k];
             let span = info_span!("chunk.get", chunk.index = c.index, chunk.hash = %c.hash, peer = %peer.id, offset = pos);
             match self
                 .stream_range(peer, c, pos, &mut hasher, file_offset, &wtx, progress)
@@ -351,8 +362,11 @@ impl Client {
                     contributors.push(peer);
                 }
                 Err((got, code, e)) => {
-                    warn!(chunk = c.index, peer = %peer.id, error = %e, "replica failed; continuing on another");
+                    warn!(chunk = c.index, peer = %peer.id, error = %e, offset = pos + got, "replica failed; continuing on another");
                     errors.push(format!("{}: {e}", peer.id));
+                    if peer_failed(code) && avoid.add(&peer.id) {
+                        warn!(peer = %peer.id, "peer avoided for the rest of this get");
+                    }
                     if code == Some(tonic::Code::DataLoss) {
                         // The peer found its copy corrupt: drop what it sent, start over elsewhere.
                         self.report_bad(&peer.id, &c.hash, &e).await;
@@ -446,9 +460,16 @@ impl Client {
             offset,
             length: c.size - offset,
         };
-        let stream = client
-            .get_chunk(req)
+        let progress = self.options.progress_timeout;
+        let stream = tokio::time::timeout(progress, client.get_chunk(req))
             .await
+            .map_err(|_| {
+                (
+                    0,
+                    Some(tonic::Code::DeadlineExceeded),
+                    format!("no answer within {progress:?}"),
+                )
+            })?
             .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
             .into_inner();
         Ok(ReplicaRead {
@@ -456,13 +477,13 @@ impl Client {
             offset,
             size: c.size,
             got: 0,
-            idle: self.options.idle_timeout,
+            idle: progress,
         })
     }
 }
 
 /// A chunk range being read from one replica. `next` yields its messages in order; a
-/// stream that stalls for the idle timeout, sends more than the chunk holds, or ends
+/// stream that stalls for the progress timeout, sends more than the chunk holds, or ends
 /// early is an error carrying how many bytes arrived before it.
 pub(crate) struct ReplicaRead {
     stream: tonic::Streaming<pb::ChunkData>,
@@ -477,7 +498,13 @@ impl ReplicaRead {
     pub async fn next(&mut self) -> std::result::Result<Option<Bytes>, ReplicaError> {
         let got = self.got;
         let msg = match tokio::time::timeout(self.idle, self.stream.message()).await {
-            Err(_) => return Err((got, None, "stalled".into())),
+            Err(_) => {
+                return Err((
+                    got,
+                    Some(tonic::Code::DeadlineExceeded),
+                    format!("stalled: no bytes for {:?}", self.idle),
+                ))
+            }
             Ok(Err(e)) => return Err((got, Some(e.code()), e.message().to_string())),
             Ok(Ok(None)) if self.offset + got == self.size => return Ok(None),
             Ok(Ok(None)) => {

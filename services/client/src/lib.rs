@@ -8,6 +8,7 @@
 
 pub mod display;
 mod error;
+mod failover;
 mod get;
 mod put;
 mod stream;
@@ -44,8 +45,12 @@ pub struct Options {
     pub get_parallelism: usize,
     /// Chunks uploaded at once.
     pub put_parallelism: usize,
-    /// A chunk stream that sends nothing for this long is abandoned for another replica.
-    pub idle_timeout: std::time::Duration,
+    /// A chunk transfer (a get stream, or a put pipeline taking no bytes or giving no
+    /// answer) that makes no progress for this long is abandoned, and its peer avoided
+    /// for the rest of the get or put.
+    pub progress_timeout: std::time::Duration,
+    /// Pipelines one chunk of a put may try, the first included, before the put fails.
+    pub put_attempts: usize,
 }
 
 impl Default for Options {
@@ -53,7 +58,8 @@ impl Default for Options {
         Self {
             get_parallelism: 8,
             put_parallelism: 4,
-            idle_timeout: std::time::Duration::from_secs(30),
+            progress_timeout: shoal_common::config::DEFAULT_PROGRESS_TIMEOUT,
+            put_attempts: 4,
         }
     }
 }

@@ -1,5 +1,11 @@
 //! Upload: fragment (tracker), hash once, place (tracker), stream each chunk once to
 //! the head of its pipeline, commit.
+//!
+//! A pipeline that loses a hop (a peer dead, refusing, or stalled past the progress
+//! deadline) is completed on replacement targets from the tracker (HDFS's
+//! replace-datanode-on-failure) until the chunk is durable on min(R, 2) peers; copies
+//! beyond that are left to repair. Peers that failed are avoided for the rest of the
+//! put, and named to the tracker with every replacement request.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -16,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::failover::{answer_deadline, Avoid, Clock};
 use crate::{Client, ClientError, Progress, Result};
 
 #[derive(Debug, Clone, Default)]
@@ -268,6 +275,14 @@ impl Client {
             .map(|p| digests[p.index as usize].size)
             .sum();
         progress.advance(skipped);
+        // Peers that fail or stall are avoided for the rest of this put.
+        let avoid = Avoid::default();
+        let up = Upload {
+            id: &begin.upload_id,
+            path,
+            avoid: &avoid,
+        };
+        let up = &up;
         // Futures are built eagerly: no closure types end up inside the spawned future.
         let mut sends = Vec::new();
         for p in &placed.placements {
@@ -277,7 +292,7 @@ impl Client {
             let len = digests[p.index as usize].size;
             sends.push(async move {
                 let peer_ids = self
-                    .send_chunk(path, p, p.index as u64 * chunk_size, len)
+                    .send_chunk(up, p, p.index as u64 * chunk_size, len)
                     .await?;
                 progress.advance(len);
                 Ok::<_, ClientError>(pb::ChunkStored {
@@ -304,66 +319,197 @@ impl Client {
         Ok(result(committed.file))
     }
 
-    /// Send one chunk down its pipeline; if the head is unreachable, the next target
-    /// becomes the head. Returns the peers that acknowledged it durable.
+    /// Store one chunk on min(R, 2) peers: down its pipeline, then, for every hop
+    /// lost, down a pipeline of the targets not reached and replacements from the
+    /// tracker, at most `put_attempts` pipelines in all. Returns the peers that
+    /// acknowledged it durable.
     async fn send_chunk(
         &self,
-        path: &Path,
+        up: &Upload<'_>,
         p: &pb::ChunkPlacement,
         offset: u64,
         len: u64,
     ) -> Result<Vec<String>> {
         let need = p.targets.len().min(2);
-        let mut targets = p.targets.clone();
-        let mut last_err = String::from("no target peers");
-        while !targets.is_empty() {
-            let head = targets.remove(0);
-            let header = pb::PutChunkHeader {
-                hash: p.hash.clone(),
-                size: len,
-                forward: targets.clone(),
-            };
-            let msgs = chunk_messages(path.to_path_buf(), offset, len, header);
-            let span = info_span!("chunk.send", chunk.index = p.index, chunk.hash = %p.hash, peer = %head.id, bytes = len);
-            match self
-                .peer(&head.addr)?
-                .put_chunk(msgs)
-                .instrument(span)
-                .await
-            {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    for f in &r.failures {
-                        warn!(chunk = p.index, peer = %f.peer_id, error = %f.error, "pipeline hop failed; repair will add the copy");
+        let attempts = self.options.put_attempts.max(1);
+        let mut stored: Vec<String> = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        let mut targets: Vec<pb::PeerRef> = p
+            .targets
+            .iter()
+            .filter(|t| !up.avoid.has(&t.id))
+            .cloned()
+            .collect();
+        let mut tried = 0;
+        while tried < attempts && stored.len() < need {
+            let short = need.saturating_sub(stored.len() + targets.len());
+            if short > 0 {
+                match self.replace_targets(up, p.index, short, &stored).await {
+                    Ok(more) => {
+                        for t in more {
+                            if !stored.contains(&t.id) && !targets.iter().any(|x| x.id == t.id) {
+                                targets.push(t);
+                            }
+                        }
                     }
-                    if r.stored_on.len() >= need.min(1 + targets.len()) {
-                        debug!(chunk = p.index, stored_on = ?r.stored_on, "chunk durable");
-                        return Ok(r.stored_on);
-                    }
-                    last_err = format!("stored on {} peers, {need} needed", r.stored_on.len());
-                    targets.retain(|t| !r.stored_on.contains(&t.id));
-                    if !r.stored_on.is_empty() && targets.is_empty() {
-                        return Ok(r.stored_on);
-                    }
-                }
-                Err(s)
-                    if s.code() == tonic::Code::DataLoss
-                        || s.code() == tonic::Code::InvalidArgument =>
-                {
-                    return Err(ClientError::rpc(
-                        &format!("put chunk {} to peer {}", p.index, head.id),
-                        s,
-                    ));
-                }
-                Err(s) => {
-                    warn!(chunk = p.index, peer = %head.id, error = %s.message(), "pipeline head failed; trying the next target");
-                    last_err = format!("peer {} ({}): {}", head.id, head.addr, s.message());
+                    Err(e) => errors.push(format!("no replacement targets: {e}")),
                 }
             }
+            if targets.is_empty() {
+                break;
+            }
+            tried += 1;
+            let a = self
+                .push_pipeline(up.path, p, offset, len, &targets)
+                .await?;
+            for id in a.stored_on {
+                if !stored.contains(&id) {
+                    stored.push(id);
+                }
+            }
+            for (id, why) in &a.failed {
+                warn!(chunk = p.index, peer = %id, error = %why, "pipeline hop failed; peer avoided for the rest of this put");
+                up.avoid.add(id);
+                errors.push(format!("peer {id}: {why}"));
+            }
+            // Next round: the targets the pipeline never reached, then replacements.
+            targets.retain(|t| {
+                !stored.contains(&t.id)
+                    && !a.failed.iter().any(|(id, _)| id == &t.id)
+                    && !up.avoid.has(&t.id)
+            });
+        }
+        if stored.len() >= need {
+            debug!(chunk = p.index, stored_on = ?stored, "chunk durable");
+            return Ok(stored);
         }
         Err(ClientError::Other(format!(
-            "chunk {} could not be stored: {last_err}",
-            p.index
+            "chunk {} ({}) is durable on {} of the {need} peers required after {tried} pipeline attempt(s): {}",
+            p.index,
+            p.hash,
+            stored.len(),
+            if errors.is_empty() {
+                "no target peers".to_string()
+            } else {
+                errors.join("; ")
+            }
         )))
     }
+
+    /// Send one chunk down one pipeline (`targets[0]` first) under the progress
+    /// deadline: the head must keep taking bytes, and answer within one deadline per
+    /// hop of the last one. A chunk the peers call bad (the file changed under us, a
+    /// hash mismatch) fails the put.
+    async fn push_pipeline(
+        &self,
+        path: &Path,
+        p: &pb::ChunkPlacement,
+        offset: u64,
+        len: u64,
+        targets: &[pb::PeerRef],
+    ) -> Result<Pipeline> {
+        let head = &targets[0];
+        let header = pb::PutChunkHeader {
+            hash: p.hash.clone(),
+            size: len,
+            forward: targets[1..].to_vec(),
+        };
+        let clock = Arc::new(Clock::new());
+        let mut sent = 0u64;
+        let ticks = clock.clone();
+        let msgs = chunk_messages(path.to_path_buf(), offset, len, header).inspect(move |m| {
+            if let Some(pb::put_chunk_request::Msg::Data(d)) = &m.msg {
+                sent += d.len() as u64;
+            }
+            ticks.tick(sent >= len);
+        });
+        let progress = self.options.progress_timeout;
+        let span = info_span!("chunk.send", chunk.index = p.index, chunk.hash = %p.hash, peer = %head.id, pipeline = targets.len(), bytes = len);
+        let result = match self.peer(&head.addr) {
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            Ok(mut client) => {
+                let call = client.put_chunk(msgs).instrument(span);
+                tokio::select! {
+                    r = call => r,
+                    why = clock.stalled(progress, answer_deadline(progress, targets.len())) => {
+                        Err(tonic::Status::deadline_exceeded(why))
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Pipeline {
+                    stored_on: r.stored_on,
+                    failed: r
+                        .failures
+                        .into_iter()
+                        .map(|f| (f.peer_id, f.error))
+                        .collect(),
+                })
+            }
+            Err(s)
+                if s.code() == tonic::Code::DataLoss
+                    || s.code() == tonic::Code::InvalidArgument =>
+            {
+                Err(ClientError::rpc(
+                    &format!("put chunk {} to peer {}", p.index, head.id),
+                    s,
+                ))
+            }
+            // The head failed: nothing it forwarded counts (its next hops drop a chunk
+            // whose stream broke); they stay candidates for the next pipeline.
+            Err(s) => Ok(Pipeline {
+                stored_on: Vec::new(),
+                failed: vec![(head.id.clone(), format!("{} ({})", s.message(), head.addr))],
+            }),
+        }
+    }
+
+    /// Ask the tracker for `want` new targets for chunk `index`, naming the peers that
+    /// failed in this put (the tracker avoids them for the rest of it) and the ones
+    /// that already hold the chunk.
+    async fn replace_targets(
+        &self,
+        up: &Upload<'_>,
+        index: u32,
+        want: usize,
+        holders: &[String],
+    ) -> Result<Vec<pb::PeerRef>> {
+        let failed = up.avoid.list();
+        let mut holders = holders.to_vec();
+        holders.truncate(crate::failover::MAX_HINTED_PEERS);
+        let resp = self
+            .trackers
+            .call(
+                &format!("put: replacement targets for chunk {index}"),
+                |mut c| {
+                    let req = pb::ReplaceTargetsRequest {
+                        upload_id: up.id.to_string(),
+                        index,
+                        want: want as u32,
+                        failed_peer_ids: failed.clone(),
+                        holder_peer_ids: holders.clone(),
+                    };
+                    async move { c.replace_targets(req).await }
+                },
+            )
+            .await?;
+        debug!(chunk = index, reason = %resp.reason, "replacement targets");
+        Ok(resp.targets)
+    }
+}
+
+/// What one put shares between its chunks.
+struct Upload<'a> {
+    id: &'a str,
+    path: &'a Path,
+    avoid: &'a Avoid,
+}
+
+/// The outcome of one pipeline: where the chunk is durable, which hops failed and why.
+struct Pipeline {
+    stored_on: Vec<String>,
+    failed: Vec<(String, String)>,
 }

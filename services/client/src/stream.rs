@@ -13,6 +13,7 @@ use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
 use tracing::{info_span, warn, Instrument};
 
+use crate::failover::{peer_failed, pick, Avoid};
 use crate::{Client, ClientError, Result};
 
 /// Chunks at least this big are hashed on a blocking thread.
@@ -26,8 +27,13 @@ impl Client {
     /// starting at `index mod n` so parallel chunks spread over peers; a stream that
     /// fails continues on the next replica from the same offset; a mismatch (or a peer
     /// reporting its copy corrupt) drops the bytes, reports the copy and starts over
-    /// on another replica.
-    pub async fn fetch_chunk_bytes(&self, c: &pb::ChunkReplicas) -> Result<Bytes> {
+    /// on another replica. Peers in `avoid` (failed earlier in the same transfer) are
+    /// tried last; peers failing here join it.
+    pub(crate) async fn fetch_chunk_bytes(
+        &self,
+        c: &pb::ChunkReplicas,
+        avoid: &Avoid,
+    ) -> Result<Bytes> {
         let expected: Hash = c
             .hash
             .parse()
@@ -50,14 +56,21 @@ impl Client {
         let mut buf = BytesMut::with_capacity(size);
         let mut contributors: Vec<&pb::PeerRef> = Vec::new();
         let mut errors = Vec::new();
-        // Each replica gets one try; a mismatch with several contributors gets one more.
-        for peer in order.iter().chain(order.iter()).take(n + 1) {
+        let mut tries = vec![0u32; n];
+        // n + 1 reads in all: each replica one, and one more after a mismatch.
+        for _ in 0..n + 1 {
+            let k = pick(&order, &tries, avoid);
+            tries[k] += 1;
+            let peer = order[k];
             let span = info_span!("chunk.fetch", chunk.index = c.index, chunk.hash = %c.hash, peer = %peer.id, offset = buf.len());
             match self.read_replica(peer, c, &mut buf).instrument(span).await {
                 Ok(()) => contributors.push(peer),
                 Err((got, code, e)) => {
-                    warn!(chunk = c.index, peer = %peer.id, error = %e, "replica failed; continuing on another");
+                    warn!(chunk = c.index, peer = %peer.id, error = %e, offset = buf.len(), "replica failed; continuing on another");
                     errors.push(format!("{}: {e}", peer.id));
+                    if peer_failed(code) && avoid.add(&peer.id) {
+                        warn!(peer = %peer.id, "peer avoided for the rest of this download");
+                    }
                     if code == Some(tonic::Code::DataLoss) {
                         self.report_bad(&peer.id, &c.hash, &e).await;
                         buf.clear();
@@ -140,15 +153,49 @@ impl Client {
             wanted.sort_by_key(|(c, _)| c.index);
         }
         let client = self.clone();
+        // Peers that fail or stall are avoided for the rest of this stream.
+        let avoid = Arc::new(Avoid::default());
         stream::iter(wanted)
             .map(move |(c, part)| {
-                let client = client.clone();
+                let (client, avoid) = (client.clone(), avoid.clone());
+                // A task of its own: a chunk fetched ahead keeps reading while the
+                // consumer (a slow HTTP client) is busy, so no peer waits on us past
+                // its progress deadline. Dropped with the stream.
+                let fetch = tokio::spawn(
+                    async move {
+                        let data = client.fetch_chunk_bytes(&c, &avoid).await?;
+                        Ok::<_, ClientError>(data.slice(part))
+                    }
+                    .in_current_span(),
+                );
+                let fetch = AbortOnDrop(fetch);
                 async move {
-                    let data = client.fetch_chunk_bytes(&c).await?;
-                    Ok(data.slice(part))
+                    fetch
+                        .await
+                        .map_err(|e| ClientError::Other(format!("chunk fetch task: {e}")))?
                 }
             })
             .buffered(ahead.max(1))
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }
 

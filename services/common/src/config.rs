@@ -106,6 +106,47 @@ fn describe(err: config::ConfigError, vars: &HashMap<String, String>) -> ConfigE
     }
 }
 
+/// How chunk transfers notice a dead or frozen party (`SHOAL_TRANSFER__*`), shared by the
+/// peer and the webserver (the CLI takes the same setting as a flag).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferConfig {
+    /// A chunk transfer (in or out) that moves no byte for this long is abandoned and
+    /// its peer treated as failed.
+    #[serde(default = "default_progress_timeout", with = "humantime_serde")]
+    pub progress_timeout: std::time::Duration,
+}
+
+/// The default progress deadline of a chunk transfer.
+pub const DEFAULT_PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn default_progress_timeout() -> std::time::Duration {
+    DEFAULT_PROGRESS_TIMEOUT
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            progress_timeout: DEFAULT_PROGRESS_TIMEOUT,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// Between 10 ms and 1 hour.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = self.progress_timeout;
+        if t < std::time::Duration::from_millis(10) || t > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "transfer.progress_timeout",
+                format!("{t:?}"),
+                "must be between 10ms and 1h",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Print the error as one line on stderr and exit 64.
 pub fn exit_on_error<T>(r: Result<T, ConfigError>) -> T {
     match r {

@@ -20,6 +20,11 @@ pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// Longest a call may take before the server gives up on it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// HTTP/2 keep-alive on every server and channel: a peer that stops answering pings
+/// (a dead host, a frozen process) fails its connection within interval + timeout.
+/// Chunk transfers have their own, per-transfer progress deadline on top of this.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message any shoal server decodes (inventories of big peers).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -126,8 +131,8 @@ fn tuned_server() -> Server<Base> {
         .max_frame_size(MAX_FRAME_BYTES)
         // No `.tcp_nodelay(true)` here: servers accept through `net::incoming`, which
         // tunes every accepted socket (tonic's setting only reaches its own listener).
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // Bounds on what one connection can ask at once, and on how long a call may
         // take to answer (a whole chunk upload is one call: generous).
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -169,8 +174,8 @@ fn raw_channel(addr: &str) -> Result<Channel, tonic::Status> {
         .max_frame_size(MAX_FRAME_BYTES)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let endpoint = match crate::tls::client() {
         Some(tls) if endpoint.uri().scheme_str() == Some("https") => endpoint
             .tls_config(tls.clone())

@@ -39,6 +39,12 @@ pub struct PeerConfig {
     pub auth: shoal_common::auth::AuthConfig,
     #[serde(default)]
     pub tls: shoal_common::tls::TlsConfig,
+    /// Progress deadlines of chunk transfers (`SHOAL_TRANSFER__PROGRESS_TIMEOUT`).
+    #[serde(default)]
+    pub transfer: shoal_common::config::TransferConfig,
+    /// Fault injection for in-process tests; never set from the environment.
+    #[serde(skip)]
+    pub faults: Option<std::sync::Arc<crate::service::Faults>>,
     /// On SIGTERM, how long in-flight transfers may take before the peer leaves.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -142,6 +148,7 @@ impl PeerConfig {
                 ));
             }
         }
+        self.transfer.validate()?;
         self.auth.resolve()?;
         self.tls.server()?;
         self.tls.client()?;

@@ -81,6 +81,8 @@ pub async fn run(
         corrupt: corrupt_tx,
         channels: shoal_common::grpc::Channels::with_token(cluster_token.clone()),
         max_transfers: cfg.max_transfers,
+        progress_timeout: cfg.transfer.progress_timeout,
+        faults: cfg.faults.clone().unwrap_or_default(),
     });
     let trackers = cfg
         .tracker_url

@@ -1,10 +1,16 @@
 //! `shoal.v1.Peer` over gRPC: chunks in (verified while streaming, forwarded down the
 //! pipeline as they arrive), chunks out (verified while read), copies from other peers.
+//!
+//! Every transfer has a progress deadline (`transfer.progress_timeout`): a sender,
+//! reader or next hop that moves no byte for that long is treated as failed, so a
+//! frozen peer costs a pipeline seconds, not minutes. A hop that fails is reported in
+//! the answer (`failures`) and the copies that did land are still listed.
 
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -44,6 +50,124 @@ pub struct PeerCore {
     pub corrupt: mpsc::UnboundedSender<Hash>,
     pub channels: shoal_common::grpc::Channels,
     pub max_transfers: u32,
+    /// A transfer that moves no byte for this long is abandoned.
+    pub progress_timeout: Duration,
+    /// Fault injection (tests only; inert by default).
+    pub faults: Arc<Faults>,
+}
+
+/// Fault injection for in-process tests, in the manner of tikv's failpoints: inert
+/// unless a test arms it. Armed, the peer behaves like a frozen process for chunk
+/// transfers (it accepts calls and connections but moves no chunk byte) or refuses
+/// uploads. Heartbeats continue, so the tracker does not learn of the fault: only the
+/// transfer deadlines do.
+#[derive(Debug)]
+pub struct Faults {
+    /// Chunk bytes the peer still moves (in or out) before it freezes; u64::MAX = never.
+    budget: AtomicU64,
+    refuse_puts: AtomicBool,
+    /// Transfers currently held by a freeze, and ever held.
+    stalled: AtomicU32,
+    held: AtomicU64,
+    /// GetChunk and PutChunk calls that arrived while frozen.
+    pub gets_while_frozen: AtomicU64,
+    pub puts_while_frozen: AtomicU64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            budget: AtomicU64::new(u64::MAX),
+            refuse_puts: AtomicBool::new(false),
+            stalled: AtomicU32::new(0),
+            held: AtomicU64::new(0),
+            gets_while_frozen: AtomicU64::new(0),
+            puts_while_frozen: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Faults {
+    /// Freeze once `bytes` more chunk bytes have moved through this peer.
+    pub fn freeze_after(&self, bytes: u64) {
+        self.budget.store(bytes, Relaxed);
+    }
+
+    pub fn freeze(&self) {
+        self.freeze_after(0);
+    }
+
+    pub fn thaw(&self) {
+        self.budget.store(u64::MAX, Relaxed);
+    }
+
+    pub fn frozen(&self) -> bool {
+        self.budget.load(Relaxed) == 0
+    }
+
+    /// Transfers currently held by the freeze.
+    pub fn stalled(&self) -> u32 {
+        self.stalled.load(Relaxed)
+    }
+
+    /// Transfers the freeze has held so far.
+    pub fn held(&self) -> u64 {
+        self.held.load(Relaxed)
+    }
+
+    /// Answer every PutChunk with UNAVAILABLE.
+    pub fn refuse_puts(&self, on: bool) {
+        self.refuse_puts.store(on, Relaxed);
+    }
+
+    fn spend(&self, n: u64) {
+        let _ = self.budget.fetch_update(Relaxed, Relaxed, |b| {
+            (b != u64::MAX).then(|| b.saturating_sub(n))
+        });
+    }
+
+    /// Hold an async transfer while frozen.
+    async fn hold(&self) {
+        if !self.frozen() {
+            return;
+        }
+        self.stalled.fetch_add(1, Relaxed);
+        self.held.fetch_add(1, Relaxed);
+        while self.frozen() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stalled.fetch_sub(1, Relaxed);
+    }
+
+    /// Hold a blocking transfer while frozen, or until `gone` says its reader left.
+    fn hold_blocking(&self, gone: impl Fn() -> bool) {
+        if !self.frozen() {
+            return;
+        }
+        self.stalled.fetch_add(1, Relaxed);
+        self.held.fetch_add(1, Relaxed);
+        while self.frozen() && !gone() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stalled.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Send on a bounded channel from a blocking thread, giving up when the receiver takes
+/// nothing for `within` (a reader that stopped reading) or is gone.
+fn send_blocking<T>(tx: &mpsc::Sender<T>, msg: T, within: Duration) -> Result<(), &'static str> {
+    let rt = tokio::runtime::Handle::current();
+    match rt.block_on(tokio::time::timeout(within, tx.send(msg))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("reader went away"),
+        Err(_) => Err("reader stalled"),
+    }
+}
+
+/// How long to wait for the answer of a pipeline whose bytes are all sent: each hop
+/// may spend one progress deadline discovering that its own next hop is stuck.
+pub fn answer_deadline(progress: Duration, hops: usize) -> Duration {
+    progress * (hops as u32 + 1)
 }
 
 struct Active<'a>(&'a AtomicU32);
@@ -79,7 +203,9 @@ impl PeerCore {
         size: u64,
         mut next: impl FnMut() -> futures::future::BoxFuture<'static, Result<Option<Bytes>, Status>>,
         mut tee: Option<mpsc::Sender<pb::PutChunkRequest>>,
-    ) -> Result<bool, Status> {
+    ) -> Result<Received, Status> {
+        let progress = self.progress_timeout;
+        let mut tee_stalled = false;
         let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
         let store = self.store.clone();
         // Set when the stream fails: the writer may already hold every declared byte
@@ -101,14 +227,22 @@ impl PeerCore {
         let mut received = 0u64;
         let mut early: Option<Status> = None;
         loop {
-            let data = match next().await {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(e) => {
+            self.faults.hold().await;
+            let data = match tokio::time::timeout(progress, next()).await {
+                Ok(Ok(Some(d))) => d,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
                     early = Some(e);
                     break;
                 }
+                Err(_) => {
+                    early = Some(Status::deadline_exceeded(format!(
+                        "no bytes of chunk {h} for {progress:?} after {received} bytes: sender stalled"
+                    )));
+                    break;
+                }
             };
+            self.faults.spend(data.len() as u64);
             received += data.len() as u64;
             if received > size {
                 early = Some(Status::invalid_argument(format!(
@@ -120,8 +254,15 @@ impl PeerCore {
                 let msg = pb::PutChunkRequest {
                     msg: Some(pb::put_chunk_request::Msg::Data(data.clone())),
                 };
-                if t.send(msg).await.is_err() {
-                    tee = None; // downstream failed; its error is reported when joined
+                match tokio::time::timeout(progress, t.send(msg)).await {
+                    Ok(Ok(())) => {}
+                    // Downstream failed; its error is reported when joined.
+                    Ok(Err(_)) => tee = None,
+                    // Downstream took nothing for a whole deadline: it is stuck.
+                    Err(_) => {
+                        tee = None;
+                        tee_stalled = true;
+                    }
                 }
             }
             if tx.send(data).await.is_err() {
@@ -142,9 +283,9 @@ impl PeerCore {
             .map_err(|e| Status::internal(format!("writer task: {e}")))?;
         self.counters.bytes_in.fetch_add(received, Relaxed);
         match stored {
-            Ok(new) => {
+            Ok(_) => {
                 self.counters.chunks_received.fetch_add(1, Relaxed);
-                Ok(new)
+                Ok(Received { tee_stalled })
             }
             Err(e @ StoreError::Mismatch { .. }) => {
                 self.counters.verify_failures.fetch_add(1, Relaxed);
@@ -154,6 +295,12 @@ impl PeerCore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A chunk received and stored.
+struct Received {
+    /// The next hop took no byte for a whole progress deadline and was cut off.
+    tee_stalled: bool,
 }
 
 pub struct PeerService {
@@ -169,9 +316,21 @@ impl PeerRpc for PeerService {
         req: Request<Streaming<pb::PutChunkRequest>>,
     ) -> R<pb::PutChunkResponse> {
         let core = &self.core;
+        if core.faults.frozen() {
+            core.faults.puts_while_frozen.fetch_add(1, Relaxed);
+        }
+        if core.faults.refuse_puts.load(Relaxed) {
+            return Err(Status::unavailable("peer refuses uploads (fault injected)"));
+        }
         let _active = Active::admit(&core.counters.active_transfers, core.max_transfers)?;
         let mut stream = req.into_inner();
-        let header = match stream.message().await? {
+        let progress = core.progress_timeout;
+        let first = tokio::time::timeout(progress, stream.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!("no PutChunk header within {progress:?}"))
+            })??;
+        let header = match first {
             Some(pb::PutChunkRequest {
                 msg: Some(pb::put_chunk_request::Msg::Header(h)),
             }) => h,
@@ -222,8 +381,10 @@ impl PeerRpc for PeerService {
                 }
                 .instrument(fspan),
             );
-            Some((tx, task, header.forward[0].id.clone()))
+            Some((tx, task, next.id.clone()))
         };
+        // Hops after this one, for the answer deadline.
+        let hops_after = header.forward.iter().filter(|p| p.id != core.id).count();
 
         let stream = Arc::new(tokio::sync::Mutex::new(stream));
         let next = move || {
@@ -251,17 +412,41 @@ impl PeerRpc for PeerService {
             .instrument(span.clone())
             .await;
         let mut resp = pb::PutChunkResponse::default();
-        match &local {
-            Ok(_) => resp.stored_on.push(core.id.clone()),
+        let tee_stalled = match &local {
+            Ok(r) => {
+                resp.stored_on.push(core.id.clone());
+                r.tee_stalled
+            }
             Err(e) => {
                 if let Some(t) = task {
                     t.abort();
                 }
                 return Err(Status::new(e.code(), e.message().to_string()));
             }
-        }
-        if let Some(task) = task {
-            match task.await {
+        };
+        if let Some(mut task) = task {
+            let wait = answer_deadline(progress, hops_after);
+            let answer = if tee_stalled {
+                task.abort();
+                None
+            } else {
+                tokio::time::timeout(wait, &mut task).await.ok()
+            };
+            let Some(answer) = answer else {
+                task.abort();
+                let why = if tee_stalled {
+                    format!("next hop took no bytes for {progress:?}")
+                } else {
+                    format!("next hop did not answer within {wait:?}")
+                };
+                warn!(chunk = %h, next = %next_id, error = %why, "pipeline hop stalled; cut off");
+                resp.failures.push(pb::ForwardFailure {
+                    peer_id: next_id,
+                    error: why,
+                });
+                return Ok(Response::new(resp));
+            };
+            match answer {
                 Ok(Ok(down)) => {
                     resp.stored_on.extend(down.stored_on);
                     resp.failures.extend(down.failures);
@@ -292,6 +477,9 @@ impl PeerRpc for PeerService {
         let req = req.into_inner();
         let h = hash::parse(&req.hash)?;
         let core = self.core.clone();
+        if core.faults.frozen() {
+            core.faults.gets_while_frozen.fetch_add(1, Relaxed);
+        }
         if core.counters.active_transfers.load(Relaxed) >= core.max_transfers {
             return Err(Status::resource_exhausted(format!(
                 "peer busy: {} transfers in progress; try another replica",
@@ -346,11 +534,16 @@ impl PeerRpc for PeerService {
                 let (s, e) = (pos.max(req.offset), (pos + n as u64).min(end));
                 if s < e {
                     let data = Bytes::from(buf).slice((s - pos) as usize..(e - pos) as usize);
+                    core.faults.hold_blocking(|| tx.is_closed());
+                    core.faults.spend(data.len() as u64);
                     core.counters
                         .bytes_out
                         .fetch_add(data.len() as u64, Relaxed);
-                    if tx.blocking_send(Ok(pb::ChunkData { data })).is_err() {
-                        return; // the reader went away
+                    let msg = Ok(pb::ChunkData { data });
+                    if let Err(why) = send_blocking(&tx, msg, core.progress_timeout) {
+                        // The reader went away or stopped reading: free the thread.
+                        warn!(error = why, "chunk read abandoned");
+                        return;
                     }
                 }
                 pos += n as u64;
@@ -428,13 +621,20 @@ impl PeerRpc for PeerService {
             let span = info_span!("chunk.replicate", chunk = %h, source = %src.id, target = %core.id, bytes = req.size);
             let result = async {
                 let mut c = pb::peer_client::PeerClient::new(core.channels.get(&src.addr)?);
-                let stream = c
-                    .get_chunk(pb::GetChunkRequest {
-                        hash: h.to_hex(),
-                        offset: 0,
-                        length: 0,
-                    })
-                    .await?
+                let progress = core.progress_timeout;
+                let open = c.get_chunk(pb::GetChunkRequest {
+                    hash: h.to_hex(),
+                    offset: 0,
+                    length: 0,
+                });
+                let stream = tokio::time::timeout(progress, open)
+                    .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded(format!(
+                            "source {} did not answer within {progress:?}",
+                            src.id
+                        ))
+                    })??
                     .into_inner();
                 let stream = Arc::new(tokio::sync::Mutex::new(stream));
                 let next = move || {

@@ -8,6 +8,7 @@ pub mod procs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -182,6 +183,9 @@ pub struct ClusterOptions {
     pub store: TestStore,
     /// Tracker replicas (more than one needs `TestStore::Postgres`).
     pub trackers: usize,
+    /// Progress deadline of chunk transfers on every peer and the webserver
+    /// (`SHOAL_TRANSFER__PROGRESS_TIMEOUT`); the default when `None`.
+    pub progress_timeout: Option<Duration>,
 }
 
 impl ClusterOptions {
@@ -205,6 +209,7 @@ impl ClusterOptions {
             tls: Default::default(),
             store: TestStore::from_env(),
             trackers: 1,
+            progress_timeout: None,
         }
     }
 
@@ -238,6 +243,9 @@ pub struct TestCluster {
     /// The cluster's own database (with `TestStore::Postgres`).
     pub store_url: Option<String>,
     pub peers: Vec<Option<Node>>,
+    /// Fault injection for peer `i` (kept across restarts): freeze it, make it refuse
+    /// uploads, count the calls it got while frozen.
+    pub faults: Vec<Arc<shoal_peer::service::Faults>>,
     pub webserver: Option<Webserver>,
 }
 
@@ -299,8 +307,10 @@ impl TestCluster {
             replica_addrs: addrs[1..].to_vec(),
             store_url,
             peers: Vec::new(),
+            faults: Vec::new(),
             webserver: None,
         };
+        c.faults = (0..c.opts.zones.len()).map(|_| Arc::default()).collect();
         c.start_tracker().await?;
         for i in 1..addrs.len() {
             c.start_replica(i).await?;
@@ -450,6 +460,10 @@ impl TestCluster {
         cfg.shutdown_timeout = Duration::from_secs(5);
         cfg.auth = self.opts.auth.clone();
         cfg.tls = self.opts.tls.clone();
+        cfg.faults = Some(self.faults[i].clone());
+        if let Some(t) = self.opts.progress_timeout {
+            cfg.transfer.progress_timeout = t;
+        }
         (self.opts.peer_tweak)(&mut cfg);
         let l = bind("127.0.0.1:0")?;
         let addr = l.local_addr()?;
@@ -522,6 +536,9 @@ impl TestCluster {
 
     pub async fn start_webserver(&mut self) -> anyhow::Result<()> {
         let mut cfg = WebserverConfig::for_test(self.tracker_url());
+        if let Some(t) = self.opts.progress_timeout {
+            cfg.transfer.progress_timeout = t;
+        }
         cfg.auth = self.opts.auth.clone();
         cfg.tls = self.opts.tls.clone();
         let g = bind("127.0.0.1:0")?;

@@ -83,8 +83,8 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
     Some(match method {
         "ListFiles" | "SearchFiles" | "StatFile" | "ListPeers" | "ClusterInfo"
         | "ReportBadChunk" => Role::Read,
-        "BeginUpload" | "PlaceChunks" | "CommitUpload" | "AbortUpload" | "DeleteFile"
-        | "SetReplicas" | "DrainPeer" => Role::Write,
+        "BeginUpload" | "PlaceChunks" | "ReplaceTargets" | "CommitUpload" | "AbortUpload"
+        | "DeleteFile" | "SetReplicas" | "DrainPeer" => Role::Write,
         _ => Role::Cluster,
     })
 }

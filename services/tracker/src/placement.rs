@@ -130,6 +130,16 @@ impl Planner {
     }
 }
 
+/// Mark the peers a client saw fail in this upload as not eligible (a hint scoped to
+/// the upload: the candidates are rebuilt for every decision, liveness is untouched).
+pub fn avoid(candidates: &mut [Candidate], failed: &HashSet<String>) {
+    for c in candidates.iter_mut() {
+        if c.excluded.is_none() && failed.contains(&c.id) {
+            c.excluded = Some("failed in this upload");
+        }
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
@@ -211,6 +221,51 @@ mod tests {
         let d = p.place(&Hash::of(b"x"), 1, 1, &[("a2".into(), "a".into())]);
         assert_eq!(d.chosen, vec!["b1"]);
         assert_eq!(d.zones_covered, 2);
+    }
+
+    /// A replacement for a lost pipeline hop never goes to a peer that failed in the
+    /// upload, never to a holder, and still prefers a zone the chunk is not in yet.
+    #[test]
+    fn replacement_avoids_failed_peers_and_keeps_zone_spread() {
+        let cands = || {
+            vec![
+                cand("a1", "a", GIB),
+                cand("a2", "a", 4 * GIB),
+                cand("b1", "b", 4 * GIB),
+                cand("b2", "b", GIB),
+                cand("c1", "c", 4 * GIB),
+                cand("c2", "c", GIB),
+            ]
+        };
+        let holders = [("a1".to_string(), "a".to_string())];
+        // b1 and c1 (the best-scored peers of the missing zones) failed in this upload.
+        let failed: HashSet<String> = ["b1".to_string(), "c1".to_string()].into();
+        let mut cs = cands();
+        avoid(&mut cs, &failed);
+        let d = Planner::new(cs).place(&Hash::of(b"x"), 1 << 20, 2, &holders);
+        assert_eq!(d.chosen.len(), 2, "{d:?}");
+        let mut chosen = d.chosen.clone();
+        chosen.sort();
+        // Zones b and c, through the peers that did not fail — not a2 (more space, same zone).
+        assert_eq!(chosen, vec!["b2", "c2"], "{d:?}");
+        assert_eq!(d.zones_covered, 3);
+        // Without the hint the same decision takes the failed peers.
+        let d = Planner::new(cands()).place(&Hash::of(b"x"), 1 << 20, 2, &holders);
+        let mut chosen = d.chosen.clone();
+        chosen.sort();
+        assert_eq!(chosen, vec!["b1", "c1"]);
+        // Every peer of the other zones failed: the copy goes to zone a, never to a failed peer.
+        let failed: HashSet<String> = ["b1", "b2", "c1", "c2"].map(String::from).into();
+        let mut cs = cands();
+        avoid(&mut cs, &failed);
+        let d = Planner::new(cs).place(&Hash::of(b"x"), 1 << 20, 2, &holders);
+        assert_eq!(d.chosen, vec!["a2"], "{d:?}");
+        // A peer excluded for a real reason keeps that reason.
+        let mut cs = cands();
+        cs[2].excluded = Some("dead");
+        avoid(&mut cs, &failed);
+        assert_eq!(cs[2].excluded, Some("dead"));
+        assert_eq!(cs[3].excluded, Some("failed in this upload"));
     }
 
     proptest! {

@@ -181,6 +181,15 @@ impl TrackerRpc for TrackerService {
         ))
     }
 
+    async fn replace_targets(
+        &self,
+        req: Request<pb::ReplaceTargetsRequest>,
+    ) -> R<pb::ReplaceTargetsResponse> {
+        Ok(Response::new(
+            self.tracker.replace_targets(req.into_inner())?,
+        ))
+    }
+
     async fn abort_upload(
         &self,
         req: Request<pb::AbortUploadRequest>,

@@ -54,6 +54,9 @@ pub struct Upload {
     pub expires_at: Instant,
     pub file_id: Option<Hash>,
     pub chunks: Vec<Hash>,
+    /// Peers a client saw fail in this upload: placement avoids them for the rest of
+    /// it. A hint scoped to the upload, never proof (liveness and copies are untouched).
+    pub avoid: std::collections::HashSet<String>,
 }
 
 #[derive(Default)]

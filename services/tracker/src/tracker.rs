@@ -17,6 +17,9 @@ use crate::placement::{Candidate, Decision, Planner};
 use crate::state::{now_ms, Deletion, Liveness, State, Upload};
 use crate::store::{Change, FileRecord, Store};
 
+/// Peer ids a client may name in one replacement request, and hints kept per upload.
+pub const MAX_HINTED_PEERS: usize = 64;
+
 pub struct Tracker {
     pub cfg: TrackerConfig,
     pub store: Store,
@@ -299,6 +302,7 @@ impl Tracker {
                 expires_at: Instant::now() + cfg.upload.expiry,
                 file_id: None,
                 chunks: Vec::new(),
+                avoid: Default::default(),
             },
         );
         Ok(pb::BeginUploadResponse {
@@ -415,6 +419,101 @@ impl Tracker {
         .map(|(resp, deletions)| {
             self.send_deletions(deletions);
             resp
+        })
+    }
+
+    /// New pipeline targets for one chunk of an upload whose pipeline lost a hop: the
+    /// same scoring as [`Tracker::place_chunks`], minus the peers that failed in this
+    /// upload (remembered for the rest of it) and the ones that already hold the chunk.
+    pub fn replace_targets(
+        &self,
+        req: pb::ReplaceTargetsRequest,
+    ) -> Result<pb::ReplaceTargetsResponse> {
+        let cfg = &self.cfg;
+        let now = Instant::now();
+        if req.failed_peer_ids.len() > MAX_HINTED_PEERS
+            || req.holder_peer_ids.len() > MAX_HINTED_PEERS
+        {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_HINTED_PEERS} failed and {MAX_HINTED_PEERS} holder peer ids"
+            )));
+        }
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let up = st.uploads.get_mut(&req.upload_id).ok_or_else(|| {
+            Error::NotFound(format!("unknown or expired upload {:?}", req.upload_id))
+        })?;
+        let h = *up.chunks.get(req.index as usize).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "chunk index {} out of range (upload has {} placed chunks)",
+                req.index,
+                up.chunks.len()
+            ))
+        })?;
+        if req.want == 0 || req.want > up.replicas {
+            return Err(Error::InvalidArgument(format!(
+                "want must be 1..={} copies, got {}",
+                up.replicas, req.want
+            )));
+        }
+        // Only ids of peers the tracker knows become hints: the set stays bounded.
+        for id in &req.failed_peer_ids {
+            if up.avoid.len() < MAX_HINTED_PEERS && st.peers.contains_key(id) {
+                up.avoid.insert(id.clone());
+            }
+        }
+        let len = chunk_len(up.size, up.chunk_size, req.index as u64);
+        let avoid = up.avoid.clone();
+        let st = &*st;
+        let mut holders: Vec<(String, String)> = Vec::new();
+        for id in req
+            .holder_peer_ids
+            .iter()
+            .chain(st.live_holders(&h, cfg, now).into_iter().map(|p| &p.id))
+        {
+            if let Some(p) = st.peers.get(id) {
+                if !holders.iter().any(|(i, _)| i == id) {
+                    holders.push((p.id.clone(), p.zone.clone()));
+                }
+            }
+        }
+        let mut cands = Self::candidates(st, cfg, now);
+        crate::placement::avoid(&mut cands, &avoid);
+        let d = Planner::new(cands).place(&h, len, req.want as usize, &holders);
+        let reason = d.reason();
+        info_span!(
+            "replace",
+            chunk.index = req.index,
+            chunk.hash = %h,
+            placement.avoid = ?avoid,
+            placement.chosen = ?d.chosen,
+            placement.zones_covered = d.zones_covered,
+            placement.reason = %reason,
+        )
+        .in_scope(|| info!("replacement targets chosen"));
+        // Pipeline recoveries show as placements with outcome "replace" (or "replace_none").
+        self.metrics.placement(if d.chosen.is_empty() {
+            "replace_none"
+        } else {
+            "replace"
+        });
+        // Not UNAVAILABLE: clients would take that for this replica being down and ask
+        // another, which does not know the upload.
+        if d.chosen.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "no live peer outside the {} that failed in this upload can take chunk {} ({len} bytes)",
+                avoid.len(),
+                req.index
+            )));
+        }
+        Ok(pb::ReplaceTargetsResponse {
+            targets: d
+                .chosen
+                .iter()
+                .filter_map(|id| st.peers.get(id))
+                .map(|p| p.peer_ref())
+                .collect(),
+            reason,
         })
     }
 

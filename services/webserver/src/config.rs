@@ -37,6 +37,10 @@ pub struct WebserverConfig {
     /// On shutdown, how long in-flight requests may take before the server stops anyway.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Progress deadlines of the chunk transfers behind HTTP downloads and uploads
+    /// (`SHOAL_TRANSFER__PROGRESS_TIMEOUT`).
+    #[serde(default)]
+    pub transfer: shoal_common::config::TransferConfig,
     #[serde(default)]
     pub auth: shoal_common::auth::AuthConfig,
     #[serde(default)]
@@ -88,6 +92,7 @@ impl WebserverConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.transfer.validate()?;
         for (key, v) in [
             ("tracker_url", Some(&self.tracker_url)),
             ("tracker_public_url", self.tracker_public_url.as_ref()),

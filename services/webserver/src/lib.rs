@@ -44,10 +44,11 @@ pub async fn run(
         })
         .await?;
     // The webserver acts for its users towards the tracker and peers: the cluster token.
-    let client = Arc::new(Client::with_token(
-        &cfg.tracker_url,
-        tokens.cluster.clone(),
-    )?);
+    let mut client = Client::with_token(&cfg.tracker_url, tokens.cluster.clone())?;
+    // HTTP downloads and uploads go through the same client code as the CLI, with the
+    // same failover, under the webserver's transfer settings.
+    client.options.progress_timeout = cfg.transfer.progress_timeout;
+    let client = Arc::new(client);
     let http_tokens = Arc::new(tokens);
     let drain = cfg.shutdown_timeout;
     let state = Arc::new(AppState {

@@ -92,6 +92,11 @@ pub fn cases() -> Vec<Case> {
                 exit(&c, READ, &["stat", &id]).await
             },
         ),
+        case(
+            "CLI: progress timeout of 0s",
+            Outcome::Exit(2),
+            |c| async move { exit(&c, READ, &["--progress-timeout", "0s", "ls"]).await },
+        ),
         case("CLI rm: unknown name", Outcome::Exit(3), |c| async move {
             exit(&c, WRITE, &["rm", "no-such-file"]).await
         }),

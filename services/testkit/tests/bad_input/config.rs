@@ -39,6 +39,9 @@ pub fn cases() -> Vec<Case> {
         config_case("shoal-peer", "SHOAL_TRACKER_URL", "tracker:50052"),
         config_case("shoal-peer", "SHOAL_SCRUB__PAUSE", "soon"),
         config_case("shoal-peer", "SHOAL_ADVERTISE_ADDR", "no-port"),
+        config_case("shoal-peer", "SHOAL_TRANSFER__PROGRESS_TIMEOUT", "soon"),
+        config_case("shoal-peer", "SHOAL_TRANSFER__PROGRESS_TIMEOUT", "0s"),
+        config_case("shoal-webserver", "SHOAL_TRANSFER__PROGRESS_TIMEOUT", "2h"),
         config_case("shoal-tracker", "SHOAL_REPLICATION__FACTOR", "0"),
         config_case("shoal-tracker", "SHOAL_REPLICATION__FACTOR", "1000"),
         config_case(

@@ -454,6 +454,71 @@ pub fn cases() -> Vec<Case> {
             )
         }),
         case(
+            "ReplaceTargets: unknown upload",
+            NOT_FOUND,
+            |c| async move {
+                code(
+                    c.tracker(Some(WRITE))
+                        .replace_targets(pb::ReplaceTargetsRequest {
+                            upload_id: "no-such-upload".into(),
+                            want: 1,
+                            ..Default::default()
+                        })
+                        .await,
+                )
+            },
+        ),
+        case(
+            "ReplaceTargets: chunk index out of range",
+            INVALID,
+            |c| async move {
+                let up = placed(&c, "replace-index").await?;
+                code(
+                    c.tracker(Some(WRITE))
+                        .replace_targets(pb::ReplaceTargetsRequest {
+                            upload_id: up,
+                            index: 7,
+                            want: 1,
+                            ..Default::default()
+                        })
+                        .await,
+                )
+            },
+        ),
+        case(
+            "ReplaceTargets: no copies wanted",
+            INVALID,
+            |c| async move {
+                let up = placed(&c, "replace-want").await?;
+                code(
+                    c.tracker(Some(WRITE))
+                        .replace_targets(pb::ReplaceTargetsRequest {
+                            upload_id: up,
+                            want: 0,
+                            ..Default::default()
+                        })
+                        .await,
+                )
+            },
+        ),
+        case(
+            "ReplaceTargets: too many failed peer ids",
+            INVALID,
+            |c| async move {
+                let up = placed(&c, "replace-hints").await?;
+                code(
+                    c.tracker(Some(WRITE))
+                        .replace_targets(pb::ReplaceTargetsRequest {
+                            upload_id: up,
+                            want: 1,
+                            failed_peer_ids: (0..1000).map(|i| format!("p{i}")).collect(),
+                            ..Default::default()
+                        })
+                        .await,
+                )
+            },
+        ),
+        case(
             "AbortUpload: unknown upload (idempotent)",
             Outcome::Grpc(Code::Ok),
             |c| async move {
