@@ -6,10 +6,11 @@
 bench:
 	@bash scripts/bench.sh
 
-## bench-smoke: every row at 64 MiB with the dev build, shorter RPC/heartbeat runs (CI; no timing assertions; fails if a row did not run)
+## bench-smoke: every row at 64 MiB with the dev build, shorter RPC/heartbeat/small-call runs (CI; no timing assertions; fails if a row did not run)
 bench-smoke:
 	@BENCH_SIZE_MIB=64 BENCH_PROFILE=$${BENCH_PROFILE:-dev} \
 	 BENCH_RPC_REQUESTS=$${BENCH_RPC_REQUESTS:-5000} BENCH_RPC_MAX_SECS=$${BENCH_RPC_MAX_SECS:-5} BENCH_HB_SECS=$${BENCH_HB_SECS:-4} \
+	 BENCH_SMALL_FILES=$${BENCH_SMALL_FILES:-20} BENCH_SMALL_CLI=$${BENCH_SMALL_CLI:-5} BENCH_SMALL_CALLS=$${BENCH_SMALL_CALLS:-200} \
 	 BENCH_COMMAND="make bench-smoke" bash scripts/bench.sh
 
 ## bench-profile: perf profile of one put and one get (SIZE_MIB=1024) into target/bench/profile/
