@@ -24,9 +24,14 @@ pub struct PeerConfig {
     /// A file holding the zone (written by an init step in Kubernetes); wins over `zone`.
     #[serde(default)]
     pub zone_file: Option<PathBuf>,
-    /// Bytes this peer offers; default: free space of the data dir at start.
+    /// Bytes this peer offers; default: the bytes of the chunks already stored plus the
+    /// free space of the data dir's volume at start.
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
+    /// On SIGTERM, leave the cluster for good (its copies are repaired at once) instead
+    /// of telling the tracker it is restarting (copies expected back within the grace).
+    #[serde(default)]
+    pub leave_on_shutdown: bool,
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]

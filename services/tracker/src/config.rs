@@ -129,6 +129,10 @@ pub struct Repair {
     /// Unreferenced chunks younger than this are left alone (uploads in flight).
     #[serde(default = "default_gc_grace", with = "humantime_serde")]
     pub gc_grace: Duration,
+    /// How long the copies of a peer that said it is restarting stay expected (not
+    /// repaired) while it is away; 0 turns the grace off (a restart is a leave).
+    #[serde(default = "default_restart_grace", with = "humantime_serde")]
+    pub restart_grace: Duration,
 }
 
 fn default_listen() -> SocketAddr {
@@ -182,6 +186,9 @@ fn default_log_retention() -> Duration {
 fn default_gc_grace() -> Duration {
     Duration::from_secs(600)
 }
+fn default_restart_grace() -> Duration {
+    Duration::from_secs(600)
+}
 
 impl Default for Replication {
     fn default() -> Self {
@@ -224,6 +231,7 @@ impl Default for Repair {
             per_peer: default_repair_per_peer(),
             bandwidth_bytes: 0,
             gc_grace: default_gc_grace(),
+            restart_grace: default_restart_grace(),
         }
     }
 }
@@ -349,6 +357,7 @@ mod tests {
         assert_eq!(c.replication.factor, 3);
         assert_eq!(c.chunk.min_bytes, 1 << 20);
         assert_eq!(c.liveness.dead_after, Duration::from_secs(30));
+        assert_eq!(c.repair.restart_grace, Duration::from_secs(600));
     }
 
     #[test]
