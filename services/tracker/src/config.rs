@@ -360,6 +360,34 @@ mod tests {
         assert_eq!(c.repair.restart_grace, Duration::from_secs(600));
     }
 
+    /// Every variable the chart, compose and scripts give the tracker is a setting (or
+    /// allowed), and a typo is refused naming the setting meant.
+    #[test]
+    fn deploy_variables_are_known_and_typos_are_not() {
+        load(&[
+            ("SHOAL_LISTEN_ADDR", "0.0.0.0:50052"),
+            ("SHOAL_DATA_DIR", "/var/lib/shoal"),
+            ("SHOAL_METRICS_ADDR", "0.0.0.0:9102"),
+            ("SHOAL_LOG_FORMAT", "json"),
+            ("SHOAL_REPLICATION__FACTOR", "3"),
+            ("SHOAL_CHUNK__MIN_BYTES", "1048576"),
+            ("SHOAL_CHUNK__MAX_BYTES", "67108864"),
+            ("SHOAL_LIVENESS__HEARTBEAT", "500ms"),
+            ("SHOAL_LIVENESS__SUSPECT_AFTER", "2s"),
+            ("SHOAL_LIVENESS__DEAD_AFTER", "5s"),
+            ("SHOAL_REPAIR__RESTART_GRACE", "5m"),
+            ("SHOAL_AUTH__REQUIRED", "false"),
+            ("SHOAL_AUTH__CLUSTER_TOKEN", "0123456789abcdef0"),
+            ("SHOAL_STORE__POLL", "200ms"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = load(&[("SHOAL_REPLICATON__FACTOR", "2")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: unknown setting SHOAL_REPLICATON__FACTOR (did you mean SHOAL_REPLICATION__FACTOR?)"
+        );
+    }
+
     #[test]
     fn rejects_bad_values() {
         for (k, v) in [
