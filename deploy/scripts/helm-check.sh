@@ -55,7 +55,7 @@ run() {
 }
 
 # validate NAME KUBE_VERSION HELM_ARGS...: render for that version and validate strictly.
-# Only ServiceMonitor (a CRD) may lack a schema; any other unknown kind fails.
+# Only ServiceMonitor and PrometheusRule (CRDs) may lack a schema; any other unknown kind fails.
 validate() {
   local name="$1" kv="$2"; shift 2
   if ! "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$kv" "$@" \
@@ -67,13 +67,13 @@ validate() {
   if ! "$KUBERNETES_VALIDATE" --strict --quiet -k "$kv" "$TMP/manifest.yaml" >"$TMP/out" 2>&1; then
     ko "$name: kubernetes-validate --strict -k $kv ($n resources)"; return
   fi
-  if grep "Couldn't find schema" "$TMP/out" | grep -v 'kind ServiceMonitor with api version monitoring.coreos.com/v1' >"$TMP/unknown"; then
+  if grep "Couldn't find schema" "$TMP/out" | grep -Ev 'kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1' >"$TMP/unknown"; then
     mv "$TMP/unknown" "$TMP/out"
     ko "$name: kinds without a schema for $kv"; return
   fi
   local crds note=""
   crds="$(grep -c "Couldn't find schema" "$TMP/out" || true)"
-  [[ "$crds" != "0" ]] && note=", $crds ServiceMonitors (CRD) not schema-checked"
+  [[ "$crds" != "0" ]] && note=", $crds ServiceMonitors/PrometheusRules (CRDs) not schema-checked"
   ok "$name: kubernetes-validate --strict -k $kv ($n resources$note)"
 }
 
@@ -138,6 +138,7 @@ reject "bad duration" "at '/tracker/config/liveness/heartbeat'" --set tracker.co
 reject "chunk.minBytes above maxBytes" "minBytes must not exceed" --set tracker.config.chunk.minBytes=134217728
 reject "OTLP endpoint without scheme" "at '/observability/otlp/endpoint'" --set observability.otlp.endpoint=collector:4317
 reject "non-PostgreSQL store.url" "at '/store/url'" --set store.url=mysql://db/shoal
+reject "misspelled monitoring.enable" "additional properties 'enable' not allowed" --set monitoring.enable=true
 reject "peer.capacityBytes 0" "at '/peer/capacityBytes'" --set peer.capacityBytes=0
 reject "malformed image digest" "at '/tracker/image/digest'" --set tracker.image.digest=sha256:abc
 reject "bad webserver.service.type" "at '/webserver/service/type'" --set webserver.service.type=Ingress

@@ -9,7 +9,8 @@ probes on every container, non-root / read-only root / no capabilities, PVCs on
 tracker and peer, enableServiceLinks: false on every pod, zone spreading of
 peers, PDBs, NetworkPolicies, the config checksum (and that it changes with the
 config), the Kubernetes recommended labels, the peer advertise address, the
-ServiceMonitor only when enabled, Grafana dashboards, and the helm test pod.
+ServiceMonitor only when enabled, the PrometheusRule (the alert rules with this
+release's job names), Grafana dashboards, and the helm test pod.
 
 Needs PyYAML (the deploy venv from deploy/scripts/install-tools.sh has it).
 Prints one line per check and a closing "N passed, N failed"; exits 1 when
@@ -502,7 +503,55 @@ def c_no_servicemonitor(r: Render) -> list[str]:
     return [f'unexpected ServiceMonitor {s["metadata"]["name"]}' for s in r.kind("ServiceMonitor")]
 
 
+def c_no_prometheusrule(r: Render) -> list[str]:
+    return [f'unexpected PrometheusRule {s["metadata"]["name"]}' for s in r.kind("PrometheusRule")]
+
+
+def c_alerts_copy() -> list[str]:
+    with open(os.path.join(ROOT, "deploy/prometheus/alerts.yml")) as f:
+        src = f.read()
+    with open(os.path.join(ROOT, "helm/shoal/alerts/alerts.yml")) as f:
+        copy = f.read()
+    return [] if src == copy else ["helm/shoal/alerts/alerts.yml differs from deploy/prometheus/alerts.yml: copy it"]
+
+
 # ---- production-only promises
+
+def c_prometheusrule(r: Render) -> list[str]:
+    # The rules of deploy/prometheus/alerts.yml, their job matchers naming the jobs the
+    # release's ServiceMonitors produce (the selected Service's name) in its namespace.
+    prs = r.kind("PrometheusRule")
+    if len(prs) != 1:
+        return [f"{len(prs)} PrometheusRules, want 1"]
+    pr = prs[0]
+    bad = []
+    if pr["apiVersion"] != "monitoring.coreos.com/v1":
+        bad.append(f'apiVersion {pr["apiVersion"]}')
+    with open(os.path.join(ROOT, "deploy/prometheus/alerts.yml")) as f:
+        want = yaml.safe_load(f)["groups"]
+    got = pr["spec"]["groups"]
+
+    def names(groups: list[dict]) -> list:
+        return [(g["name"], [x["alert"] for x in g["rules"]]) for g in groups]
+
+    if names(got) != names(want):
+        bad.append(f"groups/alerts differ from deploy/prometheus/alerts.yml: {names(got)}")
+    jobs = set()
+    for sm in r.kind("ServiceMonitor"):
+        jobs |= {s["metadata"]["name"] for s in r.kind("Service")
+                 if matches(sm["spec"]["selector"], s["metadata"]["labels"])}
+    for g in got:
+        for rule in g["rules"]:
+            expr = rule["expr"]
+            for job in re.findall(r'job="([^"]+)"', expr):
+                if job not in jobs:
+                    bad.append(f'{rule["alert"]}: job="{job}" is no ServiceMonitor job ({sorted(jobs)})')
+            if "job=" in expr and f'namespace="{NAMESPACE}"' not in expr:
+                bad.append(f'{rule["alert"]}: no namespace="{NAMESPACE}" matcher: {expr}')
+    if (pr["metadata"].get("labels") or {}).get("release") != "kube-prometheus-stack":
+        bad.append("monitoring.labels not on the PrometheusRule")
+    return bad
+
 
 def c_servicemonitor(r: Render) -> list[str]:
     sms = r.kind("ServiceMonitor")
@@ -663,12 +712,16 @@ def main() -> int:
             t.check(f"[{name}] {title}", lambda fn=fn, r=r: fn(r))
     if default:
         t.check("[default] no ServiceMonitor unless enabled", lambda: c_no_servicemonitor(default))
+        t.check("[default] no PrometheusRule unless monitoring.enabled", lambda: c_no_prometheusrule(default))
         t.check("[default] images default to shoal-<service>:<appVersion>", lambda: c_default_tag(default))
     if prod:
         t.check("[production] ServiceMonitors select one Service each, on existing ports", lambda: c_servicemonitor(prod))
+        t.check("[production] PrometheusRule: the alert rules, jobs of this release's ServiceMonitors",
+                lambda: c_prometheusrule(prod))
         t.check("[production] auth tokens from a Secret on every service", lambda: c_auth(prod))
         t.check("[production] Ingress routes to the webserver UI", lambda: c_ingress(prod))
         t.check("[production] peers strictly spread over zones", lambda: c_zone_strict(prod))
+    t.check("helm/shoal/alerts/alerts.yml is a copy of deploy/prometheus/alerts.yml", c_alerts_copy)
 
     reg = render("registry", ["--set", "global.image.registry=reg.example.com/shoal", "--set", "global.image.tag=9.9.9"])
     if reg:

@@ -1,4 +1,4 @@
-//! `shoal`: put, get, list, search, stat, remove files; list and drain peers.
+//! `shoal`: put, get, list, search, stat, remove files; list, drain and undrain peers.
 //! Human tables by default, `--json` for scripts. Errors: one line on stderr and an
 //! exit code (3 not found, 4 already exists, 5 verification failed, 6 unavailable,
 //! 7 no or wrong token, or a role too low; 1 anything else; 2 for bad usage).
@@ -114,6 +114,8 @@ enum Cmd {
 enum PeersCmd {
     /// Move every chunk off a peer; reports when it is safe to remove.
     Drain { peer_id: String },
+    /// Stop draining a peer: it counts and takes copies again.
+    Undrain { peer_id: String },
 }
 
 fn exit_code(e: &ClientError) -> i32 {
@@ -313,6 +315,22 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
         Cmd::Peers {
             action: Some(PeersCmd::Drain { peer_id }),
         } => output::drain(peer_id, &client.drain(peer_id).await?, json),
+        Cmd::Peers {
+            action: Some(PeersCmd::Undrain { peer_id }),
+        } => {
+            let id = peer_id.clone();
+            let r = client
+                .trackers
+                .call(&format!("undrain {peer_id}"), |mut c| {
+                    let peer_id = id.clone();
+                    async move {
+                        c.undrain_peer(shoal_proto::v1::UndrainPeerRequest { peer_id })
+                            .await
+                    }
+                })
+                .await?;
+            output::drain(peer_id, &r, json)
+        }
         Cmd::Replicas {
             name_or_id,
             replicas,

@@ -36,6 +36,7 @@ pub fn state_word(s: i32) -> &'static str {
         pb::PeerState::Dead => "dead",
         pb::PeerState::Draining => "draining",
         pb::PeerState::Drained => "drained",
+        pb::PeerState::Restarting => "restarting",
         pb::PeerState::Unspecified => "unknown",
     }
 }

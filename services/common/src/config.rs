@@ -2,7 +2,9 @@
 //! (`SHOAL_REPLICATION__FACTOR=3` is `replication.factor`), through the `config` crate.
 //!
 //! A bad value stops the service at start with one line naming the variable and the
-//! value, and exit code 64 (EX_USAGE). Nothing falls back silently.
+//! value, and exit code 64 (EX_USAGE). Nothing falls back silently: an unknown `SHOAL_*`
+//! variable (a typo like `SHOAL_REPLICATON__FACTOR`) is an error too, naming the
+//! closest known setting, unless it is in [`ALLOWED`].
 
 use std::collections::HashMap;
 
@@ -41,6 +43,24 @@ pub fn env_name(key: &str) -> String {
     format!("SHOAL_{}", key.replace('.', "__").to_uppercase())
 }
 
+/// `SHOAL_*` variables a service accepts without reading them as settings: read by
+/// other code (logs), by the `shoal` CLI or scripts that share a shell with services, or
+/// set for every component by the Helm chart and compose (`SHOAL_DATA_DIR` on the
+/// webserver, which keeps no state). Variables starting with `SHOAL_TEST_` or
+/// `SHOAL_E2E_` belong to the test harnesses.
+pub const ALLOWED: &[&str] = &[
+    "SHOAL_LOG_FORMAT",
+    "SHOAL_CONFIG",
+    "SHOAL_DATA_DIR",
+    "SHOAL_ENDPOINT",
+    "SHOAL_TRACKER",
+    "SHOAL_TOKEN",
+    "SHOAL_TOKEN_FILE",
+    "SHOAL_TRACE_FILE",
+    "SHOAL_ROOT",
+];
+const ALLOWED_PREFIXES: &[&str] = &["SHOAL_TEST_", "SHOAL_E2E_"];
+
 /// Load `T` from the process environment.
 pub fn from_env<T: DeserializeOwned>() -> Result<T, ConfigError> {
     from_vars(std::env::vars())
@@ -54,6 +74,7 @@ pub fn from_vars<T: DeserializeOwned>(
         .into_iter()
         .filter(|(k, _)| k.starts_with("SHOAL_"))
         .collect();
+    check_known::<T>(vars.keys())?;
     let cfg = config::Config::builder()
         .add_source(
             config::Environment::with_prefix("SHOAL")
@@ -64,6 +85,161 @@ pub fn from_vars<T: DeserializeOwned>(
         .build()
         .map_err(|e| describe(e, &vars))?;
     cfg.try_deserialize().map_err(|e| describe(e, &vars))
+}
+
+/// Every setting `T` reads, as environment variable names (`SHOAL_REPLICATION__FACTOR`).
+pub fn known_names<T: DeserializeOwned>() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo: Vec<Vec<&'static str>> = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        match probe::fields::<T>(&path) {
+            Some(fields) => todo.extend(fields.iter().map(|f| {
+                let mut p = path.clone();
+                p.push(*f);
+                p
+            })),
+            None if !path.is_empty() => out.push(env_name(&path.join("."))),
+            None => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Refuse `SHOAL_*` variables that are neither a setting of `T` nor allowed.
+fn check_known<'a, T: DeserializeOwned>(
+    vars: impl Iterator<Item = &'a String>,
+) -> Result<(), ConfigError> {
+    let allowed =
+        |k: &str| ALLOWED.contains(&k) || ALLOWED_PREFIXES.iter().any(|p| k.starts_with(p));
+    let mut unknown: Vec<&String> = vars.filter(|k| !allowed(k)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let known = known_names::<T>();
+    unknown.retain(|k| !known.contains(k));
+    unknown.sort();
+    let Some(var) = unknown.first() else {
+        return Ok(());
+    };
+    let closest = known
+        .iter()
+        .map(|k| (edit_distance(var, k), k))
+        .min()
+        .filter(|(d, _)| *d <= var.len().max(8) / 3);
+    Err(ConfigError(match closest {
+        Some((_, k)) => format!("unknown setting {var} (did you mean {k}?)"),
+        None => format!(
+            "unknown setting {var} (not a setting of this service; see the README's settings table)"
+        ),
+    }))
+}
+
+/// Levenshtein distance over bytes (names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Finding the fields of a config struct without a value: a deserializer that answers
+/// the derived code's `deserialize_struct` call (which names every field) and stops.
+mod probe {
+    use serde::de::value::{BorrowedStrDeserializer, Error};
+    use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+    use std::cell::Cell;
+
+    /// The fields of the struct at `path` inside `T` (None: a leaf, or no such path).
+    pub fn fields<T: DeserializeOwned>(path: &[&'static str]) -> Option<&'static [&'static str]> {
+        let found = Cell::new(None);
+        let _ = T::deserialize(Probe {
+            path,
+            found: &found,
+        });
+        found.get()
+    }
+
+    struct Probe<'p> {
+        path: &'p [&'static str],
+        found: &'p Cell<Option<&'static [&'static str]>>,
+    }
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(de::Error::custom("a leaf"))
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            v.visit_some(self)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, Error> {
+            match self.path.split_first() {
+                None => {
+                    self.found.set(Some(fields));
+                    Err(de::Error::custom("found"))
+                }
+                Some((key, rest)) => v.visit_map(OneKey {
+                    key: Some(key),
+                    value: Probe {
+                        path: rest,
+                        found: self.found,
+                    },
+                }),
+            }
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    /// A map with the one key on the path to descend.
+    struct OneKey<'p> {
+        key: Option<&'static str>,
+        value: Probe<'p>,
+    }
+
+    impl<'de> MapAccess<'de> for OneKey<'_> {
+        type Error = Error;
+
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Error> {
+            match self.key.take() {
+                Some(k) => seed.deserialize(BorrowedStrDeserializer::new(k)).map(Some),
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Error> {
+            seed.deserialize(Probe {
+                path: self.value.path,
+                found: self.value.found,
+            })
+        }
+    }
 }
 
 /// Read a secret given as `X` or `X_FILE` (the file wins; trailing newline trimmed).
@@ -208,6 +384,41 @@ mod tests {
         assert!(!msg.contains('\n'));
         let e = from_vars::<Sample>(vars(&[("SHOAL_CHUNK__EVERY", "soon")])).unwrap_err();
         assert!(e.to_string().contains("SHOAL_CHUNK__EVERY=soon"), "{e}");
+    }
+
+    #[test]
+    fn known_names_walk_nested_structs() {
+        assert_eq!(
+            known_names::<Sample>(),
+            vec![
+                "SHOAL_CAPACITY_BYTES",
+                "SHOAL_CHUNK__EVERY",
+                "SHOAL_CHUNK__MIN_BYTES"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_variable_names_the_closest_setting() {
+        let e = from_vars::<Sample>(vars(&[("SHOAL_CHUNK__MIN_BYTE", "1")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: unknown setting SHOAL_CHUNK__MIN_BYTE (did you mean SHOAL_CHUNK__MIN_BYTES?)"
+        );
+        let e = from_vars::<Sample>(vars(&[("SHOAL_CHUNK", "1")])).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown setting SHOAL_CHUNK "),
+            "{e}"
+        );
+        let e = from_vars::<Sample>(vars(&[("SHOAL_WHATEVER_ELSE_ENTIRELY", "1")])).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+        // Allowed: read elsewhere, or the harnesses'.
+        from_vars::<Sample>(vars(&[
+            ("SHOAL_LOG_FORMAT", "json"),
+            ("SHOAL_TEST_STORE", "postgres"),
+            ("NOT_OURS", "x"),
+        ]))
+        .unwrap();
     }
 
     #[test]

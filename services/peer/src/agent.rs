@@ -148,17 +148,20 @@ impl Agent {
     }
 
     /// Leaving on purpose: tell the tracker so repair starts now, not after the dead threshold.
-    pub async fn deregister(&self) {
+    /// Say goodbye: `restarting` (back soon with the same id and volume, copies kept
+    /// expected) or leaving for good (copies stop counting at once).
+    pub async fn deregister(&self, restarting: bool) {
         // Any tracker replica will do: the next one if this one is unreachable.
         for i in 0..self.trackers.len() {
             let Ok(mut c) = self.client(i) else { continue };
             let r = c
                 .deregister(pb::DeregisterRequest {
                     peer_id: self.me.id.clone(),
+                    restarting,
                 })
                 .await;
             match r {
-                Ok(_) => return info!("deregistered from the tracker"),
+                Ok(_) => return info!(restarting, "said goodbye to the tracker"),
                 Err(e) if e.code() == tonic::Code::Unavailable => {
                     warn!(error = %e.message(), tracker = %self.trackers[i], "could not deregister; trying the next tracker")
                 }

@@ -24,9 +24,14 @@ pub struct PeerConfig {
     /// A file holding the zone (written by an init step in Kubernetes); wins over `zone`.
     #[serde(default)]
     pub zone_file: Option<PathBuf>,
-    /// Bytes this peer offers; default: free space of the data dir at start.
+    /// Bytes this peer offers; default: the bytes of the chunks already stored plus the
+    /// free space of the data dir's volume at start.
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
+    /// On SIGTERM, leave the cluster for good (its copies are repaired at once) instead
+    /// of telling the tracker it is restarting (copies expected back within the grace).
+    #[serde(default)]
+    pub leave_on_shutdown: bool,
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
@@ -174,5 +179,49 @@ impl PeerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(kv: &[(&str, &str)]) -> Result<PeerConfig, ConfigError> {
+        let mut c: PeerConfig = shoal_common::config::from_vars(
+            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        c.resolve()?;
+        Ok(c)
+    }
+
+    /// What the chart, compose and scripts give a peer is accepted; a typo is not.
+    #[test]
+    fn deploy_variables_are_known_and_typos_are_not() {
+        let c = load(&[
+            ("SHOAL_LISTEN_ADDR", "0.0.0.0:50053"),
+            ("SHOAL_ADVERTISE_ADDR", "peer1:50053"),
+            ("SHOAL_TRACKER_URL", "http://tracker:50052"),
+            ("SHOAL_DATA_DIR", "/var/lib/shoal"),
+            ("SHOAL_METRICS_ADDR", "0.0.0.0:9103"),
+            ("SHOAL_SHUTDOWN_TIMEOUT", "10s"),
+            ("SHOAL_CAPACITY_BYTES", "1073741824"),
+            ("SHOAL_ZONE", "a"),
+            ("SHOAL_LOG_FORMAT", "json"),
+            ("SHOAL_LEAVE_ON_SHUTDOWN", "true"),
+            ("SHOAL_SCRUB__RATE_BYTES", "0"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.leave_on_shutdown);
+        assert!(
+            !load(&[])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .leave_on_shutdown
+        );
+        let e = load(&[("SHOAL_LEAVE_ON_SHUTDOW", "true")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("did you mean SHOAL_LEAVE_ON_SHUTDOWN?"),
+            "{e}"
+        );
     }
 }

@@ -57,14 +57,21 @@ pub async fn run(
     let cluster_token = tokens.cluster;
     let id =
         peer_id(&cfg.data_dir).with_context(|| format!("peer id in {}", cfg.data_dir.display()))?;
-    let capacity = match cfg.capacity_bytes {
-        Some(c) => c,
-        None => fs4::available_space(&cfg.data_dir)
-            .with_context(|| format!("free space of {}", cfg.data_dir.display()))?,
-    };
     let dir = cfg.data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || store::ChunkStore::open(&dir, capacity)).await??;
+    let fixed = cfg.capacity_bytes;
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::ChunkStore> {
+        let mut store = store::ChunkStore::open(&dir, fixed.unwrap_or(0))?;
+        if fixed.is_none() {
+            // The chunks already here are part of what the peer offers: free space alone
+            // would shrink the capacity by them at every restart.
+            let free = fs4::available_space(&dir)
+                .with_context(|| format!("free space of {}", dir.display()))?;
+            store.set_capacity(store.used().saturating_add(free));
+        }
+        Ok(store)
+    })
+    .await??;
+    let capacity = store.capacity();
     let local = listener.local_addr()?;
     let me = pb::PeerRef {
         id: id.clone(),
@@ -143,7 +150,9 @@ pub async fn run(
         })
         .await?;
     background.cancel();
-    agent.deregister().await;
+    // A restart (the same id and volume come back) is not a leave: unless told to leave,
+    // the tracker keeps this peer's copies expected for its restart grace.
+    agent.deregister(!cfg.leave_on_shutdown).await;
     Ok(())
 }
 

@@ -122,6 +122,11 @@ impl ChunkStore {
         self.capacity
     }
 
+    /// Set the bytes offered (at start, once the chunks on disk are counted).
+    pub fn set_capacity(&mut self, capacity: u64) {
+        self.capacity = capacity;
+    }
+
     /// Start writing chunk `h` of `size` bytes.
     pub fn writer(&self, h: Hash, size: u64) -> Result<ChunkWriter<'_>, StoreError> {
         let free = self.capacity.saturating_sub(self.used());

@@ -411,3 +411,70 @@ async fn the_catalogue_log_is_trimmed_and_replicas_still_agree() {
         .unwrap();
     }
 }
+
+/// A restarted tracker judges a peer known from the store from its own start: a peer
+/// that went silent while the tracker was down (longer ago than `dead_after`) is not
+/// declared dead, and nothing is repaired, until one `dead_after` after the tracker is
+/// back; then it is, and its copies are repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_tracker_judges_silent_peers_only_after_dead_after() {
+    let mut o = ClusterOptions::zones(&["a", "a", "b"])
+        .replicas(1)
+        .replication(2);
+    o.tracker.liveness.suspect_after = Duration::from_secs(5);
+    o.tracker.liveness.dead_after = Duration::from_secs(10);
+    let dead_after = o.tracker.liveness.dead_after;
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), "judged", 20 * CHUNK, 21);
+    put(&cluster.client(), &src, "judged").await.unwrap();
+    let id = cluster.peer_id(0);
+    if let Some(t) = cluster.tracker.take() {
+        t.stop();
+    }
+    cluster.kill_peer(0);
+    // The store's last heartbeat of peer 0 must be older than dead_after when the
+    // tracker comes back: this wait is the scenario, not a hope.
+    tokio::time::sleep(dead_after + Duration::from_secs(1)).await;
+    cluster.start_tracker().await.unwrap();
+    let back = tokio::time::Instant::now();
+    let c = cluster.client();
+    let state = |ps: Vec<pb::PeerInfo>| {
+        ps.into_iter()
+            .find(|p| p.peer.as_ref().is_some_and(|r| r.id == id))
+            .map(|p| p.state)
+    };
+    // Peers come from the store with the replica's first sync.
+    wait_for("peer 0 known from the store", CONVERGE, || async {
+        c.peers().await.is_ok_and(|ps| state(ps).is_some())
+    })
+    .await
+    .unwrap();
+    let now_state = state(c.peers().await.unwrap());
+    let info = c.cluster_info().await.unwrap();
+    assert!(
+        back.elapsed() < dead_after / 2,
+        "inconclusive: the checks took {:?}",
+        back.elapsed()
+    );
+    assert!(
+        now_state.is_some() && now_state != Some(pb::PeerState::Dead as i32),
+        "a peer known from the store is not judged dead at once: {now_state:?}"
+    );
+    assert_eq!(info.under_replicated_chunks, 0, "no repair storm: {info:?}");
+    cluster.wait_peer_dead(0).await.unwrap();
+    assert!(
+        back.elapsed() + Duration::from_secs(2) >= dead_after,
+        "declared dead {:?} after the tracker came back, before dead_after",
+        back.elapsed()
+    );
+    wait_for("the dead peer's copies repaired", CONVERGE, || async {
+        c.stat("judged").await.is_ok_and(|d| {
+            d.chunks
+                .iter()
+                .all(|ch| ch.replicas.len() == 2 && ch.replicas.iter().all(|r| r.id != id))
+        })
+    })
+    .await
+    .unwrap();
+}

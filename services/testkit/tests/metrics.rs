@@ -1,12 +1,13 @@
 //! Every metric a Grafana panel or an alert rule queries exists in a real scrape of a
-//! running cluster (real processes: tracker, peer, webserver, after a put and a get).
+//! running cluster (real processes: tracker, peer, webserver, after a put and a get);
+//! a peer stopped with a real SIGTERM shows as restarting in the metrics and the CLI.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use shoal_testkit::procs::{bin, free_addr, Proc};
-use shoal_testkit::{random_file, wait_serving};
+use shoal_testkit::{random_file, wait_for, wait_serving};
 
 fn names_in(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -158,4 +159,73 @@ async fn every_dashboard_and_alert_metric_exists_in_a_real_scrape() {
         missing.is_empty(),
         "queried but never exposed: {missing:?}\nexposed: {exposed:?}"
     );
+}
+
+/// SIGTERM to a real peer process: it says it is restarting, and the tracker's metrics
+/// and `shoal peers --json` say so too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stopped_with_sigterm_is_restarting_in_metrics_and_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tracker, tracker_m) = (free_addr(), free_addr());
+    let _t = Proc::spawn(
+        "tracker",
+        "shoal-tracker",
+        &[
+            ("SHOAL_LISTEN_ADDR", tracker.to_string()),
+            ("SHOAL_METRICS_ADDR", tracker_m.to_string()),
+            ("SHOAL_DATA_DIR", dir.path().join("t").display().to_string()),
+            ("SHOAL_REPLICATION__FACTOR", "1".into()),
+        ],
+        dir.path(),
+    );
+    wait_serving(tracker).await.unwrap();
+    let peer = free_addr();
+    let mut p = Proc::spawn(
+        "peer",
+        "shoal-peer",
+        &[
+            ("SHOAL_LISTEN_ADDR", peer.to_string()),
+            ("SHOAL_DATA_DIR", dir.path().join("p").display().to_string()),
+            ("SHOAL_TRACKER_URL", format!("http://{tracker}")),
+            ("SHOAL_ZONE", "z1".into()),
+        ],
+        dir.path(),
+    );
+    wait_serving(peer).await.unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peer did not stop on SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "peer exit on SIGTERM: {exit:?}");
+    let series = "shoal_tracker_peers{zone=\"z1\",state=\"restarting\"} 1";
+    let addr = tracker_m.to_string();
+    wait_for(series, std::time::Duration::from_secs(10), || async {
+        scrape(&addr).await.contains(series)
+    })
+    .await
+    .unwrap();
+    let out = Command::new(bin("shoal"))
+        .args(["--tracker", &format!("http://{tracker}"), "--json", "peers"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peers: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(peers[0]["state"], "restarting", "{stdout}");
 }

@@ -1,6 +1,6 @@
 //! Replication and consistency acceptance: zone-aware placement, repair after peer
 //! death, trimming and GC when a peer returns, scrub, drain, replica count changes,
-//! repair across a tracker restart.
+//! repair across a tracker restart, restarts that move no data, leaving for good.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -385,30 +385,169 @@ async fn repair_time_for_1000_chunks() {
     let _ = std::fs::write(dir.join("repair.txt"), line + "\n");
 }
 
+/// The state the tracker reports for peer `id`.
+async fn peer_state(c: &Client, id: &str) -> i32 {
+    c.peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.peer.as_ref().is_some_and(|r| r.id == id))
+        .unwrap_or_else(|| panic!("peer {id} unknown to the tracker"))
+        .state
+}
+
+/// Every peer's chunks on disk, by peer index.
+fn disks(cluster: &TestCluster) -> Vec<HashSet<String>> {
+    (0..cluster.peers.len())
+        .map(|i| cluster.chunks_on_disk(i))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_peer_stopped_with_sigterm_deregisters_and_repair_starts_at_once() {
+async fn a_peer_leaving_on_sigterm_deregisters_and_repair_starts_at_once() {
+    let mut o = opts(&["a", "a", "b", "b"], 2);
+    o.peer_tweak = |c| c.leave_on_shutdown = true;
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "s", 20 * 65536, 11, 2).await;
+    let id = cluster.peer_id(0);
+    // Graceful stop (what SIGTERM does) with SHOAL_LEAVE_ON_SHUTDOWN=true: in-flight
+    // transfers finish, then Deregister as leaving.
+    cluster.stop_peer(0);
+    assert_eq!(
+        peer_state(&c, &id).await,
+        pb::PeerState::Dead as i32,
+        "a peer that left: its copies stop counting at once"
+    );
+    wait_exactly_r(&c, "s", 2).await;
+    same_bytes(&c, "s", &src, &work.path().join("out")).await;
+}
+
+/// A peer stopped with SIGTERM (the default: restarting) is reported restarting, none of
+/// its copies is repaired for well past the dead threshold, and when it comes back it is
+/// live with its copies: nothing was copied or trimmed anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarting_peer_moves_no_data() {
+    let mut cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 3))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "k", 20 * 65536, 12, 3).await;
+    wait_exactly_r(&c, "k", 3).await;
+    let before = disks(&cluster);
+    assert!(!before[0].is_empty(), "peer 0 holds copies");
+    let id = cluster.peer_id(0);
+    cluster.stop_peer(0);
+    assert_eq!(peer_state(&c, &id).await, pb::PeerState::Restarting as i32);
+    // A crashed peer would be dead and repaired after dead_after; watch twice as long.
+    let watch = cluster.opts.tracker.liveness.dead_after * 2;
+    let until = tokio::time::Instant::now() + watch;
+    while tokio::time::Instant::now() < until {
+        assert_eq!(peer_state(&c, &id).await, pb::PeerState::Restarting as i32);
+        let now = disks(&cluster);
+        assert_eq!(now[1..], before[1..], "no copy was made during the grace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.cluster_info().await.unwrap().repair_queue, 0);
+    cluster.start_peer(0).await.unwrap();
+    wait_for("peer 0 alive again", CONVERGE, || async {
+        peer_state(&c, &id).await == pb::PeerState::Alive as i32
+    })
+    .await
+    .unwrap();
+    wait_exactly_r(&c, "k", 3).await;
+    assert_eq!(disks(&cluster), before, "nothing copied, nothing trimmed");
+    same_bytes(&c, "k", &src, &work.path().join("out")).await;
+}
+
+/// During a restart, a chunk left with fewer than min(2, R) live copies is repaired at
+/// once (R=2: one peer away leaves one copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_that_leaves_one_live_copy_is_repaired_at_once() {
     let mut cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
         .await
         .unwrap();
     let c = cluster.client();
     let work = tempfile::tempdir().unwrap();
-    let src = put(&c, work.path(), "s", 20 * 65536, 11, 2).await;
+    let src = put(&c, work.path(), "one", 20 * 65536, 13, 2).await;
     let id = cluster.peer_id(0);
-    // Graceful stop (what SIGTERM does): in-flight transfers finish, then Deregister.
     cluster.stop_peer(0);
-    let state = c
+    wait_exactly_r(&c, "one", 2).await;
+    assert_eq!(
+        peer_state(&c, &id).await,
+        pb::PeerState::Restarting as i32,
+        "repaired while the peer is still within its grace (10 min by default)"
+    );
+    same_bytes(&c, "one", &src, &work.path().join("out")).await;
+}
+
+/// When the grace runs out before the peer is back, its copies are repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_away_past_the_restart_grace_is_repaired() {
+    let mut o = opts(&["a", "a", "b", "b"], 3);
+    o.tracker.repair.restart_grace = Duration::from_secs(2);
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "late", 20 * 65536, 14, 3).await;
+    let id = cluster.peer_id(0);
+    cluster.stop_peer(0);
+    assert_eq!(peer_state(&c, &id).await, pb::PeerState::Restarting as i32);
+    cluster.wait_peer_dead(0).await.unwrap();
+    wait_exactly_r(&c, "late", 3).await;
+    same_bytes(&c, "late", &src, &work.path().join("out")).await;
+}
+
+/// Drain then undrain: the peer is back to alive and takes copies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undrain_puts_a_peer_back_in_service() {
+    let cluster = TestCluster::start(opts(&["a", "b"], 1)).await.unwrap();
+    let c = cluster.client();
+    let id = cluster.peer_id(0);
+    let r = c.drain(&id).await.unwrap();
+    assert!(r.state == pb::PeerState::Drained as i32 || r.state == pb::PeerState::Draining as i32);
+    let undrain = |id: String| {
+        c.trackers.call("undrain", move |mut t| {
+            let peer_id = id.clone();
+            async move { t.undrain_peer(pb::UndrainPeerRequest { peer_id }).await }
+        })
+    };
+    let r = undrain(id.clone()).await.unwrap();
+    assert_eq!(r.state, pb::PeerState::Alive as i32);
+    assert_eq!(peer_state(&c, &id).await, pb::PeerState::Alive as i32);
+    let e = undrain("no-such-peer".into()).await.unwrap_err();
+    assert!(e.to_string().contains("no-such-peer"), "{e}");
+}
+
+/// Without SHOAL_CAPACITY_BYTES, a peer restarted with chunks on disk offers the chunks
+/// it holds plus the volume's free space: its free space is the volume's, not less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_peer_advertises_the_volumes_free_space() {
+    let mut o = opts(&["a", "b"], 2);
+    o.peer_tweak = |c| c.capacity_bytes = None;
+    let mut cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    put(&c, work.path(), "cap", 40 * 65536, 15, 2).await;
+    let id = cluster.peer_id(0);
+    cluster.stop_peer(0);
+    cluster.start_peer(0).await.unwrap();
+    cluster.wait_live_peers(2).await.unwrap();
+    let p = c
         .peers()
         .await
         .unwrap()
         .into_iter()
-        .find(|p| p.peer.as_ref().unwrap().id == id)
-        .unwrap()
-        .state;
-    assert_eq!(
-        state,
-        pb::PeerState::Dead as i32,
-        "a deregistered peer's copies stop counting at once"
+        .find(|p| p.peer.as_ref().is_some_and(|r| r.id == id))
+        .unwrap();
+    assert!(p.used_bytes >= 40 * 65536, "the chunks are counted: {p:?}");
+    let advertised = p.capacity_bytes - p.used_bytes;
+    let volume = fs4::available_space(cluster.peer_dir(0)).unwrap();
+    let diff = advertised.abs_diff(volume) as f64;
+    assert!(
+        diff <= volume as f64 * 0.01,
+        "advertised free {advertised} vs volume free {volume}"
     );
-    wait_exactly_r(&c, "s", 2).await;
-    same_bytes(&c, "s", &src, &work.path().join("out")).await;
 }

@@ -129,6 +129,10 @@ pub struct Repair {
     /// Unreferenced chunks younger than this are left alone (uploads in flight).
     #[serde(default = "default_gc_grace", with = "humantime_serde")]
     pub gc_grace: Duration,
+    /// How long the copies of a peer that said it is restarting stay expected (not
+    /// repaired) while it is away; 0 turns the grace off (a restart is a leave).
+    #[serde(default = "default_restart_grace", with = "humantime_serde")]
+    pub restart_grace: Duration,
 }
 
 fn default_listen() -> SocketAddr {
@@ -182,6 +186,9 @@ fn default_log_retention() -> Duration {
 fn default_gc_grace() -> Duration {
     Duration::from_secs(600)
 }
+fn default_restart_grace() -> Duration {
+    Duration::from_secs(600)
+}
 
 impl Default for Replication {
     fn default() -> Self {
@@ -224,6 +231,7 @@ impl Default for Repair {
             per_peer: default_repair_per_peer(),
             bandwidth_bytes: 0,
             gc_grace: default_gc_grace(),
+            restart_grace: default_restart_grace(),
         }
     }
 }
@@ -349,6 +357,35 @@ mod tests {
         assert_eq!(c.replication.factor, 3);
         assert_eq!(c.chunk.min_bytes, 1 << 20);
         assert_eq!(c.liveness.dead_after, Duration::from_secs(30));
+        assert_eq!(c.repair.restart_grace, Duration::from_secs(600));
+    }
+
+    /// Every variable the chart, compose and scripts give the tracker is a setting (or
+    /// allowed), and a typo is refused naming the setting meant.
+    #[test]
+    fn deploy_variables_are_known_and_typos_are_not() {
+        load(&[
+            ("SHOAL_LISTEN_ADDR", "0.0.0.0:50052"),
+            ("SHOAL_DATA_DIR", "/var/lib/shoal"),
+            ("SHOAL_METRICS_ADDR", "0.0.0.0:9102"),
+            ("SHOAL_LOG_FORMAT", "json"),
+            ("SHOAL_REPLICATION__FACTOR", "3"),
+            ("SHOAL_CHUNK__MIN_BYTES", "1048576"),
+            ("SHOAL_CHUNK__MAX_BYTES", "67108864"),
+            ("SHOAL_LIVENESS__HEARTBEAT", "500ms"),
+            ("SHOAL_LIVENESS__SUSPECT_AFTER", "2s"),
+            ("SHOAL_LIVENESS__DEAD_AFTER", "5s"),
+            ("SHOAL_REPAIR__RESTART_GRACE", "5m"),
+            ("SHOAL_AUTH__REQUIRED", "false"),
+            ("SHOAL_AUTH__CLUSTER_TOKEN", "0123456789abcdef0"),
+            ("SHOAL_STORE__POLL", "200ms"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = load(&[("SHOAL_REPLICATON__FACTOR", "2")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: unknown setting SHOAL_REPLICATON__FACTOR (did you mean SHOAL_REPLICATION__FACTOR?)"
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
         "ListFiles" | "SearchFiles" | "StatFile" | "ListPeers" | "ClusterInfo"
         | "ReportBadChunk" => Role::Read,
         "BeginUpload" | "PlaceChunks" | "ReplaceTargets" | "CommitUpload" | "AbortUpload"
-        | "DeleteFile" | "SetReplicas" | "DrainPeer" => Role::Write,
+        | "DeleteFile" | "SetReplicas" | "DrainPeer" | "UndrainPeer" => Role::Write,
         _ => Role::Cluster,
     })
 }
@@ -135,6 +135,7 @@ pub fn render_metrics(t: &Tracker) -> String {
             shoal_proto::v1::PeerState::Dead => "dead",
             shoal_proto::v1::PeerState::Draining => "draining",
             shoal_proto::v1::PeerState::Drained => "drained",
+            shoal_proto::v1::PeerState::Restarting => "restarting",
             shoal_proto::v1::PeerState::Unspecified => "unknown",
         };
         *by.entry((p.zone.clone(), state)).or_default() += 1;

@@ -152,6 +152,28 @@ pub fn drain(t: &Arc<Tracker>, peer_id: &str) -> Result<pb::DrainPeerResponse> {
     })
 }
 
+/// Stop draining a peer: its copies count and it takes new ones again; copies made
+/// meanwhile are above target and trimmed.
+pub fn undrain(t: &Arc<Tracker>, peer_id: &str) -> Result<pb::DrainPeerResponse> {
+    let now = Instant::now();
+    let mut st = t.state();
+    let p = st
+        .peers
+        .get_mut(peer_id)
+        .ok_or_else(|| Error::NotFound(format!("unknown peer {peer_id:?}")))?;
+    if p.draining {
+        info!(peer = %peer_id, "drain cancelled");
+    }
+    p.draining = false;
+    st.journal_undrained(peer_id);
+    let p = &st.peers[peer_id];
+    Ok(pb::DrainPeerResponse {
+        state: st.peer_state(p, &t.cfg, now) as i32,
+        chunks_remaining: 0,
+        safe_to_remove: false,
+    })
+}
+
 /// Run the manager until `shutdown`; a failed round is logged and the next one runs.
 pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
     let ms = Arc::new(Mutex::new(ManagerState::default()));
@@ -190,7 +212,7 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
         // 1. Find chunks below target.
         let below: Vec<Hash> = targets
             .iter()
-            .filter(|(h, target)| st.durable_count(h, cfg, now) < **target as usize)
+            .filter(|(h, target)| st.below_target(h, **target, cfg, now))
             .map(|(h, _)| *h)
             .collect();
         drop(m);
@@ -215,7 +237,8 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
                 continue;
             };
             let live = st.durable_count(&h, cfg, now);
-            if live >= target as usize {
+            if !st.below_target(&h, target, cfg, now) {
+                // At target, or its missing copies are on a peer restarting in its grace.
                 done.push(h);
             } else if live == 0 && st.live_holders(&h, cfg, now).is_empty() {
                 error!(chunk = %h, "chunk LOST: no live copy; kept queued until a holder returns");

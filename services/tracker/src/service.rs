@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::error::{bad_hash, Error};
+use crate::state::Goodbye;
 use crate::tracker::{validate_addr, validate_zone, Tracker};
 
 pub struct TrackerService {
@@ -71,6 +72,10 @@ impl TrackerRpc for TrackerService {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let interval = t.cfg.liveness.heartbeat.as_millis() as u64;
         let mut st = t.state();
+        let said_goodbye = st
+            .peers
+            .get(&req.peer_id)
+            .is_some_and(|p| st.goodbye(p).is_some());
         let Some(p) = st.peers.get_mut(&req.peer_id) else {
             return Ok(Response::new(pb::HeartbeatResponse {
                 known: false,
@@ -78,14 +83,15 @@ impl TrackerRpc for TrackerService {
                 resync: false,
             }));
         };
-        let was_dead =
-            Instant::now().saturating_duration_since(p.last_seen) >= t.cfg.liveness.dead_after;
+        let was_dead = said_goodbye
+            || Instant::now().saturating_duration_since(p.last_seen) >= t.cfg.liveness.dead_after;
         p.last_seen = Instant::now();
         p.capacity = req.capacity_bytes;
         p.used = req.used_bytes;
         p.active_transfers = req.active_transfers;
         let chunk_count = p.chunks.len() as u64;
         st.journal_seen(&req.peer_id);
+        st.heard_from(&req.peer_id);
         // A peer back from the dead is reconciled, not trusted: ask for its full inventory.
         let resync = was_dead
             || chunk_count != req.chunk_count
@@ -144,15 +150,30 @@ impl TrackerRpc for TrackerService {
         Ok(Response::new(crate::manager::drain(&self.tracker, &id)?))
     }
 
-    async fn deregister(&self, req: Request<pb::DeregisterRequest>) -> R<pb::DeregisterResponse> {
+    async fn undrain_peer(&self, req: Request<pb::UndrainPeerRequest>) -> R<pb::DrainPeerResponse> {
         let id = req.into_inner().peer_id;
+        Ok(Response::new(crate::manager::undrain(&self.tracker, &id)?))
+    }
+
+    async fn deregister(&self, req: Request<pb::DeregisterRequest>) -> R<pb::DeregisterResponse> {
+        let req = req.into_inner();
+        let (id, now) = (req.peer_id, Instant::now());
         let t = &self.tracker;
         let mut st = t.state();
-        if let Some(p) = st.peers.get_mut(&id) {
-            info!(peer = %id, "peer deregistered; its copies stop counting now");
-            p.last_seen = Instant::now() - t.cfg.liveness.dead_after;
+        let Some(p) = st.peers.get_mut(&id) else {
+            return Ok(Response::new(pb::DeregisterResponse {}));
+        };
+        let goodbye = if req.restarting && !t.cfg.repair.restart_grace.is_zero() {
+            info!(peer = %id, grace = ?t.cfg.repair.restart_grace, "peer restarting; its copies stay expected for the grace");
+            // Last seen is kept: other replicas (PostgreSQL) judge it as a crash.
+            Goodbye::Restarting(now)
+        } else {
+            info!(peer = %id, "peer left; its copies stop counting now");
+            p.last_seen = now - t.cfg.liveness.dead_after;
             st.journal_seen(&id);
-        }
+            Goodbye::Left(now)
+        };
+        st.goodbyes.insert(id, goodbye);
         Ok(Response::new(pb::DeregisterResponse {}))
     }
 

@@ -95,7 +95,7 @@ struct PeerRow {
 #[derive(Clone)]
 pub struct Batch {
     rows: Vec<PeerRow>,
-    drained: HashSet<String>,
+    drained: HashMap<String, bool>,
     ops: Vec<LocOp>,
 }
 
@@ -133,7 +133,10 @@ impl Batch {
         let Some(j) = st.journal.as_mut() else {
             return;
         };
-        j.drained.extend(self.drained);
+        // What the journal holds now is newer than the batch.
+        for (id, draining) in self.drained {
+            j.drained.entry(id).or_insert(draining);
+        }
         let newer = std::mem::replace(&mut j.ops, self.ops);
         j.ops.extend(newer);
     }
@@ -177,9 +180,12 @@ impl Batch {
             )
             .map_err(err)?;
         }
-        for id in &self.drained {
-            txn.execute("UPDATE peers SET draining = true WHERE id = $1", &[id])
-                .map_err(err)?;
+        for (id, draining) in &self.drained {
+            txn.execute(
+                "UPDATE peers SET draining = $2 WHERE id = $1",
+                &[id, draining],
+            )
+            .map_err(err)?;
         }
         let add = txn
             .prepare("INSERT INTO locations (peer, chunk) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -326,7 +332,7 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
     })??;
     let now = Instant::now();
     let mut st = t.state();
-    let pending: (HashSet<String>, HashSet<String>) = st
+    let pending: (HashSet<String>, HashMap<String, bool>) = st
         .journal
         .as_ref()
         .map(|j| (j.seen.clone(), j.drained.clone()))
@@ -356,7 +362,7 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
             p.active_transfers = d.active_transfers.max(0) as u32;
             p.last_seen = last_seen;
         }
-        if !pending.1.contains(&d.id) {
+        if !pending.1.contains_key(&d.id) {
             p.draining = d.draining;
         }
         if let Some(chunks) = inventories.remove(&d.id) {

@@ -44,6 +44,37 @@ pub enum Liveness {
     Dead,
 }
 
+/// What a peer said when it stopped (Deregister), until it is heard from again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// Back soon with the same id and volume: its copies are expected for the restart grace.
+    Restarting(Instant),
+    /// Gone for good: its copies stop counting at once.
+    Left(Instant),
+}
+
+impl Goodbye {
+    fn at(self) -> Instant {
+        match self {
+            Goodbye::Restarting(at) | Goodbye::Left(at) => at,
+        }
+    }
+}
+
+/// Whether a chunk needs a new copy: `live` copies serve, `expected` sit on peers
+/// restarting within their grace. Expected copies count towards `target` (a rolling
+/// restart moves no data), but never below `min(2, target)` live copies: one more loss
+/// there would lose the chunk, so it is repaired at once.
+pub fn needs_repair(live: usize, expected: usize, target: usize) -> bool {
+    if live >= target {
+        return false;
+    }
+    if live < target.min(2) {
+        return true;
+    }
+    live + expected < target
+}
+
 #[derive(Debug)]
 pub struct Upload {
     pub name: String,
@@ -79,6 +110,11 @@ pub struct State {
     pub applied_seq: i64,
     /// Peer and location changes not yet written to the shared store (PostgreSQL only).
     pub journal: Option<Journal>,
+    /// Peers that said goodbye and have not been heard from since.
+    pub goodbyes: HashMap<String, Goodbye>,
+    /// When this tracker came up: a peer known from the store but not heard from since
+    /// is judged from then, so a restart does not declare every peer dead at once.
+    pub started: Option<Instant>,
 }
 
 /// What this replica changed about peers since its last sync with the database.
@@ -86,8 +122,8 @@ pub struct State {
 pub struct Journal {
     /// Peers heard from (register, heartbeat, deregister): their row is written whole.
     pub seen: HashSet<String>,
-    /// Peers put into drain here.
-    pub drained: HashSet<String>,
+    /// Peers put into drain (true) or taken out of it (false) here.
+    pub drained: HashMap<String, bool>,
     /// Location changes, in order.
     pub ops: Vec<LocOp>,
 }
@@ -138,6 +174,7 @@ impl State {
         let mut s = State {
             names: loaded.names,
             applied_seq: loaded.seq,
+            started: Some(Instant::now()),
             ..Default::default()
         };
         for f in loaded.files.into_values() {
@@ -176,7 +213,13 @@ impl State {
 
     pub fn journal_drained(&mut self, peer_id: &str) {
         if let Some(j) = self.journal.as_mut() {
-            j.drained.insert(peer_id.to_string());
+            j.drained.insert(peer_id.to_string(), true);
+        }
+    }
+
+    pub fn journal_undrained(&mut self, peer_id: &str) {
+        if let Some(j) = self.journal.as_mut() {
+            j.drained.insert(peer_id.to_string(), false);
         }
     }
 
@@ -276,8 +319,36 @@ impl State {
 
     // ---- liveness -------------------------------------------------------------
 
+    /// The goodbye a peer said, if it has not been heard from since (another replica
+    /// may have heard it: its `last_seen` is then newer).
+    pub fn goodbye(&self, p: &PeerEntry) -> Option<Goodbye> {
+        self.goodbyes
+            .get(&p.id)
+            .copied()
+            .filter(|g| p.last_seen <= g.at())
+    }
+
+    /// A peer heard from (register, heartbeat) is no longer gone.
+    pub fn heard_from(&mut self, peer_id: &str) {
+        self.goodbyes.remove(peer_id);
+    }
+
+    /// A peer restarting within its grace: offline, its copies expected back.
+    pub fn restarting(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> bool {
+        matches!(self.goodbye(p), Some(Goodbye::Restarting(at))
+            if !p.draining && now.saturating_duration_since(at) < cfg.repair.restart_grace)
+    }
+
     pub fn liveness(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> Liveness {
-        let age = now.saturating_duration_since(p.last_seen);
+        if self.goodbye(p).is_some() {
+            // Stopped: it neither serves nor takes copies, whatever it said.
+            return Liveness::Dead;
+        }
+        let seen = match self.started {
+            Some(started) => p.last_seen.max(started),
+            None => p.last_seen,
+        };
+        let age = now.saturating_duration_since(seen);
         if age >= cfg.liveness.dead_after {
             Liveness::Dead
         } else if age >= cfg.liveness.suspect_after {
@@ -288,6 +359,9 @@ impl State {
     }
 
     pub fn peer_state(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> pb::PeerState {
+        if self.restarting(p, cfg, now) {
+            return pb::PeerState::Restarting;
+        }
         match (self.liveness(p, cfg, now), p.draining) {
             (Liveness::Dead, _) => pb::PeerState::Dead,
             (_, true) if self.drain_remaining(&p.id, cfg, now) == 0 => pb::PeerState::Drained,
@@ -325,6 +399,30 @@ impl State {
             .iter()
             .filter(|p| !p.draining)
             .count()
+    }
+
+    /// Copies on peers restarting within their grace (not draining).
+    pub fn expected_count(&self, chunk: &Hash, cfg: &TrackerConfig, now: Instant) -> usize {
+        self.locations
+            .get(chunk)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.peers.get(id))
+            .filter(|p| self.restarting(p, cfg, now))
+            .count()
+    }
+
+    /// Whether `chunk` needs a new copy to reach `target` (see [`needs_repair`]).
+    pub fn below_target(
+        &self,
+        chunk: &Hash,
+        target: u32,
+        cfg: &TrackerConfig,
+        now: Instant,
+    ) -> bool {
+        let live = self.durable_count(chunk, cfg, now);
+        let target = target as usize;
+        live < target && needs_repair(live, self.expected_count(chunk, cfg, now), target)
     }
 
     /// Chunks of a draining peer that still need a copy elsewhere.
@@ -389,6 +487,7 @@ impl State {
             .map(|p| p.inventory_version)
             .unwrap_or(-1);
         self.forget_inventory(&peer.id);
+        self.heard_from(&peer.id);
         for h in &chunks {
             self.locations
                 .entry(*h)
@@ -787,6 +886,168 @@ mod tests {
         assert!(
             !st.locations.contains_key(&h),
             "reconciled, not trusted: the copy it lost is gone"
+        );
+    }
+
+    /// A config whose liveness never gets in the way of the grace being tested.
+    fn grace_cfg() -> TrackerConfig {
+        let mut cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+        cfg.liveness.suspect_after = Duration::from_secs(3000);
+        cfg.liveness.dead_after = Duration::from_secs(3600);
+        cfg.repair.restart_grace = Duration::from_secs(600);
+        cfg
+    }
+
+    /// `n` peers all holding `h`.
+    fn holders(n: usize, h: Hash) -> State {
+        let mut st = State::default();
+        for i in 0..n {
+            st.register_peer(peer(&format!("p{i}")), 1 << 30, 0, vec![h], Instant::now());
+        }
+        st
+    }
+
+    #[test]
+    fn needs_repair_counts_expected_copies_only_above_two_live() {
+        // (live, expected, target) -> repair?
+        for (live, expected, target, want) in [
+            (3, 0, 3, false),
+            (2, 1, 3, false), // one peer restarting: wait for it
+            (2, 0, 3, true),  // gone: repair
+            (1, 2, 3, true),  // below min(2, R): at once
+            (1, 1, 2, true),  // R=2: a restart leaves one copy, repair at once
+            (0, 1, 1, true),  // R=1: the only copy is away; nothing to copy from, but due
+            (1, 0, 1, false),
+            (4, 0, 3, false),
+        ] {
+            assert_eq!(
+                needs_repair(live, expected, target),
+                want,
+                "live {live}, expected {expected}, target {target}"
+            );
+        }
+    }
+
+    /// A peer that said it is restarting: no repair during the grace, repair after it.
+    #[tokio::test(start_paused = true)]
+    async fn restarting_peer_is_not_repaired_during_the_grace_then_is() {
+        let cfg = grace_cfg();
+        let h = Hash::of(b"c");
+        let mut st = holders(3, h);
+        st.goodbyes
+            .insert("p2".into(), Goodbye::Restarting(Instant::now()));
+        let state = |st: &State| st.peer_state(&st.peers["p2"], &cfg, Instant::now());
+        assert_eq!(state(&st), pb::PeerState::Restarting);
+        assert_eq!(
+            st.live_holders(&h, &cfg, Instant::now()).len(),
+            2,
+            "a restarting peer serves nothing"
+        );
+        assert!(!st.below_target(&h, 3, &cfg, Instant::now()));
+        tokio::time::advance(cfg.repair.restart_grace - Duration::from_millis(1)).await;
+        assert_eq!(state(&st), pb::PeerState::Restarting);
+        assert!(!st.below_target(&h, 3, &cfg, Instant::now()));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(state(&st), pb::PeerState::Dead);
+        assert!(
+            st.below_target(&h, 3, &cfg, Instant::now()),
+            "after the grace, its copies are repaired"
+        );
+    }
+
+    /// Below min(2, R) live copies a chunk is repaired at once, grace or not.
+    #[tokio::test(start_paused = true)]
+    async fn one_live_copy_is_repaired_at_once_during_the_grace() {
+        let cfg = grace_cfg();
+        let h = Hash::of(b"c");
+        let mut st = holders(2, h);
+        st.goodbyes
+            .insert("p1".into(), Goodbye::Restarting(Instant::now()));
+        assert!(st.below_target(&h, 2, &cfg, Instant::now()), "R=2");
+        let mut st = holders(3, h);
+        for p in ["p1", "p2"] {
+            st.goodbyes
+                .insert(p.into(), Goodbye::Restarting(Instant::now()));
+        }
+        assert!(
+            st.below_target(&h, 3, &cfg, Instant::now()),
+            "R=3, two away"
+        );
+    }
+
+    /// Coming back is registering again: alive with its copies, nothing to repair.
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_peer_is_live_again_with_its_copies() {
+        let cfg = grace_cfg();
+        let h = Hash::of(b"c");
+        let mut st = holders(3, h);
+        st.goodbyes
+            .insert("p2".into(), Goodbye::Restarting(Instant::now()));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        st.register_peer(peer("p2"), 1 << 30, 0, vec![h], Instant::now());
+        assert_eq!(
+            st.peer_state(&st.peers["p2"], &cfg, Instant::now()),
+            pb::PeerState::Alive
+        );
+        assert_eq!(st.durable_count(&h, &cfg, Instant::now()), 3);
+        tokio::time::advance(cfg.repair.restart_grace).await;
+        assert!(
+            !st.below_target(&h, 3, &cfg, Instant::now()),
+            "grace over, still fine"
+        );
+    }
+
+    /// A peer that left (or crashed past dead_after) is repaired at once; a draining peer
+    /// that restarts gets no grace (it is leaving anyway).
+    #[tokio::test(start_paused = true)]
+    async fn leaving_and_draining_peers_get_no_grace() {
+        let cfg = grace_cfg();
+        let h = Hash::of(b"c");
+        let mut st = holders(3, h);
+        st.goodbyes
+            .insert("p2".into(), Goodbye::Left(Instant::now()));
+        assert_eq!(
+            st.peer_state(&st.peers["p2"], &cfg, Instant::now()),
+            pb::PeerState::Dead
+        );
+        assert!(st.below_target(&h, 3, &cfg, Instant::now()));
+        let mut st = holders(3, h);
+        if let Some(p) = st.peers.get_mut("p2") {
+            p.draining = true;
+        }
+        st.goodbyes
+            .insert("p2".into(), Goodbye::Restarting(Instant::now()));
+        assert!(st.below_target(&h, 3, &cfg, Instant::now()));
+    }
+
+    /// After a tracker restart, peers known from the store but silent since are judged
+    /// from the tracker's start: suspect and dead only after the usual delays.
+    #[tokio::test(start_paused = true)]
+    async fn peers_from_the_store_are_judged_from_the_trackers_start() {
+        let cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+        let mut st = State::from_loaded(Loaded::default());
+        let now = Instant::now();
+        let long_ago = now
+            .checked_sub(cfg.liveness.dead_after * 10)
+            .expect("the clock runs longer than five minutes");
+        for id in ["silent", "heard"] {
+            st.register_peer(peer(id), 1 << 30, 0, vec![], long_ago);
+        }
+        let state = |st: &State, id: &str| st.peer_state(&st.peers[id], &cfg, Instant::now());
+        assert_eq!(state(&st, "silent"), pb::PeerState::Alive);
+        tokio::time::advance(cfg.liveness.dead_after - Duration::from_millis(1)).await;
+        if let Some(p) = st.peers.get_mut("heard") {
+            p.last_seen = Instant::now();
+        }
+        assert_eq!(state(&st, "silent"), pb::PeerState::Suspect);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(state(&st, "silent"), pb::PeerState::Dead);
+        assert_eq!(state(&st, "heard"), pb::PeerState::Alive);
+        tokio::time::advance(cfg.liveness.dead_after).await;
+        assert_eq!(
+            state(&st, "heard"),
+            pb::PeerState::Dead,
+            "a peer heard from is judged from when it was heard"
         );
     }
 

@@ -156,6 +156,26 @@ mod tests {
         Ok(c)
     }
 
+    /// What the chart and compose give the webserver (with `SHOAL_DATA_DIR`, set for every
+    /// component) is accepted; a typo is not.
+    #[test]
+    fn deploy_variables_are_known_and_typos_are_not() {
+        load(&[
+            ("SHOAL_LISTEN_ADDR", "0.0.0.0:50051"),
+            ("SHOAL_HTTP_ADDR", "0.0.0.0:8080"),
+            ("SHOAL_TRACKER_URL", "http://tracker:50052"),
+            ("SHOAL_TRACKER_PUBLIC_URL", "http://tracker:50052"),
+            ("SHOAL_DATA_DIR", "/var/lib/shoal"),
+            ("SHOAL_LOG_FORMAT", "json"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = load(&[("SHOAL_TRACKER_URLS", "http://tracker:50052")]).unwrap_err();
+        assert!(
+            e.to_string().contains("did you mean SHOAL_TRACKER_URL?"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn public_url_wins_for_clients() {
         let c = load(&[("SHOAL_TRACKER_URL", "http://tracker:50052")]).expect("valid");

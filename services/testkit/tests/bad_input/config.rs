@@ -1,5 +1,5 @@
-//! Configuration values out of range: each service binary exits 64 with one line on
-//! stderr naming the variable, before it binds or writes anything.
+//! Configuration values out of range and misspelt settings: each service binary exits
+//! 64 with one line on stderr naming the variable, before it binds or writes anything.
 
 use std::time::Duration;
 
@@ -11,18 +11,45 @@ fn config_case(bin: &'static str, var: &'static str, value: &'static str) -> Cas
     let name = format!("{bin}: {var}={}", value.escape_debug());
     case(name, Outcome::Exit(64), move |c| async move {
         let data = c.dir(&format!("cfg-{bin}-{}", var.to_lowercase()));
-        let mut env = vec![
-            ("SHOAL_DATA_DIR".to_string(), data.display().to_string()),
-            ("SHOAL_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
-            ("SHOAL_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
-            ("RUST_LOG".to_string(), "warn".to_string()),
-        ];
-        env.retain(|(k, _)| k != var);
-        env.push((var.to_string(), value.to_string()));
-        let r = run_bin(bin, vec![], env, None, Duration::from_secs(20)).await?;
-        one_line(&r.stderr)?;
+        let r = run_with(bin, data, var, value).await?;
         if !r.stderr.contains(var) {
             return Err(format!("stderr does not name {var}: {:?}", r.stderr));
+        }
+        Ok(Outcome::Exit(r.code))
+    })
+}
+
+/// Run `bin` with harmless valid settings plus `var=value`; stderr must be one line.
+async fn run_with(
+    bin: &'static str,
+    data: std::path::PathBuf,
+    var: &str,
+    value: &str,
+) -> Result<super::harness::Ran, String> {
+    let mut env = vec![
+        ("SHOAL_DATA_DIR".to_string(), data.display().to_string()),
+        ("SHOAL_LISTEN_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("RUST_LOG".to_string(), "warn".to_string()),
+    ];
+    if bin == "shoal-webserver" {
+        env.push(("SHOAL_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()));
+    }
+    env.retain(|(k, _)| k != var);
+    env.push((var.to_string(), value.to_string()));
+    let r = run_bin(bin, vec![], env, None, Duration::from_secs(20)).await?;
+    one_line(&r.stderr)?;
+    Ok(r)
+}
+
+/// A misspelt setting stops the service (exit 64) naming it and the setting meant.
+fn typo_case(bin: &'static str, typo: &'static str, meant: &'static str) -> Case {
+    let name = format!("{bin}: unknown {typo}");
+    case(name, Outcome::Exit(64), move |c| async move {
+        let data = c.dir(&format!("typo-{bin}-{}", typo.to_lowercase()));
+        let r = run_with(bin, data, typo, "2").await?;
+        let want = format!("unknown setting {typo} (did you mean {meant}?)");
+        if !r.stderr.contains(&want) {
+            return Err(format!("stderr does not say {want:?}: {:?}", r.stderr));
         }
         Ok(Outcome::Exit(r.code))
     })
@@ -67,5 +94,17 @@ pub fn cases() -> Vec<Case> {
         config_case("shoal-webserver", "SHOAL_TRACKER_URL", "tracker:50052"),
         config_case("shoal-webserver", "SHOAL_MAX_UPLOAD_BYTES", "0"),
         config_case("shoal-webserver", "SHOAL_HTTP_ADDR", "[::1"),
+        typo_case(
+            "shoal-tracker",
+            "SHOAL_REPLICATON__FACTOR",
+            "SHOAL_REPLICATION__FACTOR",
+        ),
+        typo_case("shoal-peer", "SHOAL_CAPACITY_BYTE", "SHOAL_CAPACITY_BYTES"),
+        typo_case(
+            "shoal-peer",
+            "SHOAL_LEAVE_ON_SHUTDOWNN",
+            "SHOAL_LEAVE_ON_SHUTDOWN",
+        ),
+        typo_case("shoal-webserver", "SHOAL_TRACKER_URLS", "SHOAL_TRACKER_URL"),
     ]
 }
