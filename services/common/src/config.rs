@@ -54,6 +54,7 @@ pub const ALLOWED: &[&str] = &[
     "SHOAL_DATA_DIR",
     "SHOAL_ENDPOINT",
     "SHOAL_TRACKER",
+    "SHOAL_PROGRESS_TIMEOUT",
     "SHOAL_TOKEN",
     "SHOAL_TOKEN_FILE",
     "SHOAL_TRACE_FILE",
