@@ -177,8 +177,12 @@ def c_probes(r: Render) -> list[str]:
             port = GRPC_PORT.get(comp)
             if port is None:
                 continue
-            live = (c.get("livenessProbe") or {}).get("grpc", {}).get("port")
-            if live != port:
+            live = c.get("livenessProbe") or {}
+            if comp == "webserver":
+                # Liveness is the process alone: a tracker outage must not restart webservers.
+                if live.get("httpGet", {}).get("path") != "/healthz":
+                    bad.append(f"{where}: livenessProbe is not HTTP /healthz (it must not depend on the tracker)")
+            elif live.get("grpc", {}).get("port") != port:
                 bad.append(f"{where}: livenessProbe is not a native gRPC probe on {port}")
             ready = c.get("readinessProbe") or {}
             if comp == "webserver":
@@ -603,6 +607,13 @@ def c_ingress(r: Render) -> list[str]:
                 svc = p["backend"]["service"]
                 if svc["name"] != f"{FULL}-webserver" or svc["port"].get("name") != "http":
                     bad.append(f'Ingress {i["metadata"]["name"]} does not route to the webserver UI')
+        # ingress-nginx refuses bodies over 1 MiB and buffers whole uploads by default.
+        ann = i["metadata"].get("annotations") or {}
+        if i["spec"].get("ingressClassName") == "nginx":
+            for k, want in (("nginx.ingress.kubernetes.io/proxy-body-size", "0"),
+                            ("nginx.ingress.kubernetes.io/proxy-request-buffering", "off")):
+                if ann.get(k) != want:
+                    bad.append(f'Ingress {i["metadata"]["name"]}: {k} is {ann.get(k)!r}, not {want!r}')
     return bad
 
 
@@ -688,7 +699,7 @@ def main() -> int:
     generic = [
         ("recommended labels on every resource and pod", c_labels),
         ("enableServiceLinks: false on every pod spec", c_service_links),
-        ("liveness + readiness (native gRPC) probes on every container", c_probes),
+        ("liveness + readiness probes on every container (native gRPC; webserver liveness on HTTP /healthz)", c_probes),
         ("non-root uid 10001, readOnlyRootFilesystem, drop ALL, no escalation, RuntimeDefault", c_security),
         ("resource requests and limits on every container", c_resources),
         ("images have a tag or digest and a pull policy", c_images),
