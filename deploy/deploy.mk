@@ -25,6 +25,8 @@
 #   helm-dashboards copy deploy/grafana/*.json into helm/shoal/dashboards/ (helm-check compares them)
 
 VERSION ?= 0.1.0
+# Tag deployed (default: VERSION-gCOMMIT, plus -dirty-HASH for uncommitted changes).
+IMAGE_TAG ?=
 REGISTRY ?=
 NAMESPACE ?= shoal
 RELEASE ?= shoal
@@ -52,13 +54,13 @@ TF_DIR ?= deploy/terraform/aws
 TF_ARGS ?=
 TF_PLAN ?= tfplan
 
-DEPLOY_ENV = VERSION='$(VERSION)' REGISTRY='$(REGISTRY)' NAMESPACE='$(NAMESPACE)' RELEASE='$(RELEASE)' \
+DEPLOY_ENV = VERSION='$(VERSION)' IMAGE_TAG='$(IMAGE_TAG)' REGISTRY='$(REGISTRY)' NAMESPACE='$(NAMESPACE)' RELEASE='$(RELEASE)' \
   VALUES='$(VALUES)' HELM_SET='$(HELM_SET)' KUBE_CONTEXT='$(KUBE_CONTEXT)' KIND_CLUSTER='$(KIND_CLUSTER)' \
   HELM='$(HELM)' KUBERNETES_VALIDATE='$(KUBERNETES_VALIDATE)' K8S_VERSIONS='$(K8S_VERSIONS)' DOCKER='$(DOCKER)'
 CHECK_ENV = HELM='$(HELM)' KUBERNETES_VALIDATE='$(KUBERNETES_VALIDATE)' CHECKOV='$(CHECKOV)' \
   PYTHON='$(DEPLOY_PYTHON)' TERRAFORM='$(TERRAFORM)' TF_DIR='$(TF_DIR)' K8S_VERSIONS='$(K8S_VERSIONS)'
 
-.PHONY: deploy-tools helm-check tf-check deploy-checks deploy deploy-images deploy-build-images \
+.PHONY: deploy-tools helm-check tf-check deploy-checks deploy deploy-images deploy-build-images deploy-preflight \
         helm-test helm-dashboards tf-init tf-plan tf-apply
 
 ## deploy-tools: pinned helm/kubectl, kubernetes-validate, python-hcl2, checkov into .tools/ (idempotent)
@@ -87,12 +89,16 @@ endif
 
 ## deploy: build images, push them to REGISTRY (if set), helm upgrade --install; DRY_RUN=1 validates only
 ifeq ($(strip $(DRY_RUN)),)
-deploy: deploy-tools deploy-build-images
+deploy: deploy-tools deploy-preflight deploy-build-images
 	@$(DEPLOY_ENV) bash deploy/scripts/deploy.sh
 else
 deploy: deploy-tools
 	@$(DEPLOY_ENV) bash deploy/scripts/deploy.sh --dry-run
 endif
+
+## deploy-preflight: cluster reachable, REGISTRY (or KIND_CLUSTER) set, node architecture = this machine's (< 10 s)
+deploy-preflight: deploy-tools
+	@$(DEPLOY_ENV) bash deploy/scripts/deploy.sh --preflight
 
 ## deploy-images: build images and push them to REGISTRY (no helm)
 deploy-images: deploy-build-images

@@ -3,10 +3,17 @@
 # only, with --dry-run). Called by `make deploy` (deploy/deploy.mk), which builds
 # the images first with `make images` unless DRY_RUN=1.
 #
-#   deploy/scripts/deploy.sh [--dry-run] [--images-only]
+#   deploy/scripts/deploy.sh [--dry-run] [--images-only] [--preflight]
+#
+# Images are deployed under the tag VERSION-gCOMMIT (VERSION-gCOMMIT-dirty-HASH for a
+# tree with uncommitted changes), and the chart is pinned to it: every deploy rolls
+# exactly what changed, and a registry with immutable tags (ECR) accepts every push.
+# --preflight checks, in under 10 s, what a real deploy needs (a reachable cluster, a
+# registry or a kind cluster, nodes of the images' architecture) and stops with one line.
 #
 # Environment (all optional):
-#   VERSION       image tag to deploy                         (0.1.0)
+#   VERSION       version of the images built by make images  (0.1.0)
+#   IMAGE_TAG     tag to deploy                               (VERSION-gCOMMIT[-dirty-HASH])
 #   REGISTRY      registry/path to push to and pull from      (empty: local images, no push)
 #   NAMESPACE     target namespace                            (shoal)
 #   RELEASE       Helm release name                           (shoal)
@@ -23,10 +30,12 @@ cd "$ROOT"
 
 DRY_RUN=0
 IMAGES_ONLY=0
+PREFLIGHT=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
     --images-only) IMAGES_ONLY=1 ;;
+    --preflight) PREFLIGHT=1 ;;
     *) echo "deploy.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +51,7 @@ KUBE_CONTEXT="${KUBE_CONTEXT:-}"
 KIND_CLUSTER="${KIND_CLUSTER:-}"
 HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
 HELM="${HELM:-.tools/bin/helm}"
+KUBECTL="${KUBECTL:-$(dirname "$HELM")/kubectl}"
 KUBERNETES_VALIDATE="${KUBERNETES_VALIDATE:-.tools/bin/kubernetes-validate}"
 DOCKER="${DOCKER:-docker}"
 K8S_VERSIONS="${K8S_VERSIONS:-1.29.0 1.31.0}"
@@ -51,8 +61,49 @@ SERVICES=(tracker peer webserver)
 log() { printf '[deploy] %s\n' "$*"; }
 die() { printf '[deploy] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# ---- the tag: the version and the commit (offline: git only)
+commit_tag() {
+  local commit
+  commit="$(git rev-parse --short=12 HEAD 2>/dev/null)" || { echo "$VERSION"; return; }
+  if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+    echo "$VERSION-g$commit-dirty-$(git diff HEAD | sha256sum | cut -c1-8)"
+  else
+    echo "$VERSION-g$commit"
+  fi
+}
+TAG="${IMAGE_TAG:-$(commit_tag)}"
+
+# ---- preflight: what a real deploy needs, checked in seconds ----------------------
+preflight() {
+  [[ -x "$KUBECTL" ]] || command -v "$KUBECTL" >/dev/null 2>&1 \
+    || die "preflight: $KUBECTL not found: run make -f deploy/deploy.mk deploy-tools"
+  [[ -n "$REGISTRY" || -n "$KIND_CLUSTER" ]] \
+    || die "preflight: set REGISTRY (where the nodes pull images from) or KIND_CLUSTER (to kind-load them)"
+  local kctx=() out arch want
+  [[ -n "$KUBE_CONTEXT" ]] && kctx=(--context "$KUBE_CONTEXT")
+  if ! out="$(timeout 8 "$KUBECTL" "${kctx[@]}" --request-timeout=5s get nodes \
+        -o 'jsonpath={.items[*].status.nodeInfo.architecture}' 2>&1)"; then
+    die "preflight: cluster of context ${KUBE_CONTEXT:-(current)} not reachable: $(printf '%s' "$out" | tail -n 1 | cut -c1-200)"
+  fi
+  [[ -n "$out" ]] || die "preflight: the cluster of context ${KUBE_CONTEXT:-(current)} has no nodes"
+  case "$(uname -m)" in
+    x86_64|amd64) want=amd64 ;;
+    aarch64|arm64) want=arm64 ;;
+    *) want="$(uname -m)" ;;
+  esac
+  for arch in $out; do
+    [[ "$arch" == "$want" ]] \
+      || die "preflight: a node runs $arch but the images are built here for $want (build on a $arch machine)"
+  done
+  log "preflight OK: context ${KUBE_CONTEXT:-(current)}, nodes $want, registry ${REGISTRY:-<kind $KIND_CLUSTER>}, tag $TAG"
+}
+if [[ $PREFLIGHT -eq 1 ]]; then
+  preflight
+  exit 0
+fi
+
 # ---- helm arguments shared by the dry run and the real install
-helm_args=(--namespace "$NAMESPACE" --set-string "global.image.tag=$VERSION")
+helm_args=(--namespace "$NAMESPACE" --set-string "global.image.tag=$TAG")
 if [[ -n "$REGISTRY" ]]; then
   helm_args+=(--set-string "global.image.registry=$REGISTRY")
 fi
@@ -67,13 +118,13 @@ ctx_args=()
 [[ -n "$KUBE_CONTEXT" ]] && ctx_args=(--kube-context "$KUBE_CONTEXT")
 
 image_ref() { # image_ref SERVICE
-  if [[ -n "$REGISTRY" ]]; then echo "$REGISTRY/shoal-$1:$VERSION"; else echo "shoal-$1:$VERSION"; fi
+  if [[ -n "$REGISTRY" ]]; then echo "$REGISTRY/shoal-$1:$TAG"; else echo "shoal-$1:$TAG"; fi
 }
 
 # ---- dry run: render and validate, no cluster, no images -----------------------
 if [[ $DRY_RUN -eq 1 ]]; then
   [[ -x "$HELM" ]] || die "$HELM not found: run make -f deploy/deploy.mk deploy-tools"
-  log "DRY RUN: release $RELEASE, namespace $NAMESPACE, version $VERSION, registry ${REGISTRY:-<none: local images>}"
+  log "DRY RUN: release $RELEASE, namespace $NAMESPACE, version $VERSION, image tag $TAG, registry ${REGISTRY:-<none: local images>}"
   log "helm lint --strict"
   "$HELM" lint --strict "$CHART" "${helm_args[@]}"
   tmp="$(mktemp -d)"
@@ -103,6 +154,8 @@ command -v "$DOCKER" >/dev/null || die "$DOCKER not found"
 for svc in "${SERVICES[@]}"; do
   "$DOCKER" image inspect "shoal-$svc:$VERSION" >/dev/null 2>&1 \
     || die "image shoal-$svc:$VERSION not found: build it with make images VERSION=$VERSION"
+  # The commit tag, locally too (kind loads it; the chart is pinned to it).
+  "$DOCKER" tag "shoal-$svc:$VERSION" "shoal-$svc:$TAG"
 done
 if [[ -n "$REGISTRY" ]]; then
   if [[ "$REGISTRY" =~ ^([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com ]] && command -v aws >/dev/null; then
@@ -113,16 +166,16 @@ if [[ -n "$REGISTRY" ]]; then
   for svc in "${SERVICES[@]}"; do
     ref="$(image_ref "$svc")"
     log "push $ref"
-    "$DOCKER" tag "shoal-$svc:$VERSION" "$ref"
+    "$DOCKER" tag "shoal-$svc:$TAG" "$ref"
     "$DOCKER" push "$ref"
   done
 elif [[ -n "$KIND_CLUSTER" ]]; then
   for svc in "${SERVICES[@]}"; do
-    log "kind load shoal-$svc:$VERSION into $KIND_CLUSTER"
-    kind load docker-image --name "$KIND_CLUSTER" "shoal-$svc:$VERSION"
+    log "kind load shoal-$svc:$TAG into $KIND_CLUSTER"
+    kind load docker-image --name "$KIND_CLUSTER" "shoal-$svc:$TAG"
   done
 else
-  log "REGISTRY not set: nothing pushed; the nodes must already have shoal-<service>:$VERSION"
+  log "REGISTRY not set: nothing pushed; the nodes must already have shoal-<service>:$TAG"
 fi
 [[ $IMAGES_ONLY -eq 1 ]] && exit 0
 

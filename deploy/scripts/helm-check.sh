@@ -11,6 +11,8 @@
 #   5. deploy/tests/test_manifests.py (what the rendered manifests promise)
 #   6. deploy/tests/test_zone_init.py (the peer zone initContainer script, run with
 #      the real kubectl against a fake API server on 127.0.0.1)
+#   7. deploy/tests/test_deploy.py (`make deploy`: the commit tag in the dry run, and the
+#      preflight failing in under 10 s with one line, against a fake API server)
 #
 # Environment: HELM, KUBERNETES_VALIDATE, PYTHON (default: .tools/bin/*),
 # CHART (helm/shoal), K8S_VERSIONS ("1.29.0 1.31.0").
@@ -182,6 +184,14 @@ if "$PYTHON" deploy/tests/test_zone_init.py --helm "$HELM" --kubectl "$(dirname 
 else
   cp "$TMP/zone-test.log" "$TMP/out"
   ko "zone init test: $(tail -n 1 "$TMP/zone-test.log")"
+fi
+
+section "make deploy: commit tag and preflight (deploy/tests/test_deploy.py)"
+if "$PYTHON" deploy/tests/test_deploy.py --helm "$HELM" --kubectl "$(dirname "$HELM")/kubectl" >"$TMP/deploy-test.log" 2>&1; then
+  ok "deploy test: $(tail -n 1 "$TMP/deploy-test.log")"
+else
+  cp "$TMP/deploy-test.log" "$TMP/out"
+  ko "deploy test: $(tail -n 1 "$TMP/deploy-test.log")"
 fi
 
 printf '\n'
