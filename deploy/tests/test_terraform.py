@@ -26,7 +26,10 @@ import glob
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from typing import Any, Callable
 
 import hcl2
@@ -413,6 +416,100 @@ def main() -> int:
         return bad
 
     check("RDS PostgreSQL is optional (off by default) and Multi-AZ", c_postgres_optional)
+
+    locals_all = {k: v for _, b in blocks(parsed, "locals") for k, v in b.items()}
+
+    def c_network_policy() -> list[str]:
+        np = (locals_all.get("chart_values") or {}).get("networkPolicy") or {}
+        bad = []
+        if "ipBlock" in json.dumps(np.get("clients", [])):
+            bad.append("networkPolicy.clients has an ipBlock: with VPC CNI every pod has a VPC address, "
+                       "so tracker and peer gRPC would be open to every pod")
+        if "vpc_cidr" in json.dumps({k: v for k, v in np.items() if k != "webserverGrpcFrom"}):
+            bad.append("the VPC CIDR opens more than the webserver's gRPC port")
+        return bad
+
+    check("NetworkPolicy: tracker and peers by pod selectors only, never the VPC CIDR", c_network_policy)
+
+    def c_install_chart_off() -> list[str]:
+        default = variables.get("install_chart", {}).get("default")
+        return [] if default is False else [f"install_chart defaults to {default!r}: the first apply "
+                                            "has no images in ECR yet (two-phase bootstrap)"]
+
+    check("install_chart is off until the images exist (two-phase bootstrap)", c_install_chart_off)
+
+    def c_fullname() -> list[str]:
+        bad = []
+        if "${var.release_name}-webserver" in all_text:
+            bad.append("a webserver name built from release_name: the chart names it <fullname>-webserver")
+        svc = [body for _, b in blocks(parsed, "data") for t, rs in b.items() if t == "kubernetes_service_v1"
+               for body in rs.values()]
+        names = [m.get("name") for body in svc for m in body.get("metadata", [])]
+        if names != ["${local.fullname}-webserver"]:
+            bad.append(f"webserver Service looked up as {names}, not ${{local.fullname}}-webserver")
+        expr = str(locals_all.get("fullname", ""))
+        if not expr.startswith("${"):
+            return bad + ["no local.fullname expression"]
+        terraform, helm = shutil.which(os.environ.get("TERRAFORM", "terraform")), os.environ.get("HELM", "")
+        if not terraform or not os.path.exists(helm):
+            print("     (terraform or helm not here: local.fullname not evaluated)")
+            return bad
+        # Evaluate the real expression with `terraform console` (no provider needed) and
+        # compare with the chart's Service names for several release names.
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "main.tf"), "w") as f:
+                f.write('variable "release_name" { type = string }\n'
+                        f'locals {{\n  fullname = {expr[2:-1]}\n}}\n'
+                        'output "fullname" { value = local.fullname }\n')
+            for release in ["shoal", "prod", "my-shoal-eu", "x" * 40, "a" * 35 + "-shoal"[:5]]:
+                got = subprocess.run([terraform, "console", f"-var=release_name={release}"], cwd=tmp,
+                                     input="local.fullname\n", capture_output=True, text=True, timeout=60,
+                                     env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull})
+                tf_name = got.stdout.strip().strip('"')
+                out = subprocess.run([helm, "template", release, os.path.join(ROOT, "helm/shoal"),
+                                      "--show-only", "templates/webserver-service.yaml"],
+                                     capture_output=True, text=True, timeout=60)
+                svc_names = re.findall(r"^  name: (\S+)$", out.stdout, re.M)
+                if got.returncode != 0 or out.returncode != 0:
+                    bad.append(f"release {release}: terraform {got.stderr.strip()[-200:]} helm {out.stderr.strip()[-200:]}")
+                elif f"{tf_name}-webserver" not in svc_names:
+                    bad.append(f"release {release}: Terraform looks up {tf_name}-webserver, the chart names {svc_names}")
+        return bad
+
+    check("the webserver Service name comes from the chart's fullname (evaluated for 5 release names)", c_fullname)
+
+    def c_iam_names() -> list[str]:
+        # IAM name_prefix: at most 38 characters (AWS appends 26); node group name prefix 37.
+        longest = {"${var.name}": "n" * 20, "${idx}": "9", "${az}": "ap-southeast-1a"}
+
+        def widest(expr: str) -> str:
+            for k, v in longest.items():
+                expr = expr.replace(k, v)
+            return expr
+
+        bad = []
+        eks = re.search(r'iam_role_name\s*=\s*"([^"]+)"', texts[os.path.join(a.dir, "eks.tf")] if
+                        os.path.join(a.dir, "eks.tf") in texts else "")
+        if not eks:
+            bad.append("eks node groups leave iam_role_name to the module (<name>-<zone>-eks-node-group is too long)")
+        else:
+            role = widest(eks.group(1)) + "-"
+            if "${" in role or len(role) > 38:
+                bad.append(f"node group IAM role prefix {role!r} ({len(role)} chars) over 38")
+        ng = re.search(r'^\s*name\s*=\s*"(\$\{var\.name\}-\$\{az\})"', "\n".join(texts.values()), re.M)
+        if ng and len(widest(ng.group(1)) + "-") > 37:
+            bad.append(f"node group name prefix {widest(ng.group(1))!r} over 37")
+        for _, b in blocks(parsed, "resource"):
+            for t, rs in b.items():
+                if t != "aws_iam_role":
+                    continue
+                for name, body in rs.items():
+                    prefix = widest(str(body.get("name_prefix", "")))
+                    if "${" in prefix or len(prefix) > 38:
+                        bad.append(f"aws_iam_role.{name} name_prefix {prefix!r} ({len(prefix)} chars) over 38")
+        return bad
+
+    check("IAM role name prefixes fit AWS's 38 characters for every allowed name", c_iam_names)
 
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -42,7 +42,11 @@ module "eks" {
   # autoscaler (or a person) can grow the zone whose EBS volumes need nodes.
   eks_managed_node_groups = {
     for idx, az in local.azs : az => {
-      name           = "${var.name}-${az}"
+      name = "${var.name}-${az}"
+      # The module's default role name is "<name>-eks-node-group", and IAM name
+      # prefixes end at 38 characters: a 20-character name and a 15-character zone
+      # would not fit. "<name>-node-<index>-" fits for every allowed name.
+      iam_role_name  = "${var.name}-node-${idx}"
       subnet_ids     = [module.vpc.private_subnets[idx]]
       ami_type       = "AL2023_x86_64_STANDARD"
       instance_types = var.node_instance_types

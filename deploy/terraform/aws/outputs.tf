@@ -37,9 +37,9 @@ output "ui_address" {
         data.kubernetes_service_v1.webserver[0].status[0].load_balancer[0].ingress[0].hostname,
         data.kubernetes_service_v1.webserver[0].status[0].load_balancer[0].ingress[0].ip,
       ),
-      "<load balancer pending: kubectl -n ${var.namespace} get svc ${var.release_name}-webserver>",
+      "<load balancer pending: kubectl -n ${var.namespace} get svc ${local.fullname}-webserver>",
     ))
-    : "kubectl -n ${var.namespace} port-forward svc/${var.release_name}-webserver 8080:8080  # then http://localhost:8080/"
+    : "kubectl -n ${var.namespace} port-forward svc/${local.fullname}-webserver 8080:8080  # then http://localhost:8080/"
   )
 }
 

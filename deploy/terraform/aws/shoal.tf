@@ -1,13 +1,16 @@
 # ------------------------------------------------ shoal on the cluster
 #
 # The chart from this repository (helm/shoal), with the images from ECR.
-# First apply: install_chart = false; push the images (make deploy-images
-# REGISTRY=$(terraform output -raw ecr_registry)); then apply with the default.
+# First apply (install_chart = false, the default): the cluster and ECR; push the
+# images (make deploy-images REGISTRY=$(terraform output -raw ecr_registry)); then
+# apply again with install_chart = true.
 
 locals {
-  chart_path    = "${path.module}/../../../helm/shoal"
-  store_secret  = "${var.release_name}-store"
-  ui_lb         = var.ui_exposure != "none"
+  chart_path   = "${path.module}/../../../helm/shoal"
+  store_secret = "${var.release_name}-store"
+  ui_lb        = var.ui_exposure != "none"
+  # The chart's "shoal.fullname" (templates/_helpers.tpl): resource names start with it.
+  fullname      = trimsuffix(substr(strcontains(var.release_name, "shoal") ? var.release_name : "${var.release_name}-shoal", 0, 40), "-")
   peer_replicas = length(local.azs) * var.peers_per_az
   lb_annotations = {
     "service.beta.kubernetes.io/aws-load-balancer-type"            = "nlb"
@@ -39,8 +42,11 @@ locals {
     }
     networkPolicy = {
       enabled = true
-      # Load-balancer traffic reaches the pods from the VPC (NLB instance targets).
-      clients = local.ui_lb ? [{ ipBlock = { cidr = var.vpc_cidr } }] : []
+      # Tracker and peers: release pods and pods labelled <fullname>-client only (an
+      # ipBlock of the VPC would admit every pod: VPC CNI pod IPs are VPC addresses).
+      clients = []
+      # Load-balancer traffic reaches the webserver from the VPC (NLB instance targets).
+      webserverGrpcFrom = local.ui_lb ? [{ ipBlock = { cidr = var.vpc_cidr } }] : []
     }
     tracker = {
       replicas = var.tracker_replicas
@@ -154,7 +160,7 @@ data "kubernetes_service_v1" "webserver" {
   count = var.install_chart && local.ui_lb ? 1 : 0
 
   metadata {
-    name      = "${var.release_name}-webserver"
+    name      = "${local.fullname}-webserver"
     namespace = kubernetes_namespace_v1.shoal.metadata[0].name
   }
 

@@ -186,9 +186,9 @@ variable "ecr_keep_images" {
 # ---------------------------------------------------------------- the chart
 
 variable "install_chart" {
-  description = "Install the shoal Helm chart. Set false for the first apply, push the images to ECR, then apply again with true."
+  description = "Install the shoal Helm chart. Off for the first apply (the images are not in ECR yet); push them (make deploy-images), then apply again with true."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "namespace" {
