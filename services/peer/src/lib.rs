@@ -104,10 +104,10 @@ pub async fn run(
     });
 
     if let Some(addr) = cfg.metrics_addr {
-        let c = core.clone();
+        let (c, zone) = (core.clone(), cfg.zone.clone());
         shoal_common::admin::spawn(
             addr,
-            Arc::new(move || render_metrics(&c)),
+            Arc::new(move || render_metrics(&c, &zone)),
             &cfg.tls,
             shutdown.clone(),
         )
@@ -168,7 +168,10 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
     })
 }
 
-pub fn render_metrics(core: &service::PeerCore) -> String {
+/// Prometheus text for the peer; every series carries the peer's id and zone, so
+/// alerts and dashboards can group by zone (the zone passed config validation: no
+/// character needs escaping).
+pub fn render_metrics(core: &service::PeerCore, zone: &str) -> String {
     use std::fmt::Write as _;
     let c = &core.counters;
     let mut out = String::new();
@@ -237,7 +240,7 @@ pub fn render_metrics(core: &service::PeerCore) -> String {
     for (name, kind, help, v) in rows {
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{peer=\"{}\"}} {v}",
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{peer=\"{}\",zone=\"{zone}\"}} {v}",
             core.id
         );
     }

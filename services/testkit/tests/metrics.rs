@@ -108,6 +108,7 @@ async fn every_dashboard_and_alert_metric_exists_in_a_real_scrape() {
             ("SHOAL_DATA_DIR", dir.path().join("p").display().to_string()),
             ("SHOAL_TRACKER_URL", format!("http://{tracker}")),
             ("SHOAL_CAPACITY_BYTES", (1u64 << 30).to_string()),
+            ("SHOAL_ZONE", "zone-m".into()),
         ],
         dir.path(),
     );
@@ -154,6 +155,16 @@ async fn every_dashboard_and_alert_metric_exists_in_a_real_scrape() {
             }
         }
     }
+    // Every peer series names its zone (alerts and dashboards group by it).
+    let peer_text = scrape(&peer_m.to_string()).await;
+    let unzoned: Vec<&str> = peer_text
+        .lines()
+        .filter(|l| l.starts_with("shoal_peer_") && !l.contains("zone=\"zone-m\""))
+        .collect();
+    assert!(
+        unzoned.is_empty(),
+        "peer series without their zone: {unzoned:?}"
+    );
     let missing: Vec<&String> = wanted.iter().filter(|n| !exposed.contains(*n)).collect();
     assert!(
         missing.is_empty(),
