@@ -52,6 +52,17 @@ pub struct AuthConfig {
     pub write_token: Option<String>,
     #[serde(default)]
     pub write_token_file: Option<PathBuf>,
+    /// The key placement tickets are signed with (`SHOAL_AUTH__TICKET_KEY`); unset,
+    /// it is derived from the cluster token (see `ticket`).
+    #[serde(default)]
+    pub ticket_key: Option<String>,
+    #[serde(default)]
+    pub ticket_key_file: Option<PathBuf>,
+    /// A former ticket key, still accepted while tickets it signed may be in flight.
+    #[serde(default)]
+    pub ticket_key_previous: Option<String>,
+    #[serde(default)]
+    pub ticket_key_previous_file: Option<PathBuf>,
 }
 
 /// The tokens a server accepts, resolved from `X` or `X_FILE`.
@@ -75,6 +86,29 @@ fn check_token(key: &str, t: &Option<String>) -> Result<(), ConfigError> {
 }
 
 impl AuthConfig {
+    /// The placement-ticket keys: `ticket_key` (or `_FILE`), else derived from the
+    /// cluster token, else the public open key; plus the previous key if set.
+    pub fn ticket_keys(&self) -> Result<crate::ticket::TicketKeys, ConfigError> {
+        let tokens = self.resolve()?;
+        let key = secret(
+            self.ticket_key.clone(),
+            self.ticket_key_file.as_deref(),
+            "auth.ticket_key",
+        )?;
+        let previous = secret(
+            self.ticket_key_previous.clone(),
+            self.ticket_key_previous_file.as_deref(),
+            "auth.ticket_key_previous",
+        )?;
+        check_token("auth.ticket_key", &key)?;
+        check_token("auth.ticket_key_previous", &previous)?;
+        Ok(crate::ticket::TicketKeys::new(
+            key.as_deref(),
+            previous.as_deref(),
+            tokens.cluster.as_deref(),
+        ))
+    }
+
     pub fn resolve(&self) -> Result<Tokens, ConfigError> {
         let t = Tokens {
             cluster: secret(
