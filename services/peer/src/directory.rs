@@ -52,6 +52,15 @@ impl Directory {
         c.as_ref().is_some_and(|(at, _)| at.elapsed() < age)
     }
 
+    /// Drop what is known of peer `id` (its address stopped answering: it may have
+    /// restarted elsewhere), so the next lookup asks the tracker again.
+    pub fn forget(&self, id: &str) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, m)) = c.as_mut() {
+            m.remove(id);
+        }
+    }
+
     /// The address the tracker registered for peer `id`.
     pub async fn addr(&self, channels: &Channels, id: &str) -> Result<String, Status> {
         if let Some(a) = self.cached(id, DIRECTORY_TTL) {

@@ -406,10 +406,13 @@ impl PeerRpc for PeerService {
                     // from the client: the cluster token goes to cluster members only.
                     let addr = c.directory.addr(&c.channels, &to).await?;
                     let mut client = pb::peer_client::PeerClient::new(c.channels.get(&addr)?);
-                    client
-                        .put_chunk(ReceiverStream::new(rx))
-                        .await
-                        .map(|r| r.into_inner())
+                    let r = client.put_chunk(ReceiverStream::new(rx)).await;
+                    if r.as_ref()
+                        .is_err_and(|e| e.code() == tonic::Code::Unavailable)
+                    {
+                        c.directory.forget(&to);
+                    }
+                    r.map(|r| r.into_inner())
                 }
                 .instrument(fspan),
             );
