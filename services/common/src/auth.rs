@@ -346,4 +346,44 @@ mod tests {
             .to_string()
             .contains("SHOAL_AUTH__CLUSTER_TOKEN"));
     }
+
+    #[test]
+    fn ticket_keys_come_from_the_ticket_key_or_the_cluster_token() {
+        let token = "cluster-token-0123456789";
+        let by_token = AuthConfig {
+            cluster_token: Some(token.into()),
+            ..Default::default()
+        };
+        let t = by_token.ticket_keys().unwrap().issue(
+            "u",
+            "ab",
+            1,
+            vec!["p".into()],
+            std::time::Duration::from_secs(60),
+        );
+        assert!(crate::ticket::TicketKeys::from_token(token)
+            .verify(&t)
+            .is_ok());
+        // A dedicated key replaces the derived one; the old one stays accepted as previous.
+        let rotated = AuthConfig {
+            cluster_token: Some(token.into()),
+            ticket_key: Some("ticket-key-0123456789".into()),
+            ticket_key_previous: Some(token.into()),
+            ..Default::default()
+        };
+        let keys = rotated.ticket_keys().unwrap();
+        assert!(keys.verify(&t).is_ok());
+        assert!(crate::ticket::TicketKeys::from_token(token)
+            .verify(&keys.sign(t.clone()))
+            .is_err());
+        let short = AuthConfig {
+            ticket_key: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(short
+            .ticket_keys()
+            .err()
+            .is_some_and(|e| e.to_string().contains("SHOAL_AUTH__TICKET_KEY")));
+        assert!(AuthConfig::default().ticket_keys().unwrap().is_open());
+    }
 }
