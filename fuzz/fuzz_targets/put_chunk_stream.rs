@@ -100,6 +100,7 @@ fn messages(wire: Vec<Wire>) -> Vec<Option<pb::PutChunkRequest>> {
                         hash,
                         size,
                         forward: vec![],
+                        tickets: vec![],
                     }))
                 }
             };

@@ -340,12 +340,16 @@ impl Client {
             .filter(|t| !up.avoid.has(&t.id))
             .cloned()
             .collect();
+        // The tracker's tickets for this chunk: the original pipeline's, then one per
+        // replacement. A completion pipeline mixes their targets, so it carries them all.
+        let mut tickets: Vec<pb::PlacementTicket> = p.ticket.iter().cloned().collect();
         let mut tried = 0;
         while tried < attempts && stored.len() < need {
             let short = need.saturating_sub(stored.len() + targets.len());
             if short > 0 {
                 match self.replace_targets(up, p.index, short, &stored).await {
-                    Ok(more) => {
+                    Ok((more, ticket)) => {
+                        tickets.extend(ticket);
                         for t in more {
                             if !stored.contains(&t.id) && !targets.iter().any(|x| x.id == t.id) {
                                 targets.push(t);
@@ -359,8 +363,18 @@ impl Client {
                 break;
             }
             tried += 1;
+            // Only the tickets naming a target of this pipeline (each peer checks them all).
+            let mut carried: Vec<pb::PlacementTicket> = tickets
+                .iter()
+                .filter(|t| targets.iter().any(|x| t.pipeline.contains(&x.id)))
+                .cloned()
+                .collect();
+            let keep = carried
+                .len()
+                .saturating_sub(shoal_common::ticket::MAX_TICKETS);
+            carried.drain(..keep);
             let a = self
-                .push_pipeline(up.path, p, offset, len, &targets)
+                .push_pipeline(up.path, p, offset, len, &targets, carried)
                 .await?;
             for id in a.stored_on {
                 if !stored.contains(&id) {
@@ -407,12 +421,21 @@ impl Client {
         offset: u64,
         len: u64,
         targets: &[pb::PeerRef],
+        tickets: Vec<pb::PlacementTicket>,
     ) -> Result<Pipeline> {
         let head = &targets[0];
+        // The hops by id only: peers forward to the addresses the tracker registered.
         let header = pb::PutChunkHeader {
             hash: p.hash.clone(),
             size: len,
-            forward: targets[1..].to_vec(),
+            forward: targets[1..]
+                .iter()
+                .map(|t| pb::PeerRef {
+                    id: t.id.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            tickets,
         };
         let clock = Arc::new(Clock::new());
         let mut sent = 0u64;
@@ -476,7 +499,7 @@ impl Client {
         index: u32,
         want: usize,
         holders: &[String],
-    ) -> Result<Vec<pb::PeerRef>> {
+    ) -> Result<(Vec<pb::PeerRef>, Option<pb::PlacementTicket>)> {
         let failed = up.avoid.list();
         let mut holders = holders.to_vec();
         holders.truncate(crate::failover::MAX_HINTED_PEERS);
@@ -497,7 +520,7 @@ impl Client {
             )
             .await?;
         debug!(chunk = index, reason = %resp.reason, "replacement targets");
-        Ok(resp.targets)
+        Ok((resp.targets, resp.ticket))
     }
 }
 

@@ -52,6 +52,17 @@ pub struct AuthConfig {
     pub write_token: Option<String>,
     #[serde(default)]
     pub write_token_file: Option<PathBuf>,
+    /// The key placement tickets are signed with (`SHOAL_AUTH__TICKET_KEY`); unset,
+    /// it is derived from the cluster token (see `ticket`).
+    #[serde(default)]
+    pub ticket_key: Option<String>,
+    #[serde(default)]
+    pub ticket_key_file: Option<PathBuf>,
+    /// A former ticket key, still accepted while tickets it signed may be in flight.
+    #[serde(default)]
+    pub ticket_key_previous: Option<String>,
+    #[serde(default)]
+    pub ticket_key_previous_file: Option<PathBuf>,
 }
 
 /// The tokens a server accepts, resolved from `X` or `X_FILE`.
@@ -75,6 +86,29 @@ fn check_token(key: &str, t: &Option<String>) -> Result<(), ConfigError> {
 }
 
 impl AuthConfig {
+    /// The placement-ticket keys: `ticket_key` (or `_FILE`), else derived from the
+    /// cluster token, else the public open key; plus the previous key if set.
+    pub fn ticket_keys(&self) -> Result<crate::ticket::TicketKeys, ConfigError> {
+        let tokens = self.resolve()?;
+        let key = secret(
+            self.ticket_key.clone(),
+            self.ticket_key_file.as_deref(),
+            "auth.ticket_key",
+        )?;
+        let previous = secret(
+            self.ticket_key_previous.clone(),
+            self.ticket_key_previous_file.as_deref(),
+            "auth.ticket_key_previous",
+        )?;
+        check_token("auth.ticket_key", &key)?;
+        check_token("auth.ticket_key_previous", &previous)?;
+        Ok(crate::ticket::TicketKeys::new(
+            key.as_deref(),
+            previous.as_deref(),
+            tokens.cluster.as_deref(),
+        ))
+    }
+
     pub fn resolve(&self) -> Result<Tokens, ConfigError> {
         let t = Tokens {
             cluster: secret(
@@ -311,5 +345,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("SHOAL_AUTH__CLUSTER_TOKEN"));
+    }
+
+    #[test]
+    fn ticket_keys_come_from_the_ticket_key_or_the_cluster_token() {
+        let token = "cluster-token-0123456789";
+        let by_token = AuthConfig {
+            cluster_token: Some(token.into()),
+            ..Default::default()
+        };
+        let t = by_token.ticket_keys().unwrap().issue(
+            "u",
+            "ab",
+            1,
+            vec!["p".into()],
+            std::time::Duration::from_secs(60),
+        );
+        assert!(crate::ticket::TicketKeys::from_token(token)
+            .verify(&t)
+            .is_ok());
+        // A dedicated key replaces the derived one; the old one stays accepted as previous.
+        let rotated = AuthConfig {
+            cluster_token: Some(token.into()),
+            ticket_key: Some("ticket-key-0123456789".into()),
+            ticket_key_previous: Some(token.into()),
+            ..Default::default()
+        };
+        let keys = rotated.ticket_keys().unwrap();
+        assert!(keys.verify(&t).is_ok());
+        assert!(crate::ticket::TicketKeys::from_token(token)
+            .verify(&keys.sign(t.clone()))
+            .is_err());
+        let short = AuthConfig {
+            ticket_key: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(short
+            .ticket_keys()
+            .err()
+            .is_some_and(|e| e.to_string().contains("SHOAL_AUTH__TICKET_KEY")));
+        assert!(AuthConfig::default().ticket_keys().unwrap().is_open());
     }
 }

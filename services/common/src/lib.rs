@@ -12,6 +12,7 @@ pub mod net;
 pub mod rpcmetrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod ticket;
 pub mod tls;
 pub mod tracecontext;
 

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod directory;
 pub mod service;
 pub mod store;
 
@@ -81,22 +82,24 @@ pub async fn run(
     info!(peer = %id, addr = %me.addr, zone = %me.zone, chunks = store.len(), capacity, "chunk store scanned");
 
     let (corrupt_tx, corrupt_rx) = tokio::sync::mpsc::unbounded_channel();
+    let trackers: Vec<String> = cfg
+        .tracker_url
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     let core = Arc::new(service::PeerCore {
         id,
         store: Arc::new(store),
         counters: Default::default(),
         corrupt: corrupt_tx,
         channels: shoal_common::grpc::Channels::with_token(cluster_token.clone()),
+        tickets: cfg.auth.ticket_keys()?,
+        directory: directory::Directory::new(trackers.clone()),
         max_transfers: cfg.max_transfers,
         progress_timeout: cfg.transfer.progress_timeout,
         faults: cfg.faults.clone().unwrap_or_default(),
     });
-    let trackers = cfg
-        .tracker_url
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
     let agent = Arc::new(agent::Agent {
         core: core.clone(),
         me,

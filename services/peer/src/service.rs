@@ -48,7 +48,13 @@ pub struct PeerCore {
     pub counters: Counters,
     /// Corrupt chunks found on read, for the agent to report.
     pub corrupt: mpsc::UnboundedSender<Hash>,
+    /// Channels that present the cluster token: only ever to configured trackers and
+    /// to peers at addresses from `directory` or a tracker's order.
     pub channels: shoal_common::grpc::Channels,
+    /// Checks placement tickets on PutChunk.
+    pub tickets: shoal_common::ticket::TicketKeys,
+    /// Peer id → address, from the tracker: where a pipeline is forwarded.
+    pub directory: crate::directory::Directory,
     pub max_transfers: u32,
     /// A transfer that moves no byte for this long is abandoned.
     pub progress_timeout: Duration,
@@ -350,11 +356,24 @@ impl PeerRpc for PeerService {
         if header.forward.len() > 16 {
             return Err(Status::invalid_argument("pipeline longer than 16 peers"));
         }
-        let span = info_span!("chunk.put", chunk = %h, bytes = header.size, peer = %core.id, forward = header.forward.len());
+        // Only the ids of the hops count: their addresses come from the tracker.
+        let mut forward: Vec<String> = header
+            .forward
+            .iter()
+            .map(|p| p.id.clone())
+            .filter(|id| *id != core.id)
+            .collect();
+        {
+            let hops: Vec<&str> = forward.iter().map(String::as_str).collect();
+            core.tickets
+                .check_put(&header.tickets, &core.id, &h.to_hex(), header.size, &hops)
+                .inspect_err(|e| warn!(chunk = %h, error = %e, "PutChunk refused"))?;
+        }
+        let span = info_span!("chunk.put", chunk = %h, bytes = header.size, peer = %core.id, forward = forward.len());
+        // Hops after this one, for the answer deadline.
+        let hops_after = forward.len();
 
         // Downstream: open the next hop now and tee every message to it.
-        let mut forward = header.forward.clone();
-        forward.retain(|p| p.id != core.id);
         let downstream = if forward.is_empty() {
             None
         } else {
@@ -364,28 +383,41 @@ impl PeerRpc for PeerService {
                 msg: Some(pb::put_chunk_request::Msg::Header(pb::PutChunkHeader {
                     hash: header.hash.clone(),
                     size: header.size,
-                    forward,
+                    forward: forward
+                        .into_iter()
+                        .map(|id| pb::PeerRef {
+                            id,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    tickets: header.tickets.clone(),
                 })),
             };
             tx.send(first)
                 .await
                 .map_err(|_| Status::internal("pipeline channel closed"))?;
-            let fspan = info_span!(parent: &span, "chunk.forward", chunk = %h, from = %core.id, to = %next.id, to_addr = %next.addr);
-            let channel = core.channels.get(&next.addr);
+            let fspan =
+                info_span!(parent: &span, "chunk.forward", chunk = %h, from = %core.id, to = %next);
+            let c = core.clone();
+            let to = next.clone();
             let task = tokio::spawn(
                 async move {
-                    let mut c = pb::peer_client::PeerClient::new(channel?);
-                    c.put_chunk(ReceiverStream::new(rx))
-                        .await
-                        .map(|r| r.into_inner())
+                    // The address the tracker registered for the next hop, never one
+                    // from the client: the cluster token goes to cluster members only.
+                    let addr = c.directory.addr(&c.channels, &to).await?;
+                    let mut client = pb::peer_client::PeerClient::new(c.channels.get(&addr)?);
+                    let r = client.put_chunk(ReceiverStream::new(rx)).await;
+                    if r.as_ref()
+                        .is_err_and(|e| e.code() == tonic::Code::Unavailable)
+                    {
+                        c.directory.forget(&to);
+                    }
+                    r.map(|r| r.into_inner())
                 }
                 .instrument(fspan),
             );
-            Some((tx, task, next.id.clone()))
+            Some((tx, task, next))
         };
-        // Hops after this one, for the answer deadline.
-        let hops_after = header.forward.iter().filter(|p| p.id != core.id).count();
-
         let stream = Arc::new(tokio::sync::Mutex::new(stream));
         let next = move || {
             let s = stream.clone();

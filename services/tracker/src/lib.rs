@@ -37,7 +37,8 @@ pub async fn run(
         shoal_common::grpc::secure_server(&["shoal.v1.Tracker"], &cfg.auth, &cfg.tls, policy)
             .await?;
     let cluster_token = tokens.cluster;
-    let tracker = Tracker::open(cfg.clone(), cluster_token)?;
+    let tickets = cfg.auth.ticket_keys()?;
+    let tracker = Tracker::open(cfg.clone(), cluster_token, tickets)?;
     if let Some(addr) = cfg.metrics_addr {
         let t = tracker.clone();
         let render = Arc::new(move || render_metrics(&t));

@@ -31,6 +31,8 @@ pub struct Tracker {
     /// Chunks waiting for repair (persisted); priority is computed when scheduling.
     pub repairs: Mutex<std::collections::BTreeSet<Hash>>,
     pub channels: shoal_common::grpc::Channels,
+    /// Signs placement tickets (a key only cluster members hold).
+    tickets: shoal_common::ticket::TicketKeys,
     /// The last cluster summary and when it was computed.
     pub summary: Mutex<Option<(Instant, pb::ClusterInfoResponse)>>,
     /// When this replica last trimmed the shared catalogue log (as leader).
@@ -68,7 +70,11 @@ pub fn validate_addr(addr: &str) -> Result<()> {
 }
 
 impl Tracker {
-    pub fn open(cfg: TrackerConfig, cluster_token: Option<String>) -> Result<Arc<Self>> {
+    pub fn open(
+        cfg: TrackerConfig,
+        cluster_token: Option<String>,
+        tickets: shoal_common::ticket::TicketKeys,
+    ) -> Result<Arc<Self>> {
         let store = Store::open(&cfg)?;
         let loaded = store.load()?;
         let repairs = loaded.repairs.clone();
@@ -90,6 +96,7 @@ impl Tracker {
             metrics: Default::default(),
             repairs: Mutex::new(repairs.into_iter().map(|r| r.chunk).collect()),
             channels: shoal_common::grpc::Channels::with_token(cluster_token),
+            tickets,
             summary: Mutex::new(None),
             last_trim: Mutex::new(None),
         }))
@@ -402,12 +409,15 @@ impl Tracker {
                 .in_scope(|| tracing::debug!("placed"));
                 this.metrics.placement(if want == 0 { "dedup" } else if decision.chosen.len() < want { "short" } else { "full" });
                 st.placement_reasons.insert(*h, reason.clone());
+                let targets: Vec<pb::PeerRef> = decision.chosen.iter().filter_map(|id| st.peers.get(id)).map(|p| p.peer_ref()).collect();
+                let ticket = (!targets.is_empty()).then(|| this.ticket(&req.upload_id, h, len, &targets));
                 placements.push(pb::ChunkPlacement {
                     index: i as u32,
                     hash: h.to_hex(),
-                    targets: decision.chosen.iter().filter_map(|id| st.peers.get(id)).map(|p| p.peer_ref()).collect(),
+                    targets,
                     already_stored: want == 0,
                     reason,
+                    ticket,
                 });
             }
             let up = st.uploads.get_mut(&req.upload_id).expect("checked above");
@@ -506,15 +516,36 @@ impl Tracker {
                 req.index
             )));
         }
+        let targets: Vec<pb::PeerRef> = d
+            .chosen
+            .iter()
+            .filter_map(|id| st.peers.get(id))
+            .map(|p| p.peer_ref())
+            .collect();
+        let ticket = self.ticket(&req.upload_id, &h, len, &targets);
         Ok(pb::ReplaceTargetsResponse {
-            targets: d
-                .chosen
-                .iter()
-                .filter_map(|id| st.peers.get(id))
-                .map(|p| p.peer_ref())
-                .collect(),
+            targets,
             reason,
+            ticket: Some(ticket),
         })
+    }
+
+    /// The placement ticket for one pipeline of an upload, valid for the upload's
+    /// expiry (`SHOAL_UPLOAD__EXPIRY`).
+    fn ticket(
+        &self,
+        upload_id: &str,
+        h: &Hash,
+        len: u64,
+        targets: &[pb::PeerRef],
+    ) -> pb::PlacementTicket {
+        self.tickets.issue(
+            upload_id,
+            &h.to_hex(),
+            len,
+            targets.iter().map(|p| p.id.clone()).collect(),
+            self.cfg.upload.expiry,
+        )
     }
 
     pub async fn commit_upload(

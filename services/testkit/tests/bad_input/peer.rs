@@ -12,12 +12,22 @@ use super::harness::{case, code, Answer, Case, Ctx, Outcome, CLUSTER, READ, WRIT
 
 const INVALID: Outcome = Outcome::Grpc(Code::InvalidArgument);
 
-fn header(hash: &str, size: u64) -> pb::PutChunkRequest {
+/// A PutChunk header with a valid placement ticket naming both peers (minted with the
+/// cluster token, as the tracker would): each case then fails for its own reason.
+fn header(c: &Ctx, hash: &str, size: u64) -> pb::PutChunkRequest {
+    let ticket = shoal_common::ticket::TicketKeys::from_token(CLUSTER).issue(
+        "bad-input",
+        hash,
+        size,
+        vec![c.cluster.peer_id(0), c.cluster.peer_id(1)],
+        Duration::from_secs(600),
+    );
     pb::PutChunkRequest {
         msg: Some(Msg::Header(pb::PutChunkHeader {
             hash: hash.into(),
             size,
             forward: vec![],
+            tickets: vec![ticket],
         })),
     }
 }
@@ -83,7 +93,7 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 let b = bytes_for("truncated", 1000);
                 let h = hash(&b);
-                put_nothing_stored(&c, &h, vec![header(&h, 1000), data(&b[..500])]).await
+                put_nothing_stored(&c, &h, vec![header(&c, &h, 1000), data(&b[..500])]).await
             },
         ),
         case(
@@ -93,7 +103,7 @@ pub fn cases() -> Vec<Case> {
                 let b = bytes_for("mismatch", 1000);
                 let h = hash(&b);
                 let other = bytes_for("mismatch-other", 1000);
-                put_nothing_stored(&c, &h, vec![header(&h, 1000), data(&other)]).await
+                put_nothing_stored(&c, &h, vec![header(&c, &h, 1000), data(&other)]).await
             },
         ),
         case(
@@ -102,7 +112,7 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 let b = bytes_for("too-long", 1000);
                 let h = hash(&b[..10]);
-                put_nothing_stored(&c, &h, vec![header(&h, 10), data(&b)]).await
+                put_nothing_stored(&c, &h, vec![header(&c, &h, 10), data(&b)]).await
             },
         ),
         case(
@@ -111,7 +121,7 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 let b = bytes_for("right-then-more", 256 << 10);
                 let h = hash(&b);
-                let mut msgs = vec![header(&h, 256 << 10)];
+                let mut msgs = vec![header(&c, &h, 256 << 10)];
                 msgs.extend(b.chunks(64 << 10).map(data));
                 msgs.push(data(b"!"));
                 put_nothing_stored(&c, &h, msgs).await
@@ -123,26 +133,26 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 let b = bytes_for("data-first", 100);
                 let h = hash(&b);
-                put_nothing_stored(&c, &h, vec![data(&b), header(&h, 100)]).await
+                put_nothing_stored(&c, &h, vec![data(&b), header(&c, &h, 100)]).await
             },
         ),
         case("PutChunk: two headers", INVALID, |c| async move {
             let b = bytes_for("two-headers", 256 << 10);
             let h = hash(&b);
-            let mut msgs = vec![header(&h, 256 << 10)];
+            let mut msgs = vec![header(&c, &h, 256 << 10)];
             msgs.extend(b.chunks(64 << 10).map(data));
-            msgs.push(header(&h, 256 << 10));
+            msgs.push(header(&c, &h, 256 << 10));
             put_nothing_stored(&c, &h, msgs).await
         }),
         case("PutChunk: empty stream", INVALID, |c| async move {
             put(&c, WRITE, vec![]).await
         }),
         case("PutChunk: malformed hash", INVALID, |c| async move {
-            put(&c, WRITE, vec![header("abc", 3), data(b"abc")]).await
+            put(&c, WRITE, vec![header(&c, "abc", 3), data(b"abc")]).await
         }),
         case("PutChunk: size 2^64-1", INVALID, |c| async move {
             let h = hash(b"x");
-            put(&c, WRITE, vec![header(&h, u64::MAX), data(b"x")]).await
+            put(&c, WRITE, vec![header(&c, &h, u64::MAX), data(b"x")]).await
         }),
         case(
             "PutChunk: a pipeline of 17 peers",
@@ -150,7 +160,7 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 let b = bytes_for("long-pipeline", 10);
                 let h = hash(&b);
-                let mut head = header(&h, 10);
+                let mut head = header(&c, &h, 10);
                 if let Some(Msg::Header(hd)) = &mut head.msg {
                     hd.forward = (0..17)
                         .map(|i| pb::PeerRef {
@@ -164,12 +174,25 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "PutChunk: no placement ticket",
+            Outcome::Grpc(Code::PermissionDenied),
+            |c| async move {
+                let b = bytes_for("no-ticket", 10);
+                let h = hash(&b);
+                let mut head = header(&c, &h, 10);
+                if let Some(Msg::Header(hd)) = &mut head.msg {
+                    hd.tickets.clear();
+                }
+                put_nothing_stored(&c, &h, vec![head, data(&b)]).await
+            },
+        ),
+        case(
             "PutChunk: read token",
             Outcome::Grpc(Code::PermissionDenied),
             |c| async move {
                 let b = bytes_for("read-token", 10);
                 let h = hash(&b);
-                let r = put(&c, READ, vec![header(&h, 10), data(&b)]).await?;
+                let r = put(&c, READ, vec![header(&c, &h, 10), data(&b)]).await?;
                 c.nothing_stored(&h).await?;
                 Ok(r)
             },
@@ -181,7 +204,7 @@ pub fn cases() -> Vec<Case> {
                 let b = bytes_for("abandoned", 100_000);
                 let h = hash(&b);
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
-                tx.send(header(&h, 100_000))
+                tx.send(header(&c, &h, 100_000))
                     .await
                     .map_err(|e| e.to_string())?;
                 tx.send(data(&b[..40_000]))
@@ -459,7 +482,7 @@ async fn replicate_stray(c: &Ctx, tag: &str, size_off: i64) -> Answer {
     let h = hash(&b);
     code(
         c.peer(1, Some(WRITE))
-            .put_chunk(tokio_stream::iter(vec![header(&h, 3000), data(&b)]))
+            .put_chunk(tokio_stream::iter(vec![header(c, &h, 3000), data(&b)]))
             .await,
     )
     .and_then(|o| match o {
