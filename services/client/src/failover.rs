@@ -7,7 +7,7 @@
 //! moving, not a connection being up (HTTP/2 keep-alive answers from a process whose
 //! transfers are stuck).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,31 +17,42 @@ use tokio::time::Instant;
 /// Peer ids named in one replacement request (the tracker accepts up to 64).
 pub(crate) const MAX_HINTED_PEERS: usize = 64;
 
-/// Peers that failed or stalled during one get or put.
+/// Peers that failed or stalled during one get or put, each with the first failure
+/// seen (so a chunk that skips the peer can say why).
 #[derive(Default)]
 pub(crate) struct Avoid {
-    ids: Mutex<HashSet<String>>,
+    ids: Mutex<HashMap<String, String>>,
 }
 
 impl Avoid {
-    /// Remember `id` as failed; true when it is news.
-    pub fn add(&self, id: &str) -> bool {
-        self.lock().insert(id.to_string())
+    /// Remember `id` as failed for `why`; true when it is news.
+    pub fn add(&self, id: &str, why: &str) -> bool {
+        let mut ids = self.lock();
+        if ids.contains_key(id) {
+            return false;
+        }
+        ids.insert(id.to_string(), why.to_string());
+        true
     }
 
     pub fn has(&self, id: &str) -> bool {
-        self.lock().contains(id)
+        self.lock().contains_key(id)
+    }
+
+    /// Why `id` is avoided (its first failure in this transfer).
+    pub fn why(&self, id: &str) -> Option<String> {
+        self.lock().get(id).cloned()
     }
 
     /// Up to [`MAX_HINTED_PEERS`] ids, sorted (for the tracker's hint).
     pub fn list(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().iter().cloned().collect();
+        let mut v: Vec<String> = self.lock().keys().cloned().collect();
         v.sort();
         v.truncate(MAX_HINTED_PEERS);
         v
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -165,13 +176,25 @@ mod tests {
         let order = [&a, &b, &c];
         let avoid = Avoid::default();
         assert_eq!(pick(&order, &[0, 0, 0], &avoid), 0);
-        avoid.add("a");
+        avoid.add("a", "down");
         assert_eq!(pick(&order, &[0, 0, 0], &avoid), 1);
         assert_eq!(pick(&order, &[0, 1, 0], &avoid), 2);
-        avoid.add("b");
-        avoid.add("c");
+        avoid.add("b", "down");
+        avoid.add("c", "down");
         // Everyone failed: the least tried still gets a turn.
         assert_eq!(pick(&order, &[1, 1, 0], &avoid), 2);
         assert_eq!(avoid.list(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn avoid_keeps_the_first_reason() {
+        let avoid = Avoid::default();
+        assert!(avoid.add("a", "refuses uploads"));
+        assert!(
+            !avoid.add("a", "no bytes taken"),
+            "not news the second time"
+        );
+        assert_eq!(avoid.why("a").as_deref(), Some("refuses uploads"));
+        assert_eq!(avoid.why("b"), None);
     }
 }

@@ -334,12 +334,14 @@ impl Client {
         let attempts = self.options.put_attempts.max(1);
         let mut stored: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
-        let mut targets: Vec<pb::PeerRef> = p
-            .targets
-            .iter()
-            .filter(|t| !up.avoid.has(&t.id))
-            .cloned()
-            .collect();
+        let mut targets: Vec<pb::PeerRef> = Vec::new();
+        for t in &p.targets {
+            match up.avoid.why(&t.id) {
+                // Failed earlier in this put: skipped, and the reason stays with the chunk.
+                Some(why) => errors.push(format!("peer {}: {why} (earlier in this put)", t.id)),
+                None => targets.push(t.clone()),
+            }
+        }
         // The tracker's tickets for this chunk: the original pipeline's, then one per
         // replacement. A completion pipeline mixes their targets, so it carries them all.
         let mut tickets: Vec<pb::PlacementTicket> = p.ticket.iter().cloned().collect();
@@ -383,7 +385,7 @@ impl Client {
             }
             for (id, why) in &a.failed {
                 warn!(chunk = p.index, peer = %id, error = %why, "pipeline hop failed; peer avoided for the rest of this put");
-                up.avoid.add(id);
+                up.avoid.add(id, why);
                 errors.push(format!("peer {id}: {why}"));
             }
             // Next round: the targets the pipeline never reached, then replacements.

@@ -68,7 +68,7 @@ impl Client {
                 Err((got, code, e)) => {
                     warn!(chunk = c.index, peer = %peer.id, error = %e, offset = buf.len(), "replica failed; continuing on another");
                     errors.push(format!("{}: {e}", peer.id));
-                    if peer_failed(code) && avoid.add(&peer.id) {
+                    if peer_failed(code) && avoid.add(&peer.id, &e.to_string()) {
                         warn!(peer = %peer.id, "peer avoided for the rest of this download");
                     }
                     if code == Some(tonic::Code::DataLoss) {
