@@ -46,8 +46,9 @@ pub fn env_name(key: &str) -> String {
 /// `SHOAL_*` variables a service accepts without reading them as settings: read by
 /// other code (logs), by the `shoal` CLI or scripts that share a shell with services, or
 /// set for every component by the Helm chart and compose (`SHOAL_DATA_DIR` on the
-/// webserver, which keeps no state). Variables starting with `SHOAL_TEST_` or
-/// `SHOAL_E2E_` belong to the test harnesses.
+/// webserver, which keeps no state), or knobs of the build, compose and container
+/// tooling (deploy/) that `make` exports to every recipe, `make run` included.
+/// Variables starting with `SHOAL_TEST_` or `SHOAL_E2E_` belong to the test harnesses.
 pub const ALLOWED: &[&str] = &[
     "SHOAL_LOG_FORMAT",
     "SHOAL_CONFIG",
@@ -59,6 +60,22 @@ pub const ALLOWED: &[&str] = &[
     "SHOAL_TOKEN_FILE",
     "SHOAL_TRACE_FILE",
     "SHOAL_ROOT",
+    // Build and container tooling (deploy/containers.mk, deploy/scripts, compose).
+    "SHOAL_BASE_IMAGE",
+    "SHOAL_SOURCE_BASE_IMAGE",
+    "SHOAL_RUST_IMAGE",
+    "SHOAL_IMAGE_SOURCE",
+    "SHOAL_CACHE_DIR",
+    "SHOAL_SERVICES",
+    "SHOAL_VERSION",
+    "SHOAL_COMPOSE_PROJECT",
+    "SHOAL_DEPLOY_DIR",
+    "SHOAL_UP_TIMEOUT",
+    "SHOAL_RESTART_POLICY",
+    "SHOAL_WEBSERVER_GRPC_PORT",
+    "SHOAL_WEBSERVER_HTTP_PORT",
+    "SHOAL_OTLP_ENDPOINT",
+    "SHOAL_REPLICATION_FACTOR",
 ];
 const ALLOWED_PREFIXES: &[&str] = &["SHOAL_TEST_", "SHOAL_E2E_"];
 
@@ -337,6 +354,41 @@ pub fn exit_on_error<T>(r: Result<T, ConfigError>) -> T {
 
 #[cfg(test)]
 mod tests {
+    /// Every `SHOAL_*` variable the Makefiles export reaches every service `make`
+    /// starts (`make run`, `make ui-check`): each must be allowed or a setting.
+    #[test]
+    fn variables_make_exports_are_allowed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("Makefile")];
+        for e in std::fs::read_dir(root.join("deploy")).expect("deploy/") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "mk") {
+                files.push(p);
+            }
+        }
+        let mut exported = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("makefile");
+            for line in text.lines().filter(|l| l.starts_with("export ")) {
+                exported.extend(
+                    line.split_whitespace()
+                        .skip(1)
+                        .filter(|w| w.starts_with("SHOAL_"))
+                        .map(|w| w.split(['=', ' ']).next().unwrap_or(w).to_string()),
+                );
+            }
+        }
+        assert!(
+            exported.iter().any(|v| v == "SHOAL_BASE_IMAGE"),
+            "the scan finds what containers.mk exports: {exported:?}"
+        );
+        let refused: Vec<&String> = exported
+            .iter()
+            .filter(|v| !ALLOWED.contains(&v.as_str()))
+            .collect();
+        assert!(refused.is_empty(), "exported by make but refused by services: {refused:?}");
+    }
+
     use super::*;
     use serde::Deserialize;
     use std::time::Duration;
