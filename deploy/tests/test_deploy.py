@@ -12,7 +12,6 @@ Prints "N passed, N failed"; exits 1 on failure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -21,61 +20,26 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-import yaml
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fakeapi import FakeApi, kubeconfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
     platform.machine(), platform.machine())
 OTHER_ARCH = "arm64" if ARCH == "amd64" else "amd64"
 
-API_VERSIONS = {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
-API_GROUPS = {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
-V1_RESOURCES = {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-    {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
-     "verbs": ["get", "list", "watch"], "shortNames": ["no"]}]}
 NODE_ARCHS: list[str] = []  # what the fake API server reports; set per case
 
 
-class FakeApi(BaseHTTPRequestHandler):
-    def log_message(self, *_):
-        pass
-
-    def send_json(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802
-        path = self.path.split("?")[0]
-        if path == "/api":
-            return self.send_json(200, API_VERSIONS)
-        if path == "/apis":
-            return self.send_json(200, API_GROUPS)
-        if path == "/api/v1":
-            return self.send_json(200, V1_RESOURCES)
-        if path == "/api/v1/nodes":
-            items = [{"kind": "Node", "apiVersion": "v1", "metadata": {"name": f"n{i}"},
-                      "status": {"nodeInfo": {"architecture": a}}} for i, a in enumerate(NODE_ARCHS)]
-            return self.send_json(200, {"kind": "NodeList", "apiVersion": "v1", "items": items,
-                                        "metadata": {}})
-        return self.send_json(404, {"kind": "Status", "code": 404})
-
-
-def kubeconfig(path: str, server: str) -> str:
-    with open(path, "w") as f:
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "c", "cluster": {"server": server}}],
-            "users": [{"name": "u", "user": {"token": "test"}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        }, f)
-    return path
+class NodesApi(FakeApi):
+    def resource(self, path: str) -> tuple[int, dict] | None:
+        if path != "/api/v1/nodes":
+            return None
+        items = [{"kind": "Node", "apiVersion": "v1", "metadata": {"name": f"n{i}"},
+                  "status": {"nodeInfo": {"architecture": a}}} for i, a in enumerate(NODE_ARCHS)]
+        return 200, {"kind": "NodeList", "apiVersion": "v1", "items": items, "metadata": {}}
 
 
 def closed_port() -> int:
@@ -99,7 +63,7 @@ def main() -> int:
     ap.add_argument("--kubectl", default=os.path.join(ROOT, ".tools/bin/kubectl"))
     a = ap.parse_args()
     tools = os.path.dirname(os.path.abspath(a.helm))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NodesApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     passed = failed = 0
 

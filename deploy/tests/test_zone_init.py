@@ -12,15 +12,17 @@ custom label name (peer.zone.nodeLabel). Prints "N passed, N failed"; exits 1 on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fakeapi import FakeApi, kubeconfig as write_kubeconfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZONE_FILE = "/etc/shoal/zone/zone"
@@ -32,46 +34,18 @@ NODES = {
 }
 FORBIDDEN = {"node-forbidden"}
 
-API_VERSIONS = {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
-API_GROUPS = {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
-V1_RESOURCES = {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-    {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
-     "verbs": ["get", "list", "watch"], "shortNames": ["no"]}]}
-
-
-class FakeApi(BaseHTTPRequestHandler):
-    def log_message(self, *_):  # keep the test output clean
-        pass
-
-    def send_json(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802
-        path = self.path.split("?")[0]
-        if path == "/api":
-            return self.send_json(200, API_VERSIONS)
-        if path == "/apis":
-            return self.send_json(200, API_GROUPS)
-        if path == "/api/v1":
-            return self.send_json(200, V1_RESOURCES)
-        if path.startswith("/api/v1/nodes/"):
-            name = path.rsplit("/", 1)[1]
-            if name in FORBIDDEN:
-                return self.send_json(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                            "reason": "Forbidden", "code": 403,
-                                            "message": f'nodes "{name}" is forbidden'})
-            if name in NODES:
-                return self.send_json(200, {"kind": "Node", "apiVersion": "v1",
-                                            "metadata": {"name": name, "labels": NODES[name]}})
-            return self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                        "reason": "NotFound", "code": 404, "message": "not found"})
-        return self.send_json(404, {"kind": "Status", "code": 404})
+class NodeApi(FakeApi):
+    def resource(self, path: str) -> tuple[int, dict] | None:
+        if not path.startswith("/api/v1/nodes/"):
+            return None
+        name = path.rsplit("/", 1)[1]
+        if name in FORBIDDEN:
+            return 403, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                         "reason": "Forbidden", "code": 403, "message": f'nodes "{name}" is forbidden'}
+        if name in NODES:
+            return 200, {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "labels": NODES[name]}}
+        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                     "reason": "NotFound", "code": 404, "message": "not found"}
 
 
 def zone_init(helm: str, extra: list[str]) -> dict:
@@ -91,20 +65,13 @@ def main() -> int:
     ap.add_argument("--kubectl", default=os.path.join(ROOT, ".tools/bin/kubectl"))
     a = ap.parse_args()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NodeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     passed = failed = 0
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            kubeconfig = os.path.join(tmp, "kubeconfig")
-            with open(kubeconfig, "w") as f:
-                yaml.safe_dump({
-                    "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-                    "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                    "users": [{"name": "fake", "user": {"token": "test"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-                }, f)
+            kubeconfig = write_kubeconfig(os.path.join(tmp, "kubeconfig"), f"http://127.0.0.1:{port}")
             bindir = os.path.join(tmp, "bin")
             os.makedirs(bindir)
             os.symlink(os.path.abspath(a.kubectl), os.path.join(bindir, "kubectl"))
