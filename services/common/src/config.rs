@@ -386,7 +386,10 @@ mod tests {
             .iter()
             .filter(|v| !ALLOWED.contains(&v.as_str()))
             .collect();
-        assert!(refused.is_empty(), "exported by make but refused by services: {refused:?}");
+        assert!(
+            refused.is_empty(),
+            "exported by make but refused by services: {refused:?}"
+        );
     }
 
     use super::*;
