@@ -56,14 +56,38 @@ impl fmt::Debug for Hash {
     }
 }
 
-/// Digest of an inventory: BLAKE3 over the sorted chunk hashes. Two sides that
-/// agree on it agree on the whole list.
-pub fn inventory_digest<'a>(sorted: impl IntoIterator<Item = &'a Hash>) -> String {
-    let mut h = blake3::Hasher::new();
-    for c in sorted {
-        h.update(&c.0);
+/// Digest of a set of chunks that is kept up to date one chunk at a time: the XOR of the
+/// chunk hashes. A set holds each hash once, so nothing cancels by accident: two sides
+/// that agree on it and on the count agree on the set (short of a forged collision,
+/// which only a cluster member could attempt, and which hides nothing it could not
+/// hide by lying outright). Order does not matter, so neither side sorts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InventoryDigest([u8; 32]);
+
+/// The prefix of digests in this form (older peers sent an unprefixed BLAKE3 of the
+/// sorted list, which a tracker now ignores rather than taking for a mismatch).
+pub const DIGEST_PREFIX: &str = "x1:";
+
+impl InventoryDigest {
+    /// Add a chunk that was absent, or remove one that was present.
+    pub fn toggle(&mut self, h: &Hash) {
+        for (a, b) in self.0.iter_mut().zip(h.0.iter()) {
+            *a ^= b;
+        }
     }
-    h.finalize().to_hex().to_string()
+
+    pub fn render(&self) -> String {
+        format!("{DIGEST_PREFIX}{}", hex::encode(self.0))
+    }
+}
+
+/// The digest of a set of chunks, each given once, in any order.
+pub fn inventory_digest<'a>(chunks: impl IntoIterator<Item = &'a Hash>) -> String {
+    let mut d = InventoryDigest::default();
+    for c in chunks {
+        d.toggle(c);
+    }
+    d.render()
 }
 
 /// A file's BLAKE3 tree seen chunk by chunk. When the chunk size is a power of two of at

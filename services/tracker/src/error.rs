@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     NotFound(String),

@@ -3,10 +3,12 @@
 //!
 //! `run` takes a bound listener so tests can use port 0.
 
+pub mod catalogue;
 pub mod config;
 pub mod error;
 pub mod fragment;
 pub mod leader;
+pub mod locations;
 pub mod manager;
 pub mod metrics;
 pub mod pg;
@@ -17,6 +19,7 @@ pub mod shared;
 pub mod state;
 pub mod store;
 pub mod tracker;
+pub mod writer;
 
 use std::sync::Arc;
 

@@ -1,9 +1,19 @@
 //! The replication and consistency manager: one supervised loop that keeps every
-//! chunk at its target. Each round it expires abandoned uploads, finds chunks below
-//! target (dead, draining or corrupt copies) and queues them durably, starts repairs
-//! in priority order (fewest live copies first; none = lost, reported loudly and kept
-//! queued) within a per-peer and a cluster-wide budget, trims copies above target
-//! keeping the best zone spread, and deletes unreferenced chunks after a grace period.
+//! chunk at its target. It never scans the catalogue: events (a copy added or dropped,
+//! a file added, removed or retargeted) mark chunks dirty in the state, and each round
+//! notes which peers changed state (alive, suspect, dead, restarting, draining) and
+//! marks their chunks. Each round then evaluates only dirty chunks, in slices with the
+//! lock released in between: it keeps the under-replicated and lost sets (the cluster
+//! summary), queues chunks below target durably, and notes chunks above target and
+//! unreferenced chunks still on peers. The leader then starts repairs in priority order
+//! (fewest live copies first; none = lost, reported loudly and kept queued) within a
+//! per-peer and a cluster-wide budget, trims copies above target keeping the best zone
+//! spread, and deletes unreferenced chunks after a grace period.
+//!
+//! For one `dead_after` after the tracker starts nothing is queued, trimmed or
+//! collected (HDFS's safe mode): peers are still registering, and a chunk whose
+//! holders have not all reported yet is not under-replicated. Then every chunk is
+//! evaluated once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,7 +39,25 @@ pub struct ManagerState {
     per_peer: HashMap<String, usize>,
     unreferenced_since: HashMap<Hash, Instant>,
     budget_window: Option<(Instant, u64)>,
+    /// Each peer's state class when last looked at: a change marks its chunks dirty.
+    classes: HashMap<String, Class>,
+    /// Chunks with more copies than their target, to trim once every holder is alive.
+    above: HashSet<Hash>,
+    /// Whether the evaluation of every chunk after safe mode has been done.
+    settled: bool,
 }
+
+/// What about a peer decides whether its copies count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Class {
+    liveness: Liveness,
+    draining: bool,
+    restarting: bool,
+}
+
+/// Dirty chunks evaluated per lock hold: the lock is released between slices, so
+/// heartbeats wait for one slice at most.
+const SLICE: usize = 4096;
 
 /// Wakes the manager early (a copy finished, so a slot is free).
 static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
@@ -69,18 +97,6 @@ fn dequeue(t: &Tracker, done: &[Hash]) {
     }
 }
 
-/// Target replica count of every referenced chunk (highest among its files).
-fn targets(st: &State) -> HashMap<Hash, u32> {
-    let mut out: HashMap<Hash, u32> = HashMap::with_capacity(st.chunk_refs.len());
-    for f in st.files.values() {
-        for h in &f.chunks {
-            let e = out.entry(*h).or_default();
-            *e = (*e).max(f.replicas);
-        }
-    }
-    out
-}
-
 /// How long a computed cluster summary is served before it is computed again: the
 /// summary walks every chunk, and dashboards, probes and clients ask for it often.
 const SUMMARY_TTL: Duration = Duration::from_millis(250);
@@ -102,22 +118,14 @@ pub fn cluster_info(t: &Tracker) -> pb::ClusterInfoResponse {
 fn compute_cluster_info(t: &Tracker) -> pb::ClusterInfoResponse {
     let st = t.state();
     let now = Instant::now();
-    let (mut under, mut lost) = (0, 0);
-    for (h, target) in targets(&st) {
-        let n = st.durable_count(&h, &t.cfg, now);
-        if n == 0 {
-            lost += 1;
-        } else if n < target as usize {
-            under += 1;
-        }
-    }
+    let (under, lost) = (st.health.under.len() as u64, st.health.lost.len() as u64);
     pb::ClusterInfoResponse {
         version: shoal_common::VERSION.to_string(),
         replication_factor: t.cfg.replication.factor,
         live_peers: st.live_peer_count(&t.cfg, now) as u32,
         zones: st.live_zone_count(&t.cfg, now) as u32,
-        files: st.names.len() as u64,
-        chunks: st.chunk_refs.len() as u64,
+        files: st.catalogue.name_count() as u64,
+        chunks: st.catalogue.chunk_count() as u64,
         under_replicated_chunks: under,
         lost_chunks: lost,
         repair_queue: t.repairs.lock().unwrap_or_else(|p| p.into_inner()).len() as u64,
@@ -136,7 +144,7 @@ pub fn drain(t: &Arc<Tracker>, peer_id: &str) -> Result<pb::DrainPeerResponse> {
             info!(peer = %peer_id, "drain started");
         }
         p.draining = true;
-        let chunks = p.chunks.iter().copied().collect();
+        let chunks = st.locations.of(peer_id).iter().copied().collect();
         st.journal_drained(peer_id);
         chunks
     };
@@ -185,206 +193,328 @@ pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = WAKE.notified() => {}
         }
-        if t.is_leader() {
-            round(&t, &ms);
-        } else {
-            // A standby still drops its own abandoned uploads.
-            t.expire_uploads();
-        }
+        // Evaluation runs on a blocking thread: it takes the lock in slices.
+        let (t2, ms2) = (t.clone(), ms.clone());
+        let _ = tokio::task::spawn_blocking(move || round(&t2, &ms2)).await;
     }
 }
 
-/// One pass of the manager. Synchronous decisions; copies run as spawned tasks.
+/// One pass of the manager. Synchronous decisions; copies run as spawned tasks. A
+/// standby (PostgreSQL, not leader) keeps the health sets and drops its own abandoned
+/// uploads, and decides nothing else.
 pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
     let expired = t.expire_uploads();
     if expired > 0 {
         info!(expired, "abandoned uploads expired");
     }
     let now = Instant::now();
-    let cfg = &t.cfg;
+    let leader = t.is_leader();
+    let settled = note_transitions(t, ms, now);
+    let below = evaluate(t, ms, now, settled);
+    if !leader || !settled {
+        return;
+    }
+    enqueue_repairs(t, below);
     let mut deletions: Vec<Deletion> = Vec::new();
-    let mut starts = Vec::new();
+    let starts;
     {
         let mut st = t.state();
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
-        let targets = targets(&st);
-
-        // 1. Find chunks below target.
-        let below: Vec<Hash> = targets
-            .iter()
-            .filter(|(h, target)| st.below_target(h, **target, cfg, now))
-            .map(|(h, _)| *h)
-            .collect();
-        drop(m);
-        drop(st);
-        enqueue_repairs(t, below);
-        st = t.state();
-        m = ms.lock().unwrap_or_else(|p| p.into_inner());
-
-        // 2. Schedule repairs, fewest live copies first.
-        let queue: Vec<Hash> = t
-            .repairs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
-        let mut ranked: Vec<(usize, Hash)> = Vec::new();
-        let mut done = Vec::new();
-        for h in queue {
-            let Some(&target) = targets.get(&h) else {
-                done.push(h); // no file uses it any more
-                continue;
-            };
-            let live = st.durable_count(&h, cfg, now);
-            if !st.below_target(&h, target, cfg, now) {
-                // At target, or its missing copies are on a peer restarting in its grace.
-                done.push(h);
-            } else if live == 0 && st.live_holders(&h, cfg, now).is_empty() {
-                error!(chunk = %h, "chunk LOST: no live copy; kept queued until a holder returns");
-            } else {
-                ranked.push((live, h));
-            }
-        }
-        done.retain(|h| !m.in_flight.contains(h));
-        dequeue(t, &done);
-        ranked.sort();
-        let mut planner = Planner::new(Tracker::candidates(&st, cfg, now));
-        for (live, h) in ranked {
-            if m.in_flight.len() >= cfg.repair.concurrency {
-                break;
-            }
-            if m.in_flight.contains(&h) {
-                continue;
-            }
-            let size = st.chunk_sizes.get(&h).copied().unwrap_or(0);
-            if !budget_allows(&mut m, cfg.repair.bandwidth_bytes, size, now) {
-                break;
-            }
-            let holders = st.live_holders(&h, cfg, now);
-            let sources: Vec<pb::PeerRef> = holders
-                .iter()
-                .filter(|p| m.per_peer.get(&p.id).copied().unwrap_or(0) < cfg.repair.per_peer)
-                .map(|p| p.peer_ref())
-                .collect();
-            if sources.is_empty() {
-                continue;
-            }
-            let existing: Vec<(String, String)> = holders
-                .iter()
-                .map(|p| (p.id.clone(), p.zone.clone()))
-                .collect();
-            let target_n = targets[&h];
-            let d = planner.place(&h, size, 1, &existing);
-            let Some(target_id) = d.chosen.first() else {
-                warn!(chunk = %h, live, "no eligible peer to repair onto");
-                continue;
-            };
-            if m.per_peer.get(target_id).copied().unwrap_or(0) >= cfg.repair.per_peer {
-                continue;
-            }
-            let target = st.peers[target_id].peer_ref();
-            m.in_flight.insert(h);
-            for id in [target.id.clone(), sources[0].id.clone()] {
-                *m.per_peer.entry(id).or_default() += 1;
-            }
-            let priority = if live <= 1 { "high" } else { "normal" };
-            st.placement_reasons
-                .insert(h, format!("repair: {}", d.reason()));
-            starts.push((
-                h,
-                size,
-                live,
-                target_n,
-                priority,
-                target,
-                sources,
-                d.reason(),
-            ));
-        }
-
-        // 3. Trim copies above target (only when every holder is alive: no flapping).
-        for (h, target) in &targets {
-            if m.in_flight.contains(h) {
-                continue;
-            }
-            let holders = st.live_holders(h, cfg, now);
-            let durable = holders.iter().filter(|p| !p.draining).count();
-            let all_alive = holders
-                .iter()
-                .all(|p| st.liveness(p, cfg, now) == Liveness::Alive);
-            if !all_alive || durable < *target as usize || holders.len() <= *target as usize {
-                continue;
-            }
-            // Draining copies go first, then copies from the most crowded zone, fullest peer first.
-            let mut zone_count: HashMap<&str, usize> = HashMap::new();
-            for p in &holders {
-                *zone_count.entry(p.zone.as_str()).or_default() += 1;
-            }
-            let mut ranked: Vec<_> = holders.iter().collect();
-            ranked.sort_by_key(|p| {
-                (
-                    std::cmp::Reverse(p.draining),
-                    std::cmp::Reverse(zone_count[p.zone.as_str()]),
-                    p.capacity.saturating_sub(p.used),
-                    p.id.clone(),
-                )
-            });
-            let extra = holders.len() - *target as usize;
-            let victims: Vec<(String, String)> = ranked
-                .iter()
-                .take(extra)
-                .map(|p| (p.id.clone(), p.addr.clone()))
-                .collect();
-            for (id, addr) in victims {
-                info!(chunk = %h, peer = %id, "trimming a copy above target");
-                t.metrics.trimmed_copies.fetch_add(1, Relaxed);
-                st.remove_location(&id, h);
-                deletions.push(Deletion {
-                    peer_id: id,
-                    addr,
-                    chunks: vec![*h],
-                });
-            }
-        }
-
-        // 4. Garbage: chunks on peers that no file references and no upload may use.
-        let in_uploads: HashSet<Hash> = st
-            .uploads
-            .values()
-            .flat_map(|u| u.chunks.iter().copied())
-            .collect();
-        let unreferenced: Vec<Hash> = st
-            .locations
-            .keys()
-            .filter(|h| !st.chunk_refs.contains_key(h) && !in_uploads.contains(h))
-            .copied()
-            .collect();
-        let seen: HashSet<Hash> = unreferenced.iter().copied().collect();
-        m.unreferenced_since.retain(|h, _| seen.contains(h));
-        let grace = cfg.repair.gc_grace;
-        for h in unreferenced {
-            let since = *m.unreferenced_since.entry(h).or_insert(now);
-            if now.saturating_duration_since(since) < grace {
-                continue;
-            }
-            m.unreferenced_since.remove(&h);
-            let _g = info_span!("gc", chunk = %h).entered();
-            for id in st.locations.get(&h).cloned().unwrap_or_default() {
-                if let Some(p) = st.peers.get(&id) {
-                    deletions.push(Deletion {
-                        peer_id: id.clone(),
-                        addr: p.addr.clone(),
-                        chunks: vec![h],
-                    });
-                }
-                st.remove_location(&id, &h);
-                t.metrics.gc_deleted_chunks.fetch_add(1, Relaxed);
-            }
-            info!("unreferenced chunk collected");
-        }
+        starts = schedule(t, &mut st, &mut m, now);
+        trim(t, &mut st, &mut m, now, &mut deletions);
+        collect(t, &mut st, &mut m, now, &mut deletions);
     }
     t.send_deletions(merge(deletions));
+    start_copies(t, ms, starts);
+}
+
+/// Mark the chunks of every peer whose state class changed; after safe mode, mark every
+/// chunk once. Returns whether safe mode is over.
+fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) -> bool {
+    let cfg = &t.cfg;
+    let mut st = t.state();
+    let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
+    let changed: Vec<String> = st
+        .peers
+        .values()
+        .filter_map(|p| {
+            let c = Class {
+                liveness: st.liveness(p, cfg, now),
+                draining: p.draining,
+                restarting: st.restarting(p, cfg, now),
+            };
+            (m.classes.insert(p.id.clone(), c) != Some(c)).then(|| p.id.clone())
+        })
+        .collect();
+    for id in changed {
+        let held: Vec<Hash> = st.locations.of(&id).iter().copied().collect();
+        st.dirty.extend(held);
+    }
+    let settled = st
+        .started
+        .is_none_or(|s| now.saturating_duration_since(s) >= cfg.liveness.dead_after);
+    if settled && !m.settled {
+        m.settled = true;
+        let all: Vec<Hash> = st.catalogue.chunks().map(|(h, _)| *h).collect();
+        info!(
+            chunks = all.len(),
+            "safe mode over: every chunk is evaluated once"
+        );
+        st.dirty.extend(all);
+    }
+    settled
+}
+
+/// Evaluate dirty chunks, a slice per lock hold: health sets, chunks above target and
+/// unreferenced chunks on peers are noted; chunks below target are returned (to queue).
+fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: bool) -> Vec<Hash> {
+    let cfg = &t.cfg;
+    let mut below = Vec::new();
+    loop {
+        let mut st = t.state();
+        if st.dirty.is_empty() {
+            return below;
+        }
+        let slice: Vec<Hash> = st.dirty.iter().take(SLICE).copied().collect();
+        for h in &slice {
+            st.dirty.remove(h);
+        }
+        let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
+        for h in slice {
+            let Some(target) = st.chunk_target(&h) else {
+                st.health.note(h, 0, None);
+                m.above.remove(&h);
+                if settled && st.locations.has(&h) {
+                    m.unreferenced_since.entry(h).or_insert(now);
+                }
+                continue;
+            };
+            m.unreferenced_since.remove(&h);
+            let durable = st.durable_count(&h, cfg, now);
+            st.health.note(h, durable, Some(target));
+            if st.below_target(&h, target, cfg, now) {
+                below.push(h);
+            }
+            if st.locations.count(&h) > target as usize {
+                m.above.insert(h);
+            } else {
+                m.above.remove(&h);
+            }
+        }
+    }
+}
+
+/// A repair to start: chunk, size, live copies, target, priority, target peer, sources, reason.
+type Start = (
+    Hash,
+    u64,
+    usize,
+    u32,
+    &'static str,
+    pb::PeerRef,
+    Vec<pb::PeerRef>,
+    String,
+);
+
+/// Pick repairs from the queue, fewest live copies first, within the budgets.
+fn schedule(t: &Tracker, st: &mut State, m: &mut ManagerState, now: Instant) -> Vec<Start> {
+    let cfg = &t.cfg;
+    let queue: Vec<Hash> = t
+        .repairs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let mut ranked: Vec<(usize, Hash)> = Vec::new();
+    let mut done = Vec::new();
+    for h in queue {
+        let Some(target) = st.chunk_target(&h) else {
+            done.push(h); // no file uses it any more
+            continue;
+        };
+        let live = st.durable_count(&h, cfg, now);
+        if !st.below_target(&h, target, cfg, now) {
+            // At target, or its missing copies are on a peer restarting in its grace.
+            done.push(h);
+        } else if live == 0 && st.live_holders(&h, cfg, now).is_empty() {
+            error!(chunk = %h, "chunk LOST: no live copy; kept queued until a holder returns");
+        } else {
+            ranked.push((live, h));
+        }
+    }
+    done.retain(|h| !m.in_flight.contains(h));
+    dequeue(t, &done);
+    ranked.sort();
+    let mut starts = Vec::new();
+    let mut planner = Planner::new(Tracker::candidates(st, cfg, now));
+    for (live, h) in ranked {
+        if m.in_flight.len() >= cfg.repair.concurrency {
+            break;
+        }
+        if m.in_flight.contains(&h) {
+            continue;
+        }
+        let size = st.catalogue.chunk(&h).map_or(0, |c| c.size);
+        if !budget_allows(m, cfg.repair.bandwidth_bytes, size, now) {
+            break;
+        }
+        let holders = st.live_holders(&h, cfg, now);
+        let sources: Vec<pb::PeerRef> = holders
+            .iter()
+            .filter(|p| m.per_peer.get(&p.id).copied().unwrap_or(0) < cfg.repair.per_peer)
+            .map(|p| p.peer_ref())
+            .collect();
+        if sources.is_empty() {
+            continue;
+        }
+        let existing: Vec<(String, String)> = holders
+            .iter()
+            .map(|p| (p.id.clone(), p.zone.clone()))
+            .collect();
+        let target_n = st.chunk_target(&h).unwrap_or(1);
+        let d = planner.place(&h, size, 1, &existing);
+        let Some(target_id) = d.chosen.first() else {
+            warn!(chunk = %h, live, "no eligible peer to repair onto");
+            continue;
+        };
+        if m.per_peer.get(target_id).copied().unwrap_or(0) >= cfg.repair.per_peer {
+            continue;
+        }
+        let target = st.peers[target_id].peer_ref();
+        m.in_flight.insert(h);
+        for id in [target.id.clone(), sources[0].id.clone()] {
+            *m.per_peer.entry(id).or_default() += 1;
+        }
+        let priority = if live <= 1 { "high" } else { "normal" };
+        st.placement_reasons
+            .insert(h, format!("repair: {}", d.reason()));
+        starts.push((
+            h,
+            size,
+            live,
+            target_n,
+            priority,
+            target,
+            sources,
+            d.reason(),
+        ));
+    }
+    starts
+}
+
+/// Trim copies above target, only when every holder is alive (no flapping).
+fn trim(
+    t: &Tracker,
+    st: &mut State,
+    m: &mut ManagerState,
+    now: Instant,
+    deletions: &mut Vec<Deletion>,
+) {
+    let cfg = &t.cfg;
+    let pending: Vec<Hash> = m.above.iter().copied().collect();
+    for h in pending {
+        if m.in_flight.contains(&h) {
+            continue;
+        }
+        let Some(target) = st.chunk_target(&h) else {
+            m.above.remove(&h);
+            continue;
+        };
+        let holders = st.live_holders(&h, cfg, now);
+        let durable = holders.iter().filter(|p| !p.draining).count();
+        if holders.len() <= target as usize && st.locations.count(&h) <= target as usize {
+            m.above.remove(&h);
+            continue;
+        }
+        let all_alive = holders
+            .iter()
+            .all(|p| st.liveness(p, cfg, now) == Liveness::Alive);
+        if !all_alive || durable < target as usize || holders.len() <= target as usize {
+            continue;
+        }
+        // Draining copies go first, then copies from the most crowded zone, fullest peer first.
+        let mut zone_count: HashMap<&str, usize> = HashMap::new();
+        for p in &holders {
+            *zone_count.entry(p.zone.as_str()).or_default() += 1;
+        }
+        let mut ranked: Vec<_> = holders.iter().collect();
+        ranked.sort_by_key(|p| {
+            (
+                std::cmp::Reverse(p.draining),
+                std::cmp::Reverse(zone_count[p.zone.as_str()]),
+                p.capacity.saturating_sub(p.used),
+                p.id.clone(),
+            )
+        });
+        let extra = holders.len() - target as usize;
+        let victims: Vec<(String, String)> = ranked
+            .iter()
+            .take(extra)
+            .map(|p| (p.id.clone(), p.addr.clone()))
+            .collect();
+        m.above.remove(&h);
+        for (id, addr) in victims {
+            info!(chunk = %h, peer = %id, "trimming a copy above target");
+            t.metrics.trimmed_copies.fetch_add(1, Relaxed);
+            st.remove_location(&id, &h);
+            deletions.push(Deletion {
+                peer_id: id,
+                addr,
+                chunks: vec![h],
+            });
+        }
+    }
+}
+
+/// Garbage: chunks on peers that no file references and no upload may use, deleted
+/// after the grace.
+fn collect(
+    t: &Tracker,
+    st: &mut State,
+    m: &mut ManagerState,
+    now: Instant,
+    deletions: &mut Vec<Deletion>,
+) {
+    let in_uploads: HashSet<Hash> = st
+        .uploads
+        .values()
+        .flat_map(|u| u.chunks.iter().copied())
+        .collect();
+    let grace = t.cfg.repair.gc_grace;
+    let pending: Vec<(Hash, Instant)> =
+        m.unreferenced_since.iter().map(|(h, t)| (*h, *t)).collect();
+    for (h, since) in pending {
+        if st.catalogue.is_referenced(&h) || !st.locations.has(&h) {
+            m.unreferenced_since.remove(&h);
+            continue;
+        }
+        if in_uploads.contains(&h) {
+            m.unreferenced_since.insert(h, now);
+            continue;
+        }
+        if now.saturating_duration_since(since) < grace {
+            continue;
+        }
+        m.unreferenced_since.remove(&h);
+        let _g = info_span!("gc", chunk = %h).entered();
+        let holders: Vec<String> = st.locations.holders(&h).map(String::from).collect();
+        for id in holders {
+            if let Some(p) = st.peers.get(&id) {
+                deletions.push(Deletion {
+                    peer_id: id.clone(),
+                    addr: p.addr.clone(),
+                    chunks: vec![h],
+                });
+            }
+            st.remove_location(&id, &h);
+            t.metrics.gc_deleted_chunks.fetch_add(1, Relaxed);
+        }
+        info!("unreferenced chunk collected");
+    }
+}
+
+fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, starts: Vec<Start>) {
     for (h, size, live, target_n, priority, target, sources, reason) in starts {
         let span = info_span!("repair", chunk = %h, repair.live_replicas = live, repair.target_replicas = target_n, repair.priority = priority, repair.source = %sources[0].id, repair.target = %target.id, placement.reason = %reason);
         let (t, ms) = (t.clone(), ms.clone());

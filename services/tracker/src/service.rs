@@ -71,37 +71,20 @@ impl TrackerRpc for TrackerService {
             .heartbeats
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let interval = t.cfg.liveness.heartbeat.as_millis() as u64;
-        let mut st = t.state();
-        let said_goodbye = st
-            .peers
-            .get(&req.peer_id)
-            .is_some_and(|p| st.goodbye(p).is_some());
-        let Some(p) = st.peers.get_mut(&req.peer_id) else {
-            return Ok(Response::new(pb::HeartbeatResponse {
-                known: false,
-                heartbeat_interval_ms: interval,
-                resync: false,
-            }));
+        let beat = crate::state::Beat {
+            capacity: req.capacity_bytes,
+            used: req.used_bytes,
+            active_transfers: req.active_transfers,
+            chunk_count: req.chunk_count,
+            digest: &req.inventory_digest,
         };
-        let was_dead = said_goodbye
-            || Instant::now().saturating_duration_since(p.last_seen) >= t.cfg.liveness.dead_after;
-        p.last_seen = Instant::now();
-        p.capacity = req.capacity_bytes;
-        p.used = req.used_bytes;
-        p.active_transfers = req.active_transfers;
-        let chunk_count = p.chunks.len() as u64;
-        st.journal_seen(&req.peer_id);
-        st.heard_from(&req.peer_id);
-        // A peer back from the dead is reconciled, not trusted: ask for its full inventory.
-        let resync = was_dead
-            || chunk_count != req.chunk_count
-            || (!req.inventory_digest.is_empty()
-                && st.inventory_digest(&req.peer_id).as_deref()
-                    != Some(req.inventory_digest.as_str()));
+        let answer = t
+            .state()
+            .heartbeat(&req.peer_id, beat, &t.cfg, Instant::now());
         Ok(Response::new(pb::HeartbeatResponse {
-            known: true,
+            known: answer.is_some(),
             heartbeat_interval_ms: interval,
-            resync,
+            resync: answer.unwrap_or(false),
         }))
     }
 
@@ -268,15 +251,18 @@ impl TrackerRpc for TrackerService {
             .into());
         }
         let n = req.name_or_id.clone();
-        let id = t
-            .mutate(move |st, _, _| st.set_replicas(&n, req.replicas))
+        let replicas = req.replicas;
+        let chunks = t
+            .write(move |st, _, _| {
+                let (id, changes) = st.catalogue.plan_set_replicas(&n, replicas)?;
+                let chunks = st
+                    .catalogue
+                    .file(&id)
+                    .map(|f| f.chunks.clone())
+                    .unwrap_or_default();
+                Ok(crate::writer::Planned::new(chunks, changes))
+            })
             .await?;
-        let chunks: Vec<Hash> = t
-            .state()
-            .files
-            .get(&id)
-            .map(|f| f.chunks.clone())
-            .unwrap_or_default();
         crate::manager::enqueue_repairs(t, chunks);
         let d = t.state().detail(&req.name_or_id, &t.cfg, Instant::now())?;
         Ok(Response::new(pb::SetReplicasResponse { file: d.summary }))

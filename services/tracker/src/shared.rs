@@ -17,8 +17,10 @@ use tracing::{info, info_span, warn};
 
 use crate::error::Result;
 use crate::state::{LocOp, PeerEntry, State};
+use crate::store::Change;
 use crate::store::{err, StoreError};
 use crate::tracker::Tracker;
+use crate::writer::{plan_batch, Job, PlannedBatch};
 
 /// Run until `shutdown`; a failed round is logged and the next one runs.
 pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
@@ -350,7 +352,6 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
             active_transfers: 0,
             last_seen,
             draining: false,
-            chunks: HashSet::new(),
             inventory_version: -1,
         });
         // A peer heard from here since the flush keeps this replica's (newer) view.
@@ -370,4 +371,121 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A catalogue commit over PostgreSQL: lock the catalogue, catch up with what other
+/// replicas committed, plan the jobs on that up-to-date state, write them with this
+/// replica's peer journal, commit, then apply. So a name two replicas race for is
+/// decided once: the second sees the first's name and fails. The state lock is taken
+/// between statements, never across one. Returns the jobs deferred to the next commit.
+pub(crate) fn commit(t: &Arc<Tracker>, jobs: Vec<Job>, now: Instant) -> Vec<Job> {
+    let Some(pg) = t.store.postgres() else {
+        return jobs;
+    };
+    let t2 = t.clone();
+    match pg.call(move |c| commit_in(&t2, c, jobs, now)) {
+        // Applied here, not on the connection's thread: applying sends deletion orders,
+        // which needs the runtime.
+        Ok((done, deferred)) => {
+            if let Some((planned, changes, result)) = done {
+                planned.finish(t, changes, result);
+            }
+            deferred
+        }
+        // The jobs were dropped with the call: their callers see the writer stop.
+        Err(e) => {
+            warn!(error = %e, "catalogue commit could not run");
+            Vec::new()
+        }
+    }
+}
+
+/// A planned batch with its changes and how its commit went.
+type Done = Option<(PlannedBatch, Vec<Change>, Result<()>)>;
+
+fn commit_in(
+    t: &Tracker,
+    c: &mut postgres::Client,
+    jobs: Vec<Job>,
+    now: Instant,
+) -> (Done, Vec<Job>) {
+    let mut txn = match c.transaction().map_err(err) {
+        Ok(txn) => txn,
+        Err(e) => return (None, fail(jobs, e)),
+    };
+    let caught_up = (|| {
+        crate::pg::lock_catalogue(&mut txn)?;
+        let seq = t.state().applied_seq;
+        match crate::pg::log_since(&mut txn, seq)? {
+            crate::pg::Tail::Entries(missed) => Ok::<_, StoreError>(Err(missed)),
+            crate::pg::Tail::Trimmed { through } => {
+                warn!(
+                    position = seq,
+                    trimmed_through = through,
+                    "this replica fell behind the trimmed catalogue log; reloading the catalogue"
+                );
+                Ok(Ok(crate::pg::load_in(&mut txn)?))
+            }
+        }
+    })();
+    let caught_up = match caught_up {
+        Ok(c) => c,
+        Err(e) => return (None, fail(jobs, e)),
+    };
+    let (changes, planned, deferred, batch) = {
+        let mut st = t.state();
+        match caught_up {
+            Err(missed) => st.replay(missed),
+            Ok(loaded) => st.reload_catalogue(loaded),
+        }
+        let (changes, planned, deferred) = plan_batch(&st, &t.cfg, now, jobs);
+        // The locations this change created (and anything else heard from peers) commit
+        // with it: a replica that sees the file sees where its chunks are.
+        let batch = if planned.is_empty() {
+            None
+        } else {
+            Batch::take(&mut st)
+        };
+        (changes, planned, deferred, batch)
+    };
+    if planned.is_empty() {
+        let _ = txn.rollback();
+        return (None, deferred);
+    }
+    let written = crate::pg::write_catalogue(&mut txn, &changes).and_then(|last| {
+        let versions = match &batch {
+            Some(b) => b.write(&mut txn)?,
+            None => Vec::new(),
+        };
+        txn.commit().map_err(err)?;
+        Ok((last, versions))
+    });
+    match written {
+        Ok((last, versions)) => {
+            {
+                let mut st = t.state();
+                Batch::written(&mut st, versions);
+                if let Some(seq) = last {
+                    // A sync round skips these entries: they are applied just below.
+                    st.applied_seq = st.applied_seq.max(seq);
+                }
+            }
+            (Some((planned, changes, Ok(()))), deferred)
+        }
+        Err(e) => {
+            if let Some(b) = batch {
+                b.restore(&mut t.state());
+            }
+            let e = crate::error::Error::Unavailable(e.to_string());
+            (Some((planned, changes, Err(e))), deferred)
+        }
+    }
+}
+
+fn fail(jobs: Vec<Job>, e: StoreError) -> Vec<Job> {
+    let e = crate::error::Error::Unavailable(e.to_string());
+    for job in jobs {
+        job.fail(e.clone());
+    }
+    Vec::new()
 }

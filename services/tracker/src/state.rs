@@ -2,14 +2,16 @@
 //! liveness, where every chunk lives, and uploads in flight. Every method is
 //! synchronous and runs under one lock; callers never hold it across an await.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
 use tokio::time::Instant;
 
+use crate::catalogue::Catalogue;
 use crate::config::TrackerConfig;
 use crate::error::{Error, Result};
+use crate::locations::Locations;
 use crate::store::{Change, FileRecord, Loaded, NameRecord};
 
 #[derive(Debug, Clone)]
@@ -22,7 +24,6 @@ pub struct PeerEntry {
     pub active_transfers: u32,
     pub last_seen: Instant,
     pub draining: bool,
-    pub chunks: HashSet<Hash>,
     /// The shared `inventory_version` these chunks reflect (PostgreSQL store).
     pub inventory_version: i64,
 }
@@ -92,14 +93,11 @@ pub struct Upload {
 
 #[derive(Default)]
 pub struct State {
-    pub files: HashMap<Hash, FileRecord>,
-    pub names: BTreeMap<String, NameRecord>,
-    /// How many files reference each chunk.
-    pub chunk_refs: HashMap<Hash, u32>,
-    /// Size of every referenced chunk.
-    pub chunk_sizes: HashMap<Hash, u64>,
+    /// Files and names, as the store has them.
+    pub catalogue: Catalogue,
     pub peers: HashMap<String, PeerEntry>,
-    pub locations: HashMap<Hash, HashSet<String>>,
+    /// Where every copy is (the peers' word, reconciled).
+    pub locations: Locations,
     pub uploads: HashMap<String, Upload>,
     /// Last placement reason per chunk, shown by stat and the web UI.
     pub placement_reasons: HashMap<Hash, String>,
@@ -112,9 +110,39 @@ pub struct State {
     pub journal: Option<Journal>,
     /// Peers that said goodbye and have not been heard from since.
     pub goodbyes: HashMap<String, Goodbye>,
+    /// Chunks whose copies, target or holders changed since the manager last looked:
+    /// it looks at these, never at every chunk.
+    pub dirty: HashSet<Hash>,
+    /// Chunks below target (`under`) or with no live copy (`lost`), as last evaluated.
+    pub health: Health,
     /// When this tracker came up: a peer known from the store but not heard from since
     /// is judged from then, so a restart does not declare every peer dead at once.
     pub started: Option<Instant>,
+}
+
+/// Chunks that are not healthy, kept up to date as dirty chunks are evaluated, so the
+/// cluster summary is two counts, not a scan.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub under: HashSet<Hash>,
+    pub lost: HashSet<Hash>,
+}
+
+impl Health {
+    /// Record a chunk's durable copies against its target (`None`: not referenced).
+    pub fn note(&mut self, h: Hash, durable: usize, target: Option<u32>) {
+        self.under.remove(&h);
+        self.lost.remove(&h);
+        match target {
+            Some(_) if durable == 0 => {
+                self.lost.insert(h);
+            }
+            Some(t) if durable < t as usize => {
+                self.under.insert(h);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What this replica changed about peers since its last sync with the database.
@@ -143,16 +171,17 @@ impl LocOp {
         }
     }
 }
+/// What a peer says in a heartbeat.
+pub struct Beat<'a> {
+    pub capacity: u64,
+    pub used: u64,
+    pub active_transfers: u32,
+    pub chunk_count: u64,
+    pub digest: &'a str,
+}
+
 /// How long an ordered deletion masks the copy in inventory reports.
 pub const DELETION_MASK: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What a delete did.
-pub struct Removal {
-    pub names: Vec<String>,
-    pub content_removed: bool,
-    pub changes: Vec<Change>,
-    pub deletions: Vec<Deletion>,
-}
 
 /// Chunks to delete on one peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,31 +200,37 @@ pub fn now_ms() -> i64 {
 
 impl State {
     pub fn from_loaded(loaded: Loaded) -> Self {
-        let mut s = State {
-            names: loaded.names,
+        State {
+            catalogue: Catalogue::new(loaded.files, loaded.names),
             applied_seq: loaded.seq,
             started: Some(Instant::now()),
             ..Default::default()
-        };
-        for f in loaded.files.into_values() {
-            s.add_file(f);
         }
-        s
     }
 
     /// Replace the catalogue (files, names, position) with a fresh load, keeping peers,
     /// locations and uploads: for a replica that fell behind the trimmed shared log.
     pub fn reload_catalogue(&mut self, loaded: Loaded) {
-        self.files.clear();
-        self.chunk_refs.clear();
-        self.chunk_sizes.clear();
-        self.names = loaded.names;
+        self.catalogue = Catalogue::new(loaded.files, loaded.names);
         self.applied_seq = loaded.seq;
-        for f in loaded.files.into_values() {
-            self.add_file(f);
+        let all: Vec<Hash> = self.catalogue.chunks().map(|(h, _)| *h).collect();
+        self.dirty.extend(all);
+        let c = &self.catalogue;
+        self.placement_reasons.retain(|h, _| c.is_referenced(h));
+    }
+
+    /// Apply a catalogue change the store has taken; returns the chunks it left without
+    /// a file. Every chunk whose target may have moved is marked for the manager.
+    pub fn apply_change(&mut self, c: Change) -> Vec<Hash> {
+        if let Change::PutFile(f) = &c {
+            self.dirty.extend(f.chunks.iter().copied());
         }
-        let refs = &self.chunk_refs;
-        self.placement_reasons.retain(|h, _| refs.contains_key(h));
+        let garbage = self.catalogue.apply(c);
+        for h in &garbage {
+            self.placement_reasons.remove(h);
+        }
+        self.dirty.extend(garbage.iter().copied());
+        garbage
     }
 
     fn journal_op(&mut self, op: LocOp) {
@@ -263,58 +298,9 @@ impl State {
             if e.seq <= self.applied_seq {
                 continue;
             }
-            match e.change {
-                Change::PutFile(f) => match self.files.get_mut(&f.id) {
-                    Some(old) => *old = f,
-                    None => self.add_file(f),
-                },
-                Change::DeleteFile(id) => {
-                    self.remove_file(&id);
-                }
-                Change::PutName(name, n) => {
-                    self.names.insert(name, n);
-                }
-                Change::DeleteName(name) => {
-                    self.names.remove(&name);
-                }
-                Change::PutRepair(_) | Change::DeleteRepair(_) => {}
-            }
+            self.apply_change(e.change);
             self.applied_seq = e.seq;
         }
-    }
-
-    fn add_file(&mut self, f: FileRecord) {
-        let unique: HashSet<Hash> = f.chunks.iter().copied().collect();
-        for (i, h) in f.chunks.iter().enumerate() {
-            self.chunk_sizes
-                .entry(*h)
-                .or_insert_with(|| crate::fragment::chunk_len(f.size, f.chunk_size, i as u64));
-        }
-        for h in unique {
-            *self.chunk_refs.entry(h).or_default() += 1;
-        }
-        self.files.insert(f.id, f);
-    }
-
-    /// Remove a file record; returns the chunks nothing references any more.
-    fn remove_file(&mut self, id: &Hash) -> Vec<Hash> {
-        let Some(f) = self.files.remove(id) else {
-            return Vec::new();
-        };
-        let unique: HashSet<Hash> = f.chunks.into_iter().collect();
-        let mut garbage = Vec::new();
-        for h in unique {
-            if let Some(n) = self.chunk_refs.get_mut(&h) {
-                *n -= 1;
-                if *n == 0 {
-                    self.chunk_refs.remove(&h);
-                    self.chunk_sizes.remove(&h);
-                    self.placement_reasons.remove(&h);
-                    garbage.push(h);
-                }
-            }
-        }
-        garbage
     }
 
     // ---- liveness -------------------------------------------------------------
@@ -375,9 +361,7 @@ impl State {
     pub fn live_holders(&self, chunk: &Hash, cfg: &TrackerConfig, now: Instant) -> Vec<&PeerEntry> {
         let mut out: Vec<(&PeerEntry, Liveness)> = self
             .locations
-            .get(chunk)
-            .into_iter()
-            .flatten()
+            .holders(chunk)
             .filter_map(|id| self.peers.get(id))
             .map(|p| (p, self.liveness(p, cfg, now)))
             .filter(|(_, l)| *l != Liveness::Dead)
@@ -404,9 +388,7 @@ impl State {
     /// Copies on peers restarting within their grace (not draining).
     pub fn expected_count(&self, chunk: &Hash, cfg: &TrackerConfig, now: Instant) -> usize {
         self.locations
-            .get(chunk)
-            .into_iter()
-            .flatten()
+            .holders(chunk)
             .filter_map(|id| self.peers.get(id))
             .filter(|p| self.restarting(p, cfg, now))
             .count()
@@ -427,14 +409,15 @@ impl State {
 
     /// Chunks of a draining peer that still need a copy elsewhere.
     pub fn drain_remaining(&self, peer_id: &str, cfg: &TrackerConfig, now: Instant) -> usize {
-        let Some(p) = self.peers.get(peer_id) else {
+        if !self.peers.contains_key(peer_id) {
             return 0;
-        };
-        p.chunks
+        }
+        self.locations
+            .of(peer_id)
             .iter()
-            .filter(|h| self.chunk_refs.contains_key(h))
-            .filter(|h| {
-                let target = self.chunk_target(h).unwrap_or(1) as usize;
+            .filter_map(|h| Some((h, self.catalogue.chunk(h)?)))
+            .filter(|(h, c)| {
+                let target = c.target() as usize;
                 self.durable_count(h, cfg, now) < target
             })
             .count()
@@ -442,12 +425,7 @@ impl State {
 
     /// Highest replica target among the files that use `chunk`.
     pub fn chunk_target(&self, chunk: &Hash) -> Option<u32> {
-        // Small clusters have few files per chunk; a reverse index is not worth its memory yet.
-        self.files
-            .values()
-            .filter(|f| f.chunks.contains(chunk))
-            .map(|f| f.replicas)
-            .max()
+        self.catalogue.chunk(chunk).map(|c| c.target())
     }
 
     pub fn live_peer_count(&self, cfg: &TrackerConfig, now: Instant) -> usize {
@@ -489,11 +467,9 @@ impl State {
         self.forget_inventory(&peer.id);
         self.heard_from(&peer.id);
         for h in &chunks {
-            self.locations
-                .entry(*h)
-                .or_default()
-                .insert(peer.id.clone());
+            self.locations.add(&peer.id, *h);
         }
+        self.dirty.extend(chunks.iter().copied());
         self.journal_seen(&peer.id);
         self.journal_op(LocOp::Reset(peer.id.clone()));
         for h in &chunks {
@@ -510,23 +486,15 @@ impl State {
                 active_transfers: 0,
                 last_seen: now,
                 draining,
-                chunks: chunks.into_iter().collect(),
                 inventory_version: version,
             },
         );
     }
 
     fn forget_inventory(&mut self, peer_id: &str) {
-        if let Some(p) = self.peers.get_mut(peer_id) {
-            for h in p.chunks.drain() {
-                if let Some(set) = self.locations.get_mut(&h) {
-                    set.remove(peer_id);
-                    if set.is_empty() {
-                        self.locations.remove(&h);
-                    }
-                }
-            }
-        }
+        self.dirty
+            .extend(self.locations.of(peer_id).iter().copied());
+        self.locations.forget(peer_id);
     }
 
     pub fn add_location(&mut self, peer_id: &str, h: Hash) -> bool {
@@ -540,14 +508,12 @@ impl State {
     }
 
     fn insert_location(&mut self, peer_id: &str, h: Hash) -> bool {
-        let Some(p) = self.peers.get_mut(peer_id) else {
+        if !self.peers.contains_key(peer_id) {
             return false;
-        };
-        p.chunks.insert(h);
-        self.locations
-            .entry(h)
-            .or_default()
-            .insert(peer_id.to_string());
+        }
+        if self.locations.add(peer_id, h) {
+            self.dirty.insert(h);
+        }
         true
     }
 
@@ -557,14 +523,8 @@ impl State {
     }
 
     fn drop_location(&mut self, peer_id: &str, h: &Hash) {
-        if let Some(p) = self.peers.get_mut(peer_id) {
-            p.chunks.remove(h);
-        }
-        if let Some(set) = self.locations.get_mut(h) {
-            set.remove(peer_id);
-            if set.is_empty() {
-                self.locations.remove(h);
-            }
+        if self.locations.remove(peer_id, h) {
+            self.dirty.insert(*h);
         }
     }
 
@@ -600,11 +560,39 @@ impl State {
         Ok(())
     }
 
+    /// A heartbeat: the peer's stats, and whether its inventory must be sent again
+    /// (`None`: an unknown peer, which must register). O(1): the digest is kept up to date.
+    pub fn heartbeat(
+        &mut self,
+        peer_id: &str,
+        beat: Beat<'_>,
+        cfg: &TrackerConfig,
+        now: Instant,
+    ) -> Option<bool> {
+        let said_goodbye = self
+            .peers
+            .get(peer_id)
+            .is_some_and(|p| self.goodbye(p).is_some());
+        let p = self.peers.get_mut(peer_id)?;
+        let was_dead =
+            said_goodbye || now.saturating_duration_since(p.last_seen) >= cfg.liveness.dead_after;
+        p.last_seen = now;
+        p.capacity = beat.capacity;
+        p.used = beat.used;
+        p.active_transfers = beat.active_transfers;
+        self.journal_seen(peer_id);
+        self.heard_from(peer_id);
+        let held = self.locations.of(peer_id);
+        // A digest of another form (an older peer) is not a mismatch: the count decides.
+        let digest_differs = beat.digest.starts_with(shoal_common::hash::DIGEST_PREFIX)
+            && held.digest() != beat.digest;
+        // A peer back from the dead is reconciled, not trusted: ask for its full inventory.
+        Some(was_dead || held.len() as u64 != beat.chunk_count || digest_differs)
+    }
+
     pub fn inventory_digest(&self, peer_id: &str) -> Option<String> {
-        let p = self.peers.get(peer_id)?;
-        let mut v: Vec<&Hash> = p.chunks.iter().collect();
-        v.sort();
-        Some(shoal_common::hash::inventory_digest(v))
+        self.peers.get(peer_id)?;
+        Some(self.locations.of(peer_id).digest())
     }
 
     pub fn peer_info(&self, p: &PeerEntry, cfg: &TrackerConfig, now: Instant) -> pb::PeerInfo {
@@ -613,39 +601,13 @@ impl State {
             state: self.peer_state(p, cfg, now) as i32,
             capacity_bytes: p.capacity,
             used_bytes: p.used,
-            chunks: p.chunks.len() as u64,
+            chunks: self.locations.of(&p.id).len() as u64,
             active_transfers: p.active_transfers,
             last_heartbeat_ms_ago: now.saturating_duration_since(p.last_seen).as_millis() as u64,
         }
     }
 
     // ---- catalogue reads ----------------------------------------------------------
-
-    /// Resolve a name (first) or a content id.
-    pub fn resolve(&self, name_or_id: &str) -> Result<(Option<String>, &FileRecord)> {
-        if let Some(n) = self.names.get(name_or_id) {
-            let f = self.files.get(&n.id).ok_or_else(|| {
-                Error::NotFound(format!("file {name_or_id:?} has no content record"))
-            })?;
-            return Ok((Some(name_or_id.to_string()), f));
-        }
-        if let Ok(id) = name_or_id.parse::<Hash>() {
-            if let Some(f) = self.files.get(&id) {
-                return Ok((None, f));
-            }
-        }
-        Err(Error::NotFound(format!(
-            "no file named or with id {name_or_id:?}"
-        )))
-    }
-
-    pub fn names_of(&self, id: &Hash) -> Vec<String> {
-        self.names
-            .iter()
-            .filter(|(_, n)| n.id == *id)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
 
     pub fn summary(
         &self,
@@ -654,7 +616,19 @@ impl State {
         cfg: &TrackerConfig,
         now: Instant,
     ) -> Option<pb::FileSummary> {
-        let f = self.files.get(&n.id)?;
+        let f = self.catalogue.file(&n.id)?;
+        Some(self.file_summary(name, f, n.created_ms, cfg, now))
+    }
+
+    /// A file's summary under `name`; the file need not be in the catalogue yet.
+    pub fn file_summary(
+        &self,
+        name: &str,
+        f: &FileRecord,
+        created_ms: i64,
+        cfg: &TrackerConfig,
+        now: Instant,
+    ) -> pb::FileSummary {
         let min = f
             .chunks
             .iter()
@@ -668,7 +642,7 @@ impl State {
         } else {
             pb::FileStatus::Healthy
         };
-        Some(pb::FileSummary {
+        pb::FileSummary {
             name: name.to_string(),
             id: f.id.to_hex(),
             size: f.size,
@@ -677,8 +651,8 @@ impl State {
             replicas_target: f.replicas,
             replicas_min,
             status: status as i32,
-            created_unix_ms: n.created_ms,
-        })
+            created_unix_ms: created_ms,
+        }
     }
 
     pub fn list(
@@ -688,8 +662,8 @@ impl State {
         now: Instant,
     ) -> Vec<pb::FileSummary> {
         let q = query.map(str::to_lowercase);
-        self.names
-            .iter()
+        self.catalogue
+            .names_after(None)
             .filter(|(name, _)| q.as_deref().is_none_or(|q| name.to_lowercase().contains(q)))
             .filter_map(|(name, n)| self.summary(name, n, cfg, now))
             .collect()
@@ -701,10 +675,10 @@ impl State {
         cfg: &TrackerConfig,
         now: Instant,
     ) -> Result<pb::FileDetail> {
-        let (name, f) = self.resolve(name_or_id)?;
-        let names = self.names_of(&f.id);
+        let (name, f) = self.catalogue.resolve(name_or_id)?;
+        let names = self.catalogue.names_of(&f.id);
         let name = name.or_else(|| names.first().cloned()).unwrap_or_default();
-        let record = self.names.get(&name).cloned().unwrap_or(NameRecord {
+        let record = self.catalogue.name(&name).cloned().unwrap_or(NameRecord {
             id: f.id,
             created_ms: f.created_ms,
         });
@@ -732,57 +706,29 @@ impl State {
         })
     }
 
-    // ---- catalogue writes (each returns the store changes to apply) ----------------
-
-    /// Drop names; content that loses its last name is removed and its chunks become
-    /// garbage (deleted on their peers unless an upload in flight uses them).
-    pub fn delete(&mut self, name_or_id: &str) -> Result<Removal> {
-        let (name, f) = self.resolve(name_or_id)?;
-        let id = f.id;
-        let names = match name {
-            Some(n) => vec![n],
-            None => self.names_of(&id),
-        };
-        let mut changes = Vec::new();
-        for n in &names {
-            self.names.remove(n);
-            changes.push(Change::DeleteName(n.clone()));
+    /// Chunks that lost their last file: their copies are deleted at once, except those
+    /// an upload in flight may still use (garbage collection finds them later).
+    pub fn collect_garbage(&mut self, garbage: Vec<Hash>) -> Vec<Deletion> {
+        if garbage.is_empty() {
+            return Vec::new();
         }
-        let (content_removed, deletions) = self.drop_content_if_unnamed(&id, &mut changes);
-        Ok(Removal {
-            names,
-            content_removed,
-            changes,
-            deletions,
-        })
-    }
-
-    fn drop_content_if_unnamed(
-        &mut self,
-        id: &Hash,
-        changes: &mut Vec<Change>,
-    ) -> (bool, Vec<Deletion>) {
-        if self.names.values().any(|n| n.id == *id) {
-            return (false, Vec::new());
-        }
-        let garbage = self.remove_file(id);
-        changes.push(Change::DeleteFile(*id));
         let in_flight: HashSet<Hash> = self
             .uploads
             .values()
             .flat_map(|u| u.chunks.iter().copied())
             .collect();
         let mut by_peer: HashMap<String, Vec<Hash>> = HashMap::new();
-        for h in garbage.into_iter().filter(|h| !in_flight.contains(h)) {
-            for peer in self.locations.remove(&h).unwrap_or_default() {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.chunks.remove(&h);
-                }
+        for h in garbage {
+            self.placement_reasons.remove(&h);
+            if self.catalogue.is_referenced(&h) || in_flight.contains(&h) {
+                continue;
+            }
+            for peer in self.locations.remove_chunk(&h) {
                 self.journal_op(LocOp::Remove(peer.clone(), h));
                 by_peer.entry(peer).or_default().push(h);
             }
         }
-        let deletions = by_peer
+        by_peer
             .into_iter()
             .filter_map(|(peer_id, chunks)| {
                 let addr = self.peers.get(&peer_id)?.addr.clone();
@@ -792,53 +738,7 @@ impl State {
                     chunks,
                 })
             })
-            .collect();
-        (true, deletions)
-    }
-
-    /// Bind `name` to content `id`, replacing another content only with `overwrite`.
-    pub fn bind_name(
-        &mut self,
-        name: &str,
-        id: Hash,
-        overwrite: bool,
-        changes: &mut Vec<Change>,
-    ) -> Result<Vec<Deletion>> {
-        let previous = self.names.get(name).map(|n| n.id);
-        match previous {
-            Some(old) if old == id => return Ok(Vec::new()),
-            Some(old) if !overwrite => {
-                return Err(Error::AlreadyExists(format!(
-                "a different file named {name:?} exists (id {old}); use --overwrite to replace it"
-            )))
-            }
-            _ => {}
-        }
-        let rec = NameRecord {
-            id,
-            created_ms: now_ms(),
-        };
-        self.names.insert(name.to_string(), rec.clone());
-        changes.push(Change::PutName(name.to_string(), rec));
-        Ok(match previous {
-            Some(old) => self.drop_content_if_unnamed(&old, changes).1,
-            None => Vec::new(),
-        })
-    }
-
-    pub fn insert_file(&mut self, f: FileRecord, changes: &mut Vec<Change>) {
-        if !self.files.contains_key(&f.id) {
-            changes.push(Change::PutFile(f.clone()));
-            self.add_file(f);
-        }
-    }
-
-    pub fn set_replicas(&mut self, name_or_id: &str, replicas: u32) -> Result<(Hash, Vec<Change>)> {
-        let (_, f) = self.resolve(name_or_id)?;
-        let id = f.id;
-        let f = self.files.get_mut(&id).expect("resolved above");
-        f.replicas = replicas;
-        Ok((id, vec![Change::PutFile(f.clone())]))
+            .collect()
     }
 }
 
@@ -884,7 +784,7 @@ mod tests {
         st.register_peer(peer("p"), 1 << 30, 0, vec![], Instant::now());
         assert_eq!(state(&st), pb::PeerState::Alive);
         assert!(
-            !st.locations.contains_key(&h),
+            !st.locations.has(&h),
             "reconciled, not trusted: the copy it lost is gone"
         );
     }
@@ -1081,14 +981,16 @@ mod tests {
         fresh.names.insert("two".into(), name(&f2));
         fresh.seq = 42;
         st.reload_catalogue(fresh);
-        assert_eq!(st.files.keys().collect::<Vec<_>>(), vec![&f2.id]);
-        assert_eq!(st.names.keys().collect::<Vec<_>>(), vec!["two"]);
+        assert!(st.catalogue.file(&f1.id).is_none());
+        assert!(st.catalogue.file(&f2.id).is_some());
+        let names: Vec<&String> = st.catalogue.names_after(None).map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["two"]);
         assert_eq!(st.applied_seq, 42);
-        let refs: HashSet<Hash> = st.chunk_refs.keys().copied().collect();
+        let refs: HashSet<Hash> = st.catalogue.chunks().map(|(h, _)| *h).collect();
         assert_eq!(refs, [Hash::of(b"b"), Hash::of(b"c")].into_iter().collect());
         assert!(st.peers.contains_key("p"));
         assert!(
-            st.locations.contains_key(&Hash::of(b"a")),
+            st.locations.has(&Hash::of(b"a")),
             "locations are the peers' word, kept"
         );
     }

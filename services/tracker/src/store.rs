@@ -57,7 +57,7 @@ impl Change {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("catalogue store: {0}")]
 pub struct StoreError(pub(crate) String);
 
@@ -65,9 +65,18 @@ pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// The catalogue store the configuration chose.
+/// A store that keeps the catalogue of one tracker: redb on disk, or memory in tests.
+/// `apply` is all or nothing, and durable when it returns.
+pub trait CatalogueStore: Send + Sync {
+    fn load(&self) -> Result<Loaded, StoreError>;
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+}
+
+/// The catalogue store the configuration chose. PostgreSQL is not a [`CatalogueStore`]:
+/// several replicas share it, so its writes run inside a transaction that first catches
+/// up with the others (see `writer`).
 pub enum Store {
-    Redb(RedbStore),
+    Local(Box<dyn CatalogueStore>),
     Postgres(crate::pg::PgStore),
 }
 
@@ -79,13 +88,13 @@ impl Store {
                 let tls = crate::pgtls::connector(cfg.store.ca_file.as_deref())?;
                 Ok(Store::Postgres(crate::pg::PgStore::connect(&url, tls)?))
             }
-            None => Ok(Store::Redb(RedbStore::open(&cfg.data_dir)?)),
+            None => Ok(Store::Local(Box::new(RedbStore::open(&cfg.data_dir)?))),
         }
     }
 
     pub fn load(&self) -> Result<Loaded, StoreError> {
         match self {
-            Store::Redb(s) => s.load(),
+            Store::Local(s) => s.load(),
             Store::Postgres(s) => s.load(),
         }
     }
@@ -93,7 +102,7 @@ impl Store {
     /// Apply the changes in one transaction: all or nothing.
     pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         match self {
-            Store::Redb(s) => s.apply(changes),
+            Store::Local(s) => s.apply(changes),
             Store::Postgres(s) => s.apply(changes),
         }
     }
@@ -101,7 +110,7 @@ impl Store {
     pub fn postgres(&self) -> Option<&crate::pg::PgStore> {
         match self {
             Store::Postgres(s) => Some(s),
-            Store::Redb(_) => None,
+            Store::Local(_) => None,
         }
     }
 }
@@ -132,8 +141,10 @@ impl RedbStore {
         txn.commit().map_err(err)?;
         Ok(Self { db })
     }
+}
 
-    pub fn load(&self) -> Result<Loaded, StoreError> {
+impl CatalogueStore for RedbStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let mut out = Loaded::default();
         for row in txn.open_table(FILES).map_err(err)?.iter().map_err(err)? {
@@ -157,7 +168,7 @@ impl RedbStore {
     }
 
     /// Apply the changes in one durable transaction: all or nothing.
-    pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -197,6 +208,93 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(err)
+    }
+}
+
+/// The catalogue in memory, for tests: shared by its clones, so a test can hold one
+/// and make its writes fail (`fail_writes`) while a tracker uses another.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: std::sync::Arc<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    data: std::sync::Mutex<Loaded>,
+    failing: std::sync::atomic::AtomicBool,
+    applies: std::sync::atomic::AtomicU64,
+    /// How long each write takes (a slow disk), to test batching.
+    delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryStore {
+    /// Make every later write fail (true) or succeed again (false).
+    pub fn fail_writes(&self, fail: bool) {
+        self.inner
+            .failing
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Make every write take this long.
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.inner
+            .delay_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Successful non-empty writes so far (transactions, not changes).
+    pub fn applies(&self) -> u64 {
+        self.inner.applies.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl CatalogueStore for MemoryStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let d = self.inner.data.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Loaded {
+            files: d.files.clone(),
+            names: d.names.clone(),
+            repairs: d.repairs.clone(),
+            seq: 0,
+        })
+    }
+
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let delay = self.inner.delay_ms.load(SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
+        if self.inner.failing.load(SeqCst) {
+            return Err(StoreError("injected write failure".into()));
+        }
+        let mut d = self.inner.data.lock().unwrap_or_else(|p| p.into_inner());
+        for c in changes {
+            match c {
+                Change::PutFile(f) => {
+                    d.files.insert(f.id, f.clone());
+                }
+                Change::DeleteFile(id) => {
+                    d.files.remove(id);
+                }
+                Change::PutName(n, r) => {
+                    d.names.insert(n.clone(), r.clone());
+                }
+                Change::DeleteName(n) => {
+                    d.names.remove(n);
+                }
+                Change::PutRepair(r) => {
+                    d.repairs.retain(|x| x.chunk != r.chunk);
+                    d.repairs.push(r.clone());
+                }
+                Change::DeleteRepair(h) => d.repairs.retain(|x| x.chunk != *h),
+            }
+        }
+        self.inner.applies.fetch_add(1, SeqCst);
+        Ok(())
     }
 }
 

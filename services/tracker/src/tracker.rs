@@ -1,6 +1,7 @@
 //! The tracker's operations: each combines the in-memory state, the store and the
-//! placement and fragmentation policies. Catalogue changes are applied to the store
-//! inside the state lock, on a blocking thread, so memory and disk change together.
+//! placement and fragmentation policies. Catalogue changes go through the writer
+//! (`writer`): planned on the state, persisted, then applied — never under a lock held
+//! across the store's I/O.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use crate::fragment::{chunk_count, chunk_len, fragment};
 use crate::placement::{Candidate, Decision, Planner};
 use crate::state::{now_ms, Deletion, Liveness, State, Upload};
 use crate::store::{Change, FileRecord, Store};
+use crate::writer::{Planned, Writer};
 
 /// Peer ids a client may name in one replacement request, and hints kept per upload.
 pub const MAX_HINTED_PEERS: usize = 64;
@@ -23,6 +25,8 @@ pub const MAX_HINTED_PEERS: usize = 64;
 pub struct Tracker {
     pub cfg: TrackerConfig,
     pub store: Store,
+    /// The one path by which the catalogue changes.
+    writer: Writer,
     /// Whether this replica runs the background manager (always, with redb; with
     /// PostgreSQL, while it holds the leader lock).
     pub leader: std::sync::atomic::AtomicBool,
@@ -70,12 +74,23 @@ pub fn validate_addr(addr: &str) -> Result<()> {
 }
 
 impl Tracker {
+    /// Open the configured store and start the writer (needs a tokio runtime).
     pub fn open(
         cfg: TrackerConfig,
         cluster_token: Option<String>,
         tickets: shoal_common::ticket::TicketKeys,
     ) -> Result<Arc<Self>> {
         let store = Store::open(&cfg)?;
+        Self::with_store(cfg, store, cluster_token, tickets)
+    }
+
+    /// A tracker over a given store (tests use [`crate::store::MemoryStore`]).
+    pub fn with_store(
+        cfg: TrackerConfig,
+        store: Store,
+        cluster_token: Option<String>,
+        tickets: shoal_common::ticket::TicketKeys,
+    ) -> Result<Arc<Self>> {
         let loaded = store.load()?;
         let repairs = loaded.repairs.clone();
         let mut state = State::from_loaded(loaded);
@@ -83,12 +98,13 @@ impl Tracker {
             state.journal = Some(Default::default());
         }
         info!(
-            files = state.files.len(),
-            names = state.names.len(),
+            files = state.catalogue.file_count(),
+            names = state.catalogue.name_count(),
             repairs = repairs.len(),
             "catalogue loaded"
         );
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            writer: Writer::start(me.clone()),
             cfg,
             leader: std::sync::atomic::AtomicBool::new(store.postgres().is_none()),
             store,
@@ -106,84 +122,18 @@ impl Tracker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Run a catalogue change on a blocking thread: mutate, then persist.
-    pub async fn mutate<R: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut State, &TrackerConfig, Instant) -> Result<(R, Vec<Change>)> + Send + 'static,
+    /// Change the catalogue: `plan` decides on the state as it is (it may run more than
+    /// once, and only reads), the writer persists its changes, then applies them.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        plan: impl FnMut(&State, &TrackerConfig, Instant) -> Result<Planned<R>> + Send + 'static,
     ) -> Result<R> {
-        let this = self.clone();
-        let now = Instant::now();
-        let result = tokio::task::spawn_blocking(move || match this.store.postgres() {
-            None => {
-                let mut st = this.state();
-                let (r, changes) = f(&mut st, &this.cfg, now)?;
-                this.store.apply(&changes)?;
-                Ok(r)
-            }
-            Some(pg) => {
-                let t = this.clone();
-                pg.call(move |c| t.mutate_shared(c, f, now))?
-            }
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("tracker task failed: {e}")))?;
-        // A caller that changed the catalogue reads its change in the next summary.
-        self.forget_summary();
-        result
+        self.writer.write(plan).await
     }
 
     /// Drop the cached cluster summary (the catalogue changed).
     pub fn forget_summary(&self) {
         *self.summary.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    /// A catalogue change over PostgreSQL: lock the catalogue, catch up with what other
-    /// replicas committed, decide on that up-to-date state, write, commit. So a name two
-    /// replicas race for is decided once: the second sees the first's name and fails.
-    fn mutate_shared<R>(
-        &self,
-        c: &mut postgres::Client,
-        f: impl FnOnce(&mut State, &TrackerConfig, Instant) -> Result<(R, Vec<Change>)>,
-        now: Instant,
-    ) -> Result<R> {
-        use crate::store::err;
-        let mut txn = c.transaction().map_err(err)?;
-        crate::pg::lock_catalogue(&mut txn)?;
-        let mut st = self.state();
-        match crate::pg::log_since(&mut txn, st.applied_seq)? {
-            crate::pg::Tail::Entries(missed) => st.replay(missed),
-            crate::pg::Tail::Trimmed { through } => {
-                warn!(
-                    position = st.applied_seq,
-                    trimmed_through = through,
-                    "this replica fell behind the trimmed catalogue log; reloading the catalogue"
-                );
-                st.reload_catalogue(crate::pg::load_in(&mut txn)?);
-            }
-        }
-        let (r, changes) = f(&mut st, &self.cfg, now)?;
-        let last = crate::pg::write_catalogue(&mut txn, &changes)?;
-        // The locations this change created (and anything else heard from peers) commit
-        // with it: a replica that sees the file sees where its chunks are.
-        let batch = crate::shared::Batch::take(&mut st);
-        let written = match &batch {
-            Some(b) => b.write(&mut txn),
-            None => Ok(Vec::new()),
-        }
-        .and_then(|v| txn.commit().map_err(err).map(|()| v));
-        match written {
-            Ok(versions) => crate::shared::Batch::written(&mut st, versions),
-            Err(e) => {
-                if let Some(b) = batch {
-                    b.restore(&mut st);
-                }
-                return Err(e.into());
-            }
-        }
-        if let Some(seq) = last {
-            st.applied_seq = seq;
-        }
-        Ok(r)
     }
 
     /// What other replicas committed since this one last looked (PostgreSQL).
@@ -223,13 +173,16 @@ impl Tracker {
         self.leader.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Persist repair-queue changes. Over PostgreSQL they are queued to the store's
-    /// connection, in order, without waiting: callers may hold the state lock, which a
-    /// catalogue change running on that connection needs.
+    /// Persist repair-queue changes without waiting (callers may hold the state lock):
+    /// queued to the writer, or over PostgreSQL to the store's connection, in order.
+    /// The queue in memory changes first: it is a hint each manager round re-derives.
     pub fn persist(&self, changes: &[Change]) -> Result<()> {
         match self.store.postgres() {
             Some(pg) => Ok(pg.submit(changes)?),
-            None => Ok(self.store.apply(changes)?),
+            None => {
+                self.writer.submit(changes.to_vec());
+                Ok(())
+            }
         }
     }
 
@@ -332,104 +285,115 @@ impl Tracker {
             .map(|c| bad_hash(&c.hash))
             .collect::<Result<_>>()?;
         let span = info_span!("placement", file.id = %file_id, chunks = digests.len());
-        let this = self.clone();
-        self.mutate(move |st, cfg, now| {
+        let upload_id = req.upload_id;
+        let known = {
+            let st = self.state();
+            check_placement(&st, &upload_id, file_id, &digests)?;
+            st.catalogue.file(&file_id).is_some()
+        };
+        if known {
+            return self
+                .place_known_content(upload_id, file_id, digests, span)
+                .await;
+        }
+        // New content: placement changes no catalogue, so it needs no writer. Facts are
+        // read under the lock, decided without it, and recorded under it again.
+        let (up, candidates, holders) = {
+            let st = self.state();
+            let now = Instant::now();
+            let up = check_placement(&st, &upload_id, file_id, &digests)?;
+            let holders: Vec<Vec<(String, String)>> = hashes
+                .iter()
+                .map(|h| {
+                    st.live_holders(h, &self.cfg, now)
+                        .iter()
+                        .filter(|p| {
+                            !p.draining && st.liveness(p, &self.cfg, now) == Liveness::Alive
+                        })
+                        .map(|p| (p.id.clone(), p.zone.clone()))
+                        .collect()
+                })
+                .collect();
+            (up, Self::candidates(&st, &self.cfg, now), holders)
+        };
+        let peers: std::collections::HashMap<String, pb::PeerRef> = {
+            let st = self.state();
+            candidates
+                .iter()
+                .filter_map(|c| st.peers.get(&c.id).map(|p| (c.id.clone(), p.peer_ref())))
+                .collect()
+        };
+        let decided = span.in_scope(|| place_file(&up, &hashes, candidates, &holders))?;
+        let mut placements = Vec::with_capacity(decided.len());
+        for (i, (h, d)) in hashes.iter().zip(&decided).enumerate() {
+            self.metrics.placement(d.outcome);
+            let targets: Vec<pb::PeerRef> = d
+                .decision
+                .chosen
+                .iter()
+                .filter_map(|id| peers.get(id).cloned())
+                .collect();
+            let len = chunk_len(up.size, up.chunk_size, i as u64);
+            let ticket = (!targets.is_empty()).then(|| self.ticket(&upload_id, h, len, &targets));
+            placements.push(pb::ChunkPlacement {
+                index: i as u32,
+                hash: h.to_hex(),
+                targets,
+                already_stored: d.outcome == "dedup",
+                reason: d.reason.clone(),
+                ticket,
+            });
+        }
+        let mut st = self.state();
+        for (h, d) in hashes.iter().zip(decided) {
+            st.placement_reasons.insert(*h, d.reason);
+        }
+        let up = st.uploads.get_mut(&upload_id).ok_or_else(|| {
+            Error::NotFound(format!("upload {upload_id:?} expired during placement"))
+        })?;
+        up.file_id = Some(file_id);
+        up.chunks = hashes;
+        Ok(pb::PlaceChunksResponse {
+            deduplicated: false,
+            placements,
+            file: None,
+        })
+    }
+
+    /// The content is already stored: the name is all that is new (a catalogue write).
+    async fn place_known_content(
+        &self,
+        upload_id: String,
+        file_id: Hash,
+        digests: Vec<pb::ChunkDigest>,
+        span: tracing::Span,
+    ) -> Result<pb::PlaceChunksResponse> {
+        let created_ms = now_ms();
+        self.write(move |st, cfg, now| {
             let _e = span.enter();
-            let up = st
-                .uploads
-                .get(&req.upload_id)
-                .ok_or_else(|| Error::NotFound(format!("unknown or expired upload {:?}", req.upload_id)))?;
-            let expected = chunk_count(up.size, up.chunk_size);
-            if digests.len() as u64 != expected {
-                return Err(Error::InvalidArgument(format!(
-                    "upload of {} bytes in chunks of {} has {expected} chunks, got {}",
-                    up.size,
-                    up.chunk_size,
-                    digests.len()
-                )));
-            }
-            for (i, d) in digests.iter().enumerate() {
-                if d.index as usize != i {
-                    return Err(Error::InvalidArgument(format!("chunk indices must be 0..{expected} once each; got index {} twice or out of range", d.index)));
-                }
-                let want = chunk_len(up.size, up.chunk_size, i as u64);
-                if d.size != want {
-                    return Err(Error::InvalidArgument(format!("chunk {i} must be {want} bytes, got {}", d.size)));
-                }
-            }
-            if up.size == 0 && file_id != Hash::from(blake3::hash(b"")) {
-                return Err(Error::InvalidArgument("an empty file has the BLAKE3 id of empty content".into()));
-            }
-            let (name, overwrite, replicas, chunk_size, size) = (up.name.clone(), up.overwrite, up.replicas, up.chunk_size, up.size);
-            if let Some(existing) = st.names.get(&name) {
-                if existing.id != file_id && !overwrite {
-                    return Err(Error::AlreadyExists(format!(
-                        "a different file named {name:?} exists (id {}); use --overwrite to replace it",
-                        existing.id
-                    )));
-                }
-            }
+            let up = check_placement(st, &upload_id, file_id, &digests)?;
+            let f = st.catalogue.file(&file_id).ok_or_else(|| {
+                Error::Unavailable("the content was deleted during the upload; retry".into())
+            })?;
             let mut changes = Vec::new();
-            if st.files.contains_key(&file_id) {
-                // Same content already stored: the name is all that is new.
-                let deletions = st.bind_name(&name, file_id, overwrite, &mut changes)?;
-                st.uploads.remove(&req.upload_id);
-                info!(dedup = true, "content already stored; name added");
-                let summary = st.summary(&name, &st.names[&name].clone(), cfg, now);
-                return Ok(((pb::PlaceChunksResponse { deduplicated: true, placements: vec![], file: summary }, deletions), changes));
-            }
-            let mut planner = Planner::new(Self::candidates(st, cfg, now));
-            let mut placements = Vec::with_capacity(digests.len());
-            for (i, h) in hashes.iter().enumerate() {
-                let len = chunk_len(size, chunk_size, i as u64);
-                let holders: Vec<(String, String)> = st
-                    .live_holders(h, cfg, now)
-                    .iter()
-                    .filter(|p| !p.draining && st.liveness(p, cfg, now) == Liveness::Alive)
-                    .map(|p| (p.id.clone(), p.zone.clone()))
-                    .collect();
-                let want = (replicas as usize).saturating_sub(holders.len());
-                let decision: Decision = if want == 0 { Decision::default() } else { planner.place(h, len, want, &holders) };
-                if want > 0 && decision.chosen.is_empty() {
-                    return Err(Error::Unavailable(format!("no live peer can take chunk {i} ({len} bytes)")));
-                }
-                let reason = if want == 0 { format!("already stored on {} peers", holders.len()) } else { decision.reason() };
-                info_span!(
-                    "place",
-                    chunk.index = i,
-                    chunk.hash = %h,
-                    placement.chosen = ?decision.chosen,
-                    placement.zones_covered = decision.zones_covered,
-                    placement.zones_available = decision.zones_available,
-                    placement.candidates = decision.candidates,
-                    placement.eligible = decision.eligible,
-                    placement.scores = ?decision.scores,
-                    placement.reason = %reason,
-                )
-                .in_scope(|| tracing::debug!("placed"));
-                this.metrics.placement(if want == 0 { "dedup" } else if decision.chosen.len() < want { "short" } else { "full" });
-                st.placement_reasons.insert(*h, reason.clone());
-                let targets: Vec<pb::PeerRef> = decision.chosen.iter().filter_map(|id| st.peers.get(id)).map(|p| p.peer_ref()).collect();
-                let ticket = (!targets.is_empty()).then(|| this.ticket(&req.upload_id, h, len, &targets));
-                placements.push(pb::ChunkPlacement {
-                    index: i as u32,
-                    hash: h.to_hex(),
-                    targets,
-                    already_stored: want == 0,
-                    reason,
-                    ticket,
-                });
-            }
-            let up = st.uploads.get_mut(&req.upload_id).expect("checked above");
-            up.file_id = Some(file_id);
-            up.chunks = hashes;
-            Ok(((pb::PlaceChunksResponse { deduplicated: false, placements, file: None }, Vec::new()), changes))
+            st.catalogue
+                .plan_bind(&up.name, file_id, up.overwrite, created_ms, &mut changes)?;
+            let summary = st.file_summary(&up.name, f, created_ms, cfg, now);
+            info!(dedup = true, "content already stored; name added");
+            let id = upload_id.clone();
+            Ok(Planned::new(
+                pb::PlaceChunksResponse {
+                    deduplicated: true,
+                    placements: vec![],
+                    file: Some(summary),
+                },
+                changes,
+            )
+            .then(move |st| {
+                st.uploads.remove(&id);
+            }))
         })
         .await
-        .map(|(resp, deletions)| {
-            self.send_deletions(deletions);
-            resp
-        })
     }
 
     /// New pipeline targets for one chunk of an upload whose pipeline lost a hop: the
@@ -552,8 +516,9 @@ impl Tracker {
         self: &Arc<Self>,
         req: pb::CommitUploadRequest,
     ) -> Result<pb::CommitUploadResponse> {
-        let (summary, deletions) = self
-            .mutate(move |st, cfg, now| {
+        let created_ms = now_ms();
+        let summary = self
+            .write(move |st, cfg, now| {
                 let up = st.uploads.get(&req.upload_id).ok_or_else(|| {
                     Error::NotFound(format!("unknown or expired upload {:?}", req.upload_id))
                 })?;
@@ -562,10 +527,11 @@ impl Tracker {
                         "upload has no placement yet: call PlaceChunks first".into(),
                     )
                 })?;
-                let chunks = up.chunks.clone();
+                // The copies the client stored, counted with the ones already known.
                 let mut seen = HashSet::new();
+                let mut stored: Vec<(String, Hash)> = Vec::new();
                 for s in &req.stored {
-                    let h = *chunks.get(s.index as usize).ok_or_else(|| {
+                    let h = *up.chunks.get(s.index as usize).ok_or_else(|| {
                         Error::InvalidArgument(format!("chunk index {} out of range", s.index))
                     })?;
                     if !seen.insert(s.index) {
@@ -575,61 +541,91 @@ impl Tracker {
                         )));
                     }
                     for peer in &s.peer_ids {
-                        st.add_location(peer, h);
+                        if st.peers.contains_key(peer) {
+                            stored.push((peer.clone(), h));
+                        }
                     }
                 }
-                let up = st.uploads.get(&req.upload_id).expect("checked above");
                 let live = st.live_peer_count(cfg, now).max(1);
                 let required = (up.replicas as usize).min(2).min(live);
-                for (i, h) in chunks.iter().enumerate() {
-                    let have = st.live_holders(h, cfg, now).len();
-                    if have < required {
+                for (i, h) in up.chunks.iter().enumerate() {
+                    let mut holders: HashSet<&str> = st
+                        .live_holders(h, cfg, now)
+                        .iter()
+                        .map(|p| p.id.as_str())
+                        .collect();
+                    for (peer, _) in stored.iter().filter(|(_, c)| c == h) {
+                        if st
+                            .peers
+                            .get(peer)
+                            .is_some_and(|p| st.liveness(p, cfg, now) != Liveness::Dead)
+                        {
+                            holders.insert(peer);
+                        }
+                    }
+                    if holders.len() < required {
                         return Err(Error::FailedPrecondition(format!(
-                            "chunk {i} is durable on {have} peers, {required} required"
+                            "chunk {i} is durable on {} peers, {required} required",
+                            holders.len()
                         )));
                     }
                 }
-                // Decide the name before touching anything: another upload (through this
-                // replica or another) may have taken it since PlaceChunks.
-                if let Some(existing) = st.names.get(&up.name) {
-                    if existing.id != file_id && !up.overwrite {
-                        return Err(Error::AlreadyExists(format!(
-                            "a different file named {:?} exists (id {}); use --overwrite to replace it",
-                            up.name, existing.id
-                        )));
-                    }
-                }
-                let up = st.uploads.remove(&req.upload_id).expect("checked above");
+                let file = FileRecord {
+                    id: file_id,
+                    size: up.size,
+                    chunk_size: up.chunk_size,
+                    chunks: up.chunks.clone(),
+                    replicas: up.replicas,
+                    created_ms,
+                };
+                // The name is decided here, on the catalogue as the writer has it: another
+                // upload (through this replica or another) may have taken it since PlaceChunks.
                 let mut changes = Vec::new();
-                st.insert_file(
-                    FileRecord {
-                        id: file_id,
-                        size: up.size,
-                        chunk_size: up.chunk_size,
-                        chunks,
-                        replicas: up.replicas,
-                        created_ms: now_ms(),
-                    },
+                st.catalogue.plan_insert(file.clone(), &mut changes);
+                st.catalogue.plan_bind(
+                    &up.name,
+                    file_id,
+                    up.overwrite,
+                    created_ms,
                     &mut changes,
-                );
-                let deletions = st.bind_name(&up.name, file_id, up.overwrite, &mut changes)?;
-                let rec = st.names[&up.name].clone();
-                Ok(((st.summary(&up.name, &rec, cfg, now), deletions), changes))
+                )?;
+                let created = st
+                    .catalogue
+                    .name(&up.name)
+                    .filter(|n| n.id == file_id)
+                    .map_or(created_ms, |n| n.created_ms);
+                let upload_id = req.upload_id.clone();
+                let summary = st.file_summary(&up.name, &file, created, cfg, now);
+                Ok(Planned::new(summary, changes).then(move |st| {
+                    for (peer, h) in stored {
+                        st.add_location(&peer, h);
+                    }
+                    st.uploads.remove(&upload_id);
+                }))
             })
             .await?;
-        self.send_deletions(deletions);
-        Ok(pb::CommitUploadResponse { file: summary })
+        // Counted with the copies the commit recorded.
+        let summary = {
+            let st = self.state();
+            let now = Instant::now();
+            st.catalogue
+                .name(&summary.name)
+                .and_then(|n| st.summary(&summary.name, n, &self.cfg, now))
+                .unwrap_or(summary)
+        };
+        Ok(pb::CommitUploadResponse {
+            file: Some(summary),
+        })
     }
 
     pub async fn delete(self: &Arc<Self>, name_or_id: String) -> Result<pb::DeleteFileResponse> {
-        let (names, removed, deletions) = self
-            .mutate(move |st, _, _| {
-                let r = st.delete(&name_or_id)?;
-                Ok(((r.names, r.content_removed, r.deletions), r.changes))
+        let (names, removed) = self
+            .write(move |st, _, _| {
+                let (names, removed, changes) = st.catalogue.plan_delete(&name_or_id)?;
+                Ok(Planned::new((names, removed), changes))
             })
             .await?;
         info!(names = ?names, content_removed = removed, "deleted");
-        self.send_deletions(deletions);
         Ok(pb::DeleteFileResponse {
             names_removed: names,
             content_removed: removed,
@@ -675,4 +671,136 @@ impl Tracker {
         st.uploads.retain(|_, u| u.expires_at > now);
         before - st.uploads.len()
     }
+}
+
+/// What placement needs of an upload, checked against the chunk list a client sent.
+struct UploadShape {
+    name: String,
+    overwrite: bool,
+    replicas: u32,
+    chunk_size: u64,
+    size: u64,
+}
+
+/// The upload exists, the chunk list matches its size and chunk size, and the name is
+/// free (or the same content, or overwrite was asked for).
+fn check_placement(
+    st: &State,
+    upload_id: &str,
+    file_id: Hash,
+    digests: &[pb::ChunkDigest],
+) -> Result<UploadShape> {
+    let up = st
+        .uploads
+        .get(upload_id)
+        .ok_or_else(|| Error::NotFound(format!("unknown or expired upload {upload_id:?}")))?;
+    let expected = chunk_count(up.size, up.chunk_size);
+    if digests.len() as u64 != expected {
+        return Err(Error::InvalidArgument(format!(
+            "upload of {} bytes in chunks of {} has {expected} chunks, got {}",
+            up.size,
+            up.chunk_size,
+            digests.len()
+        )));
+    }
+    for (i, d) in digests.iter().enumerate() {
+        if d.index as usize != i {
+            return Err(Error::InvalidArgument(format!(
+                "chunk indices must be 0..{expected} once each; got index {} twice or out of range",
+                d.index
+            )));
+        }
+        let want = chunk_len(up.size, up.chunk_size, i as u64);
+        if d.size != want {
+            return Err(Error::InvalidArgument(format!(
+                "chunk {i} must be {want} bytes, got {}",
+                d.size
+            )));
+        }
+    }
+    if up.size == 0 && file_id != Hash::from(blake3::hash(b"")) {
+        return Err(Error::InvalidArgument(
+            "an empty file has the BLAKE3 id of empty content".into(),
+        ));
+    }
+    if let Some(existing) = st.catalogue.name(&up.name) {
+        if existing.id != file_id && !up.overwrite {
+            return Err(Error::AlreadyExists(format!(
+                "a different file named {:?} exists (id {}); use --overwrite to replace it",
+                up.name, existing.id
+            )));
+        }
+    }
+    Ok(UploadShape {
+        name: up.name.clone(),
+        overwrite: up.overwrite,
+        replicas: up.replicas,
+        chunk_size: up.chunk_size,
+        size: up.size,
+    })
+}
+
+/// One chunk's placement: the decision, its reason, and its outcome for the metrics.
+struct Placed {
+    decision: Decision,
+    reason: String,
+    outcome: &'static str,
+}
+
+/// Place every chunk of a new file: for each, the peers that should take a copy, by the
+/// one scoring function (`placement`), given who already holds it. A span per chunk
+/// carries the decision and its reasons.
+fn place_file(
+    up: &UploadShape,
+    hashes: &[Hash],
+    candidates: Vec<Candidate>,
+    holders: &[Vec<(String, String)>],
+) -> Result<Vec<Placed>> {
+    let mut planner = Planner::new(candidates);
+    let mut out = Vec::with_capacity(hashes.len());
+    for (i, (h, holders)) in hashes.iter().zip(holders).enumerate() {
+        let len = chunk_len(up.size, up.chunk_size, i as u64);
+        let want = (up.replicas as usize).saturating_sub(holders.len());
+        let decision = if want == 0 {
+            Decision::default()
+        } else {
+            planner.place(h, len, want, holders)
+        };
+        if want > 0 && decision.chosen.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "no live peer can take chunk {i} ({len} bytes)"
+            )));
+        }
+        let reason = if want == 0 {
+            format!("already stored on {} peers", holders.len())
+        } else {
+            decision.reason()
+        };
+        info_span!(
+            "place",
+            chunk.index = i,
+            chunk.hash = %h,
+            placement.chosen = ?decision.chosen,
+            placement.zones_covered = decision.zones_covered,
+            placement.zones_available = decision.zones_available,
+            placement.candidates = decision.candidates,
+            placement.eligible = decision.eligible,
+            placement.scores = ?decision.scores,
+            placement.reason = %reason,
+        )
+        .in_scope(|| tracing::debug!("placed"));
+        let outcome = if want == 0 {
+            "dedup"
+        } else if decision.chosen.len() < want {
+            "short"
+        } else {
+            "full"
+        };
+        out.push(Placed {
+            decision,
+            reason,
+            outcome,
+        });
+    }
+    Ok(out)
 }
