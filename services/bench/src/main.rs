@@ -8,6 +8,7 @@ mod compare;
 mod load;
 mod procs;
 mod report;
+mod scale;
 mod stats;
 mod suite;
 
@@ -31,6 +32,9 @@ enum Cmd {
     RpcLoad(load::RpcArgs),
     /// Fake peers registering and heartbeating against a tracker.
     Heartbeats(load::HeartbeatArgs),
+    /// One tracker with a real catalogue: register storm, heartbeats, memory per copy
+    /// and metadata rates with 10,000 simulated peers (`make bench-scale`).
+    Scale(scale::ScaleArgs),
     /// A loopback cluster (tracker + peers, scrub off) kept up until SIGINT/SIGTERM or
     /// --max-time, for profiling by hand (scripts/bench-profile.sh).
     Cluster(ClusterArgs),
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
         Cmd::Run(a) => suite::run(a),
+        Cmd::Scale(a) => scale::run(a),
         Cmd::Cluster(a) => keep_cluster(a),
         Cmd::RpcLoad(a) => {
             let rt = tokio::runtime::Runtime::new()?;

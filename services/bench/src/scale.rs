@@ -1,0 +1,678 @@
+//! `make bench-scale`: one tracker with a real catalogue. Simulated peers (10,000 × 1,000
+//! chunks = 10 M copies by default) share a few HTTP/2 connections and one fake peer
+//! server that answers the tracker's copy and delete orders at once, so what is measured
+//! is the tracker: its registration storm after a restart, heartbeat latency (steady, and
+//! while it repairs a dead peer's chunks and clients put), its memory per copy, and
+//! metadata rates. The catalogue is written straight into the tracker's redb file before
+//! it starts, exactly as a tracker restart finds it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::{stream, StreamExt};
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use tonic::transport::Channel;
+
+use crate::cluster::{free_port, wait_serving, Ctx};
+use crate::procs::{clean_env, vm_kib, Procs};
+use crate::stats::{ms, Latencies};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScaleArgs {
+    /// Simulated peers.
+    #[arg(long, env = "SCALE_PEERS", default_value_t = 10_000)]
+    pub peers: usize,
+    /// Chunks on each simulated peer.
+    #[arg(long, env = "SCALE_CHUNKS_PER_PEER", default_value_t = 1_000)]
+    pub chunks_per_peer: usize,
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    #[arg(long, default_value_t = 4)]
+    pub zones: usize,
+    /// Chunks per file (256 is what a 1 GiB file gets).
+    #[arg(long, default_value_t = 256)]
+    pub chunks_per_file: usize,
+    /// Seconds of steady heartbeats.
+    #[arg(long, env = "SCALE_PHASE_SECS", default_value_t = 20)]
+    pub phase_secs: u64,
+    /// HTTP/2 connections the simulated peers share.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Clients putting (metadata only) while a dead peer is repaired.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Names in the catalogue of the listing row.
+    #[arg(long, env = "SCALE_LIST_FILES", default_value_t = 1_000_000)]
+    pub list_files: usize,
+    /// Clients putting real 4 KiB files on a real 3-peer cluster.
+    #[arg(long, default_value_t = 16)]
+    pub put_clients: usize,
+    /// Work directory (created; removed on success).
+    #[arg(long, default_value = "target/bench/scale")]
+    pub dir: PathBuf,
+    /// Directory of the shoal binaries.
+    #[arg(long, env = "BENCH_BIN", default_value = "target/release")]
+    pub bin: PathBuf,
+    /// Where the markdown table goes.
+    #[arg(long, default_value = "target/bench/scale.md")]
+    pub out: PathBuf,
+}
+
+/// One row of the report.
+struct Row {
+    what: String,
+    figure: String,
+    goal: &'static str,
+    met: Option<bool>,
+}
+
+fn row(
+    rows: &mut Vec<Row>,
+    what: impl Into<String>,
+    figure: String,
+    goal: &'static str,
+    met: Option<bool>,
+) {
+    let what = what.into();
+    println!("{what}: {figure}");
+    rows.push(Row {
+        what,
+        figure,
+        goal,
+        met,
+    });
+}
+
+/// The chunk of global index `i` (deterministic, so inventories need not be stored).
+fn chunk_hash(i: u64) -> Hash {
+    Hash(*blake3::hash(&i.to_le_bytes()).as_bytes())
+}
+
+/// Copy `k` of chunk `i` sits on peer `(i·R + k) mod P`: R consecutive peers, so R
+/// different zones when peers take zones round-robin, and every peer the same count.
+fn holder(i: u64, k: usize, a: &ScaleArgs) -> usize {
+    ((i as usize) * a.replicas + k) % a.peers
+}
+
+fn peer_id(p: usize) -> String {
+    format!("scale-peer-{p:05}")
+}
+
+/// Write `files` files of `chunks_per_file` chunks (the last one shorter) covering chunks
+/// `0..chunks` into a redb catalogue under `dir`, as a tracker leaves it.
+fn write_catalogue(
+    dir: &Path,
+    chunks: u64,
+    per_file: u64,
+    replicas: u32,
+    name: &str,
+) -> Result<Vec<String>> {
+    use shoal_tracker::store::{CatalogueStore, Change, FileRecord, NameRecord, RedbStore};
+    let store = RedbStore::open(dir)?;
+    let chunk_size = 4u64 << 20;
+    let mut names = Vec::new();
+    let mut changes = Vec::new();
+    let mut first = 0u64;
+    while first < chunks {
+        let n = per_file.min(chunks - first);
+        let f = names.len() as u64;
+        let id = Hash(*blake3::hash(format!("{name}-file-{f}").as_bytes()).as_bytes());
+        let rec = FileRecord {
+            id,
+            size: n * chunk_size,
+            chunk_size,
+            chunks: (first..first + n).map(chunk_hash).collect(),
+            replicas,
+            created_ms: 1,
+        };
+        let fname = format!("{name}/{f:07}");
+        changes.push(Change::PutFile(rec));
+        changes.push(Change::PutName(
+            fname.clone(),
+            NameRecord { id, created_ms: 1 },
+        ));
+        names.push(fname);
+        if changes.len() >= 20_000 {
+            store.apply(&std::mem::take(&mut changes))?;
+        }
+        first += n;
+    }
+    store.apply(&changes)?;
+    Ok(names)
+}
+
+/// A peer server for every simulated peer: copies and deletions succeed at once.
+#[derive(Default)]
+struct FakePeers {
+    replicated: AtomicU64,
+}
+
+/// The server side of [`FakePeers`] (shared with the benchmark, which reads the counts).
+#[derive(Clone)]
+struct FakeServer(Arc<FakePeers>);
+
+type DataStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ChunkData, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for FakeServer {
+    async fn put_chunk(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::PutChunkRequest>>,
+    ) -> Result<tonic::Response<pb::PutChunkResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("simulated peer"))
+    }
+    type GetChunkStream = DataStream;
+    async fn get_chunk(
+        &self,
+        _: tonic::Request<pb::GetChunkRequest>,
+    ) -> Result<tonic::Response<DataStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("simulated peer"))
+    }
+    async fn has_chunks(
+        &self,
+        _: tonic::Request<pb::HasChunksRequest>,
+    ) -> Result<tonic::Response<pb::HasChunksResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("simulated peer"))
+    }
+    async fn delete_chunks(
+        &self,
+        _: tonic::Request<pb::DeleteChunksRequest>,
+    ) -> Result<tonic::Response<pb::DeleteChunksResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn replicate_chunk(
+        &self,
+        req: tonic::Request<pb::ReplicateChunkRequest>,
+    ) -> Result<tonic::Response<pb::ReplicateChunkResponse>, tonic::Status> {
+        self.0.replicated.fetch_add(1, Relaxed);
+        let r = req.into_inner();
+        Ok(tonic::Response::new(pb::ReplicateChunkResponse {
+            bytes: r.size,
+            source_peer_id: r.sources.first().map(|s| s.id.clone()).unwrap_or_default(),
+        }))
+    }
+}
+
+async fn serve_fakes(fakes: Arc<FakePeers>) -> Result<u16> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = l.local_addr()?.port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::peer_server::PeerServer::new(FakeServer(fakes)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    Ok(port)
+}
+
+struct Tracker {
+    url: String,
+    pid: u32,
+}
+
+fn start_tracker(ctx: &Ctx, dir: &Path, name: &str) -> Result<Tracker> {
+    let port = free_port()?;
+    let mut cmd = Command::new(ctx.exe("shoal-tracker"));
+    clean_env(&mut cmd);
+    cmd.env("SHOAL_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHOAL_DATA_DIR", dir)
+        .env("SHOAL_REPLICATION__FACTOR", "3")
+        .env("SHOAL_LIVENESS__HEARTBEAT", "2s")
+        .env("SHOAL_LIVENESS__SUSPECT_AFTER", "6s")
+        .env("SHOAL_LIVENESS__DEAD_AFTER", "10s");
+    let pid = ctx.procs.spawn(name, cmd)?;
+    let addr = format!("127.0.0.1:{port}");
+    wait_serving(ctx, &addr, pid, name)?;
+    Ok(Tracker {
+        url: format!("http://{addr}"),
+        pid,
+    })
+}
+
+fn channels(url: &str, n: usize) -> Result<Vec<Channel>> {
+    (0..n.max(1))
+        .map(|_| {
+            Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
+                .tcp_nodelay(true)
+                .connect_lazy())
+        })
+        .collect()
+}
+
+fn client(ch: &Channel) -> pb::tracker_client::TrackerClient<Channel> {
+    pb::tracker_client::TrackerClient::new(ch.clone())
+        .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
+}
+
+/// Each simulated peer's inventory (sorted), rebuilt from the layout.
+fn inventories(a: &ScaleArgs, chunks: u64) -> Vec<Vec<Hash>> {
+    let mut inv: Vec<Vec<Hash>> = vec![Vec::with_capacity(a.chunks_per_peer + 1); a.peers];
+    for i in 0..chunks {
+        let h = chunk_hash(i);
+        for k in 0..a.replicas {
+            inv[holder(i, k, a)].push(h);
+        }
+    }
+    for v in inv.iter_mut() {
+        v.sort();
+    }
+    inv
+}
+
+/// Register every simulated peer with its inventory; returns the time taken.
+async fn register_all(
+    chs: &[Channel],
+    inv: &[Vec<Hash>],
+    a: &ScaleArgs,
+    fake: &str,
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    let results: Vec<Result<()>> = stream::iter(0..a.peers)
+        .map(|p| {
+            let mut c = client(&chs[p % chs.len()]);
+            let req = pb::RegisterPeerRequest {
+                peer: Some(pb::PeerRef {
+                    id: peer_id(p),
+                    addr: fake.to_string(),
+                    zone: format!("z{}", p % a.zones),
+                }),
+                capacity_bytes: 1 << 42,
+                used_bytes: (inv[p].len() as u64) << 22,
+                chunks: inv[p].iter().map(Hash::to_hex).collect(),
+            };
+            async move {
+                c.register_peer(req)
+                    .await
+                    .with_context(|| format!("registering {}", peer_id(p)))?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(t0.elapsed())
+}
+
+/// Heartbeat results of one phase.
+struct Beats {
+    lat: Latencies,
+    errors: u64,
+    resyncs: u64,
+}
+
+/// Every simulated peer but `silent` heartbeats every `interval` for `dur`, spread evenly.
+async fn heartbeat(
+    chs: &[Channel],
+    inv: &[Vec<Hash>],
+    interval: Duration,
+    dur: Duration,
+    silent: Option<usize>,
+) -> Beats {
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let end = start + dur;
+    let n = inv.len();
+    let tasks: Vec<_> = (0..n)
+        .filter(|p| Some(*p) != silent)
+        .map(|p| {
+            let mut c = client(&chs[p % chs.len()]);
+            let req = pb::HeartbeatRequest {
+                peer_id: peer_id(p),
+                capacity_bytes: 1 << 42,
+                used_bytes: (inv[p].len() as u64) << 22,
+                active_transfers: 0,
+                chunk_count: inv[p].len() as u64,
+                inventory_digest: shoal_common::hash::inventory_digest(inv[p].iter()),
+            };
+            let mut due = start + interval.mul_f64(p as f64 / n as f64);
+            tokio::spawn(async move {
+                let (mut lat, mut errors, mut resyncs) = (Vec::new(), 0u64, 0u64);
+                while due < end {
+                    tokio::time::sleep_until(due).await;
+                    let t0 = Instant::now();
+                    match c.heartbeat(req.clone()).await {
+                        Ok(r) => {
+                            lat.push(t0.elapsed());
+                            let r = r.into_inner();
+                            if r.resync || !r.known {
+                                resyncs += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    due += interval;
+                }
+                (lat, errors, resyncs)
+            })
+        })
+        .collect();
+    let mut b = Beats {
+        lat: Latencies::default(),
+        errors: 0,
+        resyncs: 0,
+    };
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok((l, e, r)) = t.await {
+            all.extend(l);
+            b.errors += e;
+            b.resyncs += r;
+        } else {
+            b.errors += 1;
+        }
+    }
+    b.lat = Latencies::new(all);
+    b
+}
+
+/// Metadata-only puts (begin, place, commit claiming the placed copies) of one-chunk
+/// files, from `clients` loops until `stop`; returns files committed and errors.
+async fn meta_puts(
+    chs: Vec<Channel>,
+    clients: usize,
+    stop: Arc<tokio::sync::Notify>,
+) -> (u64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..clients)
+        .map(|w| {
+            let mut c = client(&chs[w % chs.len()]);
+            let (done, errors, stopped) = (done.clone(), errors.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stopped.load(Relaxed) {
+                    i += 1;
+                    let tag = format!("scale-put-{w}-{i}");
+                    let chunk = Hash(*blake3::hash(tag.as_bytes()).as_bytes());
+                    let r = async {
+                        let up = c
+                            .begin_upload(pb::BeginUploadRequest {
+                                name: format!("puts/{tag}"),
+                                size: 4096,
+                                replicas: 3,
+                                overwrite: false,
+                            })
+                            .await?
+                            .into_inner();
+                        let placed = c
+                            .place_chunks(pb::PlaceChunksRequest {
+                                upload_id: up.upload_id.clone(),
+                                file_id: chunk.to_hex(),
+                                chunks: vec![pb::ChunkDigest {
+                                    index: 0,
+                                    hash: chunk.to_hex(),
+                                    size: 4096,
+                                }],
+                            })
+                            .await?
+                            .into_inner();
+                        let peer_ids = placed
+                            .placements
+                            .first()
+                            .map(|p| p.targets.iter().map(|t| t.id.clone()).collect())
+                            .unwrap_or_default();
+                        c.commit_upload(pb::CommitUploadRequest {
+                            upload_id: up.upload_id,
+                            stored: vec![pb::ChunkStored { index: 0, peer_ids }],
+                        })
+                        .await?;
+                        Ok::<_, tonic::Status>(())
+                    }
+                    .await;
+                    match r {
+                        Ok(()) => done.fetch_add(1, Relaxed),
+                        Err(_) => errors.fetch_add(1, Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    stop.notified().await;
+    stopped.store(true, Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    (done.load(Relaxed), errors.load(Relaxed))
+}
+
+async fn info(ch: &Channel) -> Result<pb::ClusterInfoResponse> {
+    Ok(client(ch)
+        .cluster_info(pb::ClusterInfoRequest {})
+        .await?
+        .into_inner())
+}
+
+fn mib(kib: Option<u64>) -> f64 {
+    kib.unwrap_or(0) as f64 / 1024.0
+}
+
+/// The whole scale benchmark; returns whether every goal was met.
+pub fn run(a: ScaleArgs) -> Result<bool> {
+    if a.peers < a.replicas || a.replicas == 0 || a.zones < a.replicas {
+        bail!("need at least as many peers and zones as replicas");
+    }
+    let _ = std::fs::remove_dir_all(&a.dir);
+    std::fs::create_dir_all(&a.dir)?;
+    let ctx = Ctx {
+        procs: Procs::new(&a.dir.join("logs"), None)?,
+        rt: tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        bin: std::fs::canonicalize(&a.bin)
+            .with_context(|| format!("binaries in {}", a.bin.display()))?,
+    };
+    let result = ctx.rt.block_on(async { scale(&ctx, &a).await });
+    ctx.procs.stop_all();
+    let rows = result?;
+    let mut md = format!(
+        "## bench-scale\n\n{} simulated peers × {} chunks, R={}, {} zones; CPU: {}; {}\n\n| row | figure | goal | |\n|---|---|---|---|\n",
+        a.peers,
+        a.chunks_per_peer,
+        a.replicas,
+        a.zones,
+        crate::procs::cpu_model(),
+        crate::procs::load_note()
+    );
+    for r in &rows {
+        let mark = match r.met {
+            Some(true) => "✅",
+            Some(false) => "❌",
+            None => "",
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {mark} |\n",
+            r.what, r.figure, r.goal
+        ));
+    }
+    println!("\n{md}");
+    if let Some(d) = a.out.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(&a.out, &md)?;
+    let _ = std::fs::remove_dir_all(&a.dir);
+    Ok(rows.iter().all(|r| r.met != Some(false)))
+}
+
+async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let copies = (a.peers * a.chunks_per_peer) as u64;
+    let chunks = copies / a.replicas as u64;
+    let copies = chunks * a.replicas as u64;
+
+    // An empty tracker, for the baseline memory.
+    let empty = start_tracker(ctx, &a.dir.join("empty"), "scale-empty")?;
+    let base_kib = vm_kib(empty.pid, "VmRSS");
+    ctx.procs.stop(empty.pid, Duration::from_secs(5));
+
+    let t0 = Instant::now();
+    let dir = a.dir.join("tracker");
+    let names = {
+        let (dir, per_file, r) = (dir.clone(), a.chunks_per_file as u64, a.replicas as u32);
+        tokio::task::spawn_blocking(move || write_catalogue(&dir, chunks, per_file, r, "scale"))
+            .await??
+    };
+    let inv = {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || inventories(&a, chunks)).await?
+    };
+    println!(
+        "catalogue: {} files, {chunks} chunks, {copies} copies written in {:.1} s",
+        names.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let fakes = Arc::new(FakePeers::default());
+    let fake_addr = format!("127.0.0.1:{}", serve_fakes(fakes.clone()).await?);
+
+    // Register storm: the tracker (re)starts with the catalogue while every copy is out there.
+    let started = Instant::now();
+    let tr = start_tracker(ctx, &dir, "scale-tracker")?;
+    let chs = channels(&tr.url, a.connections)?;
+    let loaded = started.elapsed();
+    let registered = register_all(&chs, &inv, a, &fake_addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let healthy = loop {
+        let i = info(&chs[0]).await?;
+        if i.live_peers as usize == a.peers && i.under_replicated_chunks == 0 && i.lost_chunks == 0
+        {
+            break started.elapsed();
+        }
+        if Instant::now() > deadline {
+            bail!("not healthy 300 s after the tracker started: {i:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let repairs = fakes.replicated.load(Relaxed);
+    row(
+        &mut rows,
+        format!("register storm: {} peers re-register {copies} copies after a tracker restart", a.peers),
+        format!(
+            "all healthy {:.1} s after start (catalogue loaded in {:.1} s, registrations {:.1} s); {repairs} repairs started",
+            healthy.as_secs_f64(),
+            loaded.as_secs_f64(),
+            registered.as_secs_f64()
+        ),
+        "< 60 s, no repair",
+        Some(healthy < Duration::from_secs(60) && repairs == 0),
+    );
+    let rss = vm_kib(tr.pid, "VmRSS");
+    let per_copy =
+        (rss.unwrap_or(0).saturating_sub(base_kib.unwrap_or(0)) * 1024) as f64 / copies as f64;
+    row(
+        &mut rows,
+        format!("tracker memory at {copies} copies"),
+        format!(
+            "RSS {:.0} MiB (peak {:.0} MiB; empty tracker {:.0} MiB): {per_copy:.0} B per copy",
+            mib(rss),
+            mib(vm_kib(tr.pid, "VmHWM")),
+            mib(base_kib)
+        ),
+        "≤ 2 GiB",
+        Some(rss.unwrap_or(u64::MAX) <= 2 << 20),
+    );
+
+    let interval = Duration::from_secs(2);
+    let b = heartbeat(
+        &chs,
+        &inv,
+        interval,
+        Duration::from_secs(a.phase_secs),
+        None,
+    )
+    .await;
+    row(
+        &mut rows,
+        format!("heartbeats, steady: {} peers every 2 s", a.peers),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {} sent, {} errors, {} resyncs",
+            ms(b.lat.pct(50.0)),
+            ms(b.lat.pct(99.0)),
+            ms(b.lat.max()),
+            b.lat.len() as u64 + b.errors,
+            b.errors,
+            b.resyncs
+        ),
+        "p99 < 50 ms",
+        Some(ms(b.lat.pct(99.0)) < 50.0 && b.errors == 0 && b.resyncs == 0),
+    );
+
+    // A peer dies: its copies are repaired while the others heartbeat and clients put.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let puts = tokio::spawn(meta_puts(chs.clone(), a.clients, stop.clone()));
+    let before = fakes.replicated.load(Relaxed);
+    let phase = Duration::from_secs(10 + a.phase_secs);
+    let t_dead = Instant::now();
+    let watcher = {
+        let fakes = fakes.clone();
+        let want = inv[0].len() as u64;
+        tokio::spawn(async move {
+            while fakes.replicated.load(Relaxed) - before < want {
+                if t_dead.elapsed() > Duration::from_secs(600) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(t_dead.elapsed())
+        })
+    };
+    let b = heartbeat(&chs, &inv, interval, phase, Some(0)).await;
+    stop.notify_one();
+    let (put_ok, put_err) = puts.await?;
+    let repaired_at = watcher.await?;
+    row(
+        &mut rows,
+        format!(
+            "heartbeats while a dead peer's {} chunks are repaired and {} clients put",
+            inv[0].len(),
+            a.clients
+        ),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors; repaired {} s after the last heartbeat (dead after 10 s); {put_ok} puts ({:.0}/s), {put_err} failed",
+            ms(b.lat.pct(50.0)),
+            ms(b.lat.pct(99.0)),
+            ms(b.lat.max()),
+            b.errors,
+            repaired_at.map_or("not".into(), |d| format!("{:.1}", d.as_secs_f64())),
+            put_ok as f64 / phase.as_secs_f64()
+        ),
+        "p99 < 50 ms",
+        Some(ms(b.lat.pct(99.0)) < 50.0 && b.errors == 0 && repaired_at.is_some()),
+    );
+
+    // StatFile of a 256-chunk file.
+    let r = crate::load::rpc_load(&crate::load::RpcArgs {
+        tracker: tr.url.clone(),
+        method: crate::load::Method::StatFile,
+        name: names[0].clone(),
+        connections: 4,
+        concurrency: 64,
+        requests: 200_000,
+        max_time: Duration::from_secs(a.phase_secs),
+    })
+    .await?;
+    row(
+        &mut rows,
+        format!(
+            "StatFile of a {}-chunk file (64 in flight)",
+            a.chunks_per_file
+        ),
+        format!(
+            "{:.0} req/s, p99 {:.2} ms, {} errors",
+            r.rate(),
+            ms(r.lat.pct(99.0)),
+            r.errors
+        ),
+        "≥ 20,000 req/s",
+        Some(r.rate() >= 20_000.0 && r.errors == 0),
+    );
+    ctx.procs.stop(tr.pid, Duration::from_secs(10));
+    Ok(rows)
+}
