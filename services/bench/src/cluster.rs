@@ -71,7 +71,7 @@ pub fn start_tracker(ctx: &Ctx, dir: &Path, name: &str) -> Result<(String, u32)>
     Ok((format!("http://{addr}"), pid))
 }
 
-pub fn wait_serving(ctx: &Ctx, addr: &str, pid: u32, name: &str) -> Result<()> {
+fn wait_serving(ctx: &Ctx, addr: &str, pid: u32, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         ctx.procs.check_running(pid)?;

@@ -18,7 +18,7 @@ use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
 use tonic::transport::Channel;
 
-use crate::cluster::{free_port, wait_serving, Ctx};
+use crate::cluster::{free_port, Ctx};
 use crate::procs::{clean_env, vm_kib, Procs};
 use crate::stats::{ms, Latencies};
 
@@ -215,7 +215,7 @@ struct Tracker {
     pid: u32,
 }
 
-fn start_tracker(ctx: &Ctx, dir: &Path, name: &str) -> Result<Tracker> {
+async fn start_tracker(ctx: &Ctx, dir: &Path, name: &str) -> Result<Tracker> {
     let port = free_port()?;
     let mut cmd = Command::new(ctx.exe("shoal-tracker"));
     clean_env(&mut cmd);
@@ -227,7 +227,22 @@ fn start_tracker(ctx: &Ctx, dir: &Path, name: &str) -> Result<Tracker> {
         .env("SHOAL_LIVENESS__DEAD_AFTER", "10s");
     let pid = ctx.procs.spawn(name, cmd)?;
     let addr = format!("127.0.0.1:{port}");
-    wait_serving(ctx, &addr, pid, name)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        ctx.procs.check_running(pid)?;
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            shoal_common::grpc::check_health(&addr, ""),
+        )
+        .await;
+        if let Ok(Ok(true)) = ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{name} at {addr} not SERVING after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(Tracker {
         url: format!("http://{addr}"),
         pid,
@@ -509,7 +524,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
     let copies = chunks * a.replicas as u64;
 
     // An empty tracker, for the baseline memory.
-    let empty = start_tracker(ctx, &a.dir.join("empty"), "scale-empty")?;
+    let empty = start_tracker(ctx, &a.dir.join("empty"), "scale-empty").await?;
     let base_kib = vm_kib(empty.pid, "VmRSS");
     ctx.procs.stop(empty.pid, Duration::from_secs(5));
 
@@ -534,7 +549,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
 
     // Register storm: the tracker (re)starts with the catalogue while every copy is out there.
     let started = Instant::now();
-    let tr = start_tracker(ctx, &dir, "scale-tracker")?;
+    let tr = start_tracker(ctx, &dir, "scale-tracker").await?;
     let chs = channels(&tr.url, a.connections)?;
     let loaded = started.elapsed();
     let registered = register_all(&chs, &inv, a, &fake_addr).await?;

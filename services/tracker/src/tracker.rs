@@ -316,14 +316,15 @@ impl Tracker {
                 .collect();
             (up, Self::candidates(&st, &self.cfg, now), holders)
         };
-        let peers: std::collections::HashMap<String, pb::PeerRef> = {
+        let decided = span.in_scope(|| place_file(&up, &hashes, candidates, &holders))?;
+        let peers: std::collections::HashMap<&str, pb::PeerRef> = {
             let st = self.state();
-            candidates
+            decided
                 .iter()
-                .filter_map(|c| st.peers.get(&c.id).map(|p| (c.id.clone(), p.peer_ref())))
+                .flat_map(|d| d.decision.chosen.iter())
+                .filter_map(|id| st.peers.get(id).map(|p| (id.as_str(), p.peer_ref())))
                 .collect()
         };
-        let decided = span.in_scope(|| place_file(&up, &hashes, candidates, &holders))?;
         let mut placements = Vec::with_capacity(decided.len());
         for (i, (h, d)) in hashes.iter().zip(&decided).enumerate() {
             self.metrics.placement(d.outcome);
@@ -331,7 +332,7 @@ impl Tracker {
                 .decision
                 .chosen
                 .iter()
-                .filter_map(|id| peers.get(id).cloned())
+                .filter_map(|id| peers.get(id.as_str()).cloned())
                 .collect();
             let len = chunk_len(up.size, up.chunk_size, i as u64);
             let ticket = (!targets.is_empty()).then(|| self.ticket(&upload_id, h, len, &targets));
