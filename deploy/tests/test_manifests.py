@@ -678,6 +678,33 @@ def c_store(r: Render) -> list[str]:
     return bad
 
 
+def quantity_bytes(q: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    m = re.fullmatch(r"([0-9]+)([A-Za-z]*)", str(q))
+    assert m, f"quantity {q!r}"
+    return int(m.group(1)) * units.get(m.group(2), 1)
+
+
+def c_upload_spool(r: Render) -> list[str]:
+    """Web uploads spool whole: to their own emptyDir (not /tmp), sized for
+    SHOAL_UPLOAD_SPOOL_BYTES with headroom, so the webserver refuses (413/503) before
+    the kubelet would evict it for an emptyDir over its sizeLimit."""
+    bad = []
+    d = r.get("Deployment", f"{FULL}-webserver")
+    spec = d["spec"]["template"]["spec"]
+    cm = r.get("ConfigMap", f"{FULL}-webserver-env")["data"]
+    path, limit = cm.get("SHOAL_UPLOAD_DIR"), cm.get("SHOAL_UPLOAD_SPOOL_BYTES", "")
+    if not path or not limit.isdigit():
+        return [f"SHOAL_UPLOAD_DIR={path!r} SHOAL_UPLOAD_SPOOL_BYTES={limit!r}"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0].get("volumeMounts") or []}
+    vol = {v["name"]: v for v in spec.get("volumes") or []}.get(mounts.get(path, ""), {})
+    if path == "/tmp" or "emptyDir" not in vol:
+        bad.append(f"the spool {path} is not its own emptyDir")
+    elif quantity_bytes(vol["emptyDir"].get("sizeLimit", "0")) < int(limit) * 105 // 100:
+        bad.append(f'spool sizeLimit {vol["emptyDir"].get("sizeLimit")} leaves under 5 % over {limit} bytes')
+    return bad
+
+
 def c_no_backup(r: Render) -> list[str]:
     return [f'{d["kind"]}/{d["metadata"]["name"]} rendered although backup.enabled is false'
             for d in r.docs if component_of(d["metadata"]) == "backup"]
@@ -911,6 +938,10 @@ def main() -> int:
 
     if default:
         t.check("[default] no backup CronJob unless backup.enabled", lambda: c_no_backup(default))
+    for name, r in (("default", default), ("production", prod)):
+        if r is not None:
+            t.check(f"[{name}] web uploads spool to their own emptyDir sized for SHOAL_UPLOAD_SPOOL_BYTES",
+                    lambda r=r: c_upload_spool(r))
     bvol = render("backup-volume", ["--set", "backup.enabled=true", "--set", "auth.enabled=true"])
     bs3 = render("backup-s3", ["--set", "backup.enabled=true", "--set", "backup.destination=s3",
                                "--set", "backup.s3.bucket=shoal-backups-test", "--set", "backup.s3.prefix=ci/catalogue/",
