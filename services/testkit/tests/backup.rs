@@ -17,8 +17,11 @@ const CLUSTER: &str = "cluster-token-0123456789";
 const READ: &str = "read-token-0123456789";
 const WRITE: &str = "write-token-0123456789";
 
+/// Three zones, tokens required, and the embedded store whatever `SHOAL_TEST_POSTGRES_URL`
+/// says: restore writes a redb data dir (PostgreSQL is restored with its own tools).
 fn secured() -> ClusterOptions {
     let mut o = ClusterOptions::zones(&["a", "b", "c"]).replication(2);
+    o.store = shoal_testkit::TestStore::Redb;
     o.auth = AuthConfig {
         required: true,
         cluster_token: Some(CLUSTER.into()),
