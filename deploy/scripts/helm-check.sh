@@ -115,6 +115,11 @@ for kv in $K8S_VERSIONS; do
     --set tracker.image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
     --set global.image.registry=123456789012.dkr.ecr.eu-west-1.amazonaws.com/shoal \
     --set 'global.imagePullSecrets[0]=regcred'
+  validate "backup CronJob to a PVC, auth" "$kv" --set backup.enabled=true --set auth.enabled=true \
+    --set backup.timeZone=Europe/Paris
+  validate "backup CronJob to S3 (IRSA, SSE-KMS)" "$kv" --set backup.enabled=true \
+    --set backup.destination=s3 --set backup.s3.bucket=shoal-backups --set backup.s3.kmsKeyId=alias/shoal \
+    --set 'backup.serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::123456789012:role/b'
 done
 
 section "helm install --dry-run=client"
@@ -146,6 +151,11 @@ reject "malformed image digest" "at '/tracker/image/digest'" --set tracker.image
 reject "bad webserver.service.type" "at '/webserver/service/type'" --set webserver.service.type=Ingress
 reject "bad whenUnsatisfiable" "at '/peer/topologySpread/zone/whenUnsatisfiable'" --set peer.topologySpread.zone.whenUnsatisfiable=Maybe
 reject "bad logging.format" "at '/logging/format'" --set logging.format=xml
+reject "backup to S3 without a bucket" "at '/backup/s3/bucket'" --set backup.enabled=true --set backup.destination=s3
+reject "bad backup.destination" "at '/backup/destination'" --set backup.destination=ftp
+reject "bad backup.schedule" "at '/backup/schedule'" --set backup.schedule=hourly
+reject "backup.keep 0" "at '/backup/keep'" --set backup.keep=0
+reject "webserver.uploadSpool.bytes below 1 MiB" "at '/webserver/uploadSpool/bytes'" --set webserver.uploadSpool.bytes=1000
 reject "bad persistence size" "at '/peer/persistence/size'" --set peer.persistence.size=lots
 
 section "Grafana dashboards"

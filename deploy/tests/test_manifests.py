@@ -64,7 +64,11 @@ class Render:
         return None
 
     def workloads(self) -> list[dict]:
-        return [d for d in self.docs if d.get("kind") in WORKLOAD_KINDS]
+        """Long-running workloads (pod template at spec.template); CronJobs are separate."""
+        return [d for d in self.docs if d.get("kind") in WORKLOAD_KINDS and d["kind"] != "CronJob"]
+
+    def cronjobs(self) -> list[dict]:
+        return self.kind("CronJob")
 
     def test_pods(self) -> list[dict]:
         return [d for d in self.kind("Pod")
@@ -75,6 +79,9 @@ class Render:
         for w in self.workloads():
             t = w["spec"]["template"]
             yield f'{w["kind"]}/{w["metadata"]["name"]}', t["metadata"], t["spec"]
+        for cj in self.cronjobs():
+            t = cj["spec"]["jobTemplate"]["spec"]["template"]
+            yield f'CronJob/{cj["metadata"]["name"]}', t["metadata"], t["spec"]
         for p in self.kind("Pod"):
             yield f'Pod/{p["metadata"]["name"]}', p["metadata"], p["spec"]
 
@@ -671,6 +678,164 @@ def c_store(r: Render) -> list[str]:
     return bad
 
 
+def quantity_bytes(q: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    m = re.fullmatch(r"([0-9]+)([A-Za-z]*)", str(q))
+    assert m, f"quantity {q!r}"
+    return int(m.group(1)) * units.get(m.group(2), 1)
+
+
+def c_upload_spool(r: Render) -> list[str]:
+    """Web uploads spool whole: to their own emptyDir (not /tmp), sized for
+    SHOAL_UPLOAD_SPOOL_BYTES with headroom, so the webserver refuses (413/503) before
+    the kubelet would evict it for an emptyDir over its sizeLimit."""
+    bad = []
+    d = r.get("Deployment", f"{FULL}-webserver")
+    spec = d["spec"]["template"]["spec"]
+    cm = r.get("ConfigMap", f"{FULL}-webserver-env")["data"]
+    path, limit = cm.get("SHOAL_UPLOAD_DIR"), cm.get("SHOAL_UPLOAD_SPOOL_BYTES", "")
+    if not path or not limit.isdigit():
+        return [f"SHOAL_UPLOAD_DIR={path!r} SHOAL_UPLOAD_SPOOL_BYTES={limit!r}"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0].get("volumeMounts") or []}
+    vol = {v["name"]: v for v in spec.get("volumes") or []}.get(mounts.get(path, ""), {})
+    if path == "/tmp" or "emptyDir" not in vol:
+        bad.append(f"the spool {path} is not its own emptyDir")
+    elif quantity_bytes(vol["emptyDir"].get("sizeLimit", "0")) < int(limit) * 105 // 100:
+        bad.append(f'spool sizeLimit {vol["emptyDir"].get("sizeLimit")} leaves under 5 % over {limit} bytes')
+    return bad
+
+
+def c_no_backup(r: Render) -> list[str]:
+    return [f'{d["kind"]}/{d["metadata"]["name"]} rendered although backup.enabled is false'
+            for d in r.docs if component_of(d["metadata"]) == "backup"]
+
+
+def backup_pod(r: Render) -> tuple[dict, dict]:
+    cj = r.get("CronJob", f"{FULL}-backup")
+    assert cj, f"no CronJob {FULL}-backup"
+    t = cj["spec"]["jobTemplate"]["spec"]["template"]
+    return cj, t
+
+
+def c_backup_common(r: Render) -> list[str]:
+    """What both destinations promise: one run at a time, bounded in time, the tracker
+    image running `shoal-tracker backup` against this release's tracker with the
+    cluster token, a ServiceAccount without a token, and a network path to the tracker."""
+    bad = []
+    cj, t = backup_pod(r)
+    spec, job = cj["spec"], cj["spec"]["jobTemplate"]["spec"]
+    if spec.get("concurrencyPolicy") != "Forbid":
+        bad.append("concurrencyPolicy is not Forbid (two backups could overlap)")
+    if not spec.get("schedule"):
+        bad.append("no schedule")
+    if not job.get("activeDeadlineSeconds"):
+        bad.append("no activeDeadlineSeconds (a stuck backup would block every later one)")
+    pod = t["spec"]
+    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        bad.append(f'restartPolicy {pod.get("restartPolicy")!r}')
+    backup = [c for c in containers(pod) if c["name"] == "backup"]
+    if len(backup) != 1:
+        return bad + ["no container named backup"]
+    c = backup[0]
+    tracker_img = r.get("StatefulSet", f"{FULL}-tracker")["spec"]["template"]["spec"]["containers"][0]["image"]
+    if c["image"] != tracker_img:
+        bad.append(f'backup image {c["image"]}, want the tracker image {tracker_img}')
+    script = " ".join(c.get("command") or []) + " ".join(c.get("args") or [])
+    if "shoal-tracker backup" not in script:
+        bad.append("the backup container does not run `shoal-tracker backup`")
+    env = env_of(c)
+    want = f"http://{FULL}-tracker.{NAMESPACE}.svc.cluster.local:50052"
+    if env.get("SHOAL_TRACKER_URL") != want:
+        bad.append(f"SHOAL_TRACKER_URL={env.get('SHOAL_TRACKER_URL')!r}, want {want}")
+    # Strict config: the backup command refuses SHOAL_* variables that are not tracker
+    # settings; only these reach it.
+    extra = [k for k in env if k.startswith("SHOAL_") and k not in ("SHOAL_TRACKER_URL", "SHOAL_AUTH__CLUSTER_TOKEN_FILE")]
+    if extra:
+        bad.append(f"unexpected SHOAL_ variables {extra}")
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
+    if mounts.get("backup") != "/backup":
+        bad.append("no /backup mount")
+    sas = {x["metadata"]["name"] for x in r.kind("ServiceAccount")}
+    if pod.get("serviceAccountName") != f"{FULL}-backup" or f"{FULL}-backup" not in sas:
+        bad.append(f'ServiceAccount {pod.get("serviceAccountName")} not rendered')
+    if pod.get("automountServiceAccountToken") is not False:
+        bad.append("automountServiceAccountToken is not false")
+    nps = r.kind("NetworkPolicy")
+    labels = t["metadata"]["labels"]
+    if not any(matches(n["spec"]["podSelector"], labels) for n in nps):
+        bad.append("no NetworkPolicy selects the backup pod")
+    tnp = r.get("NetworkPolicy", f"{FULL}-tracker")
+    if tnp and not any(any(p["port"] == 50052 for p in rule["ports"]) and
+                       ("from" not in rule or any("podSelector" in f and "namespaceSelector" not in f
+                                                  and matches(f["podSelector"], labels) for f in rule["from"]))
+                       for rule in tnp["spec"]["ingress"]):
+        bad.append("the tracker's NetworkPolicy does not admit the backup pod on 50052")
+    return bad
+
+
+def c_backup_volume(r: Render) -> list[str]:
+    bad = []
+    _, t = backup_pod(r)
+    pod = t["spec"]
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    claim = (vols.get("backup", {}).get("persistentVolumeClaim") or {}).get("claimName")
+    pvc = r.get("PersistentVolumeClaim", f"{FULL}-backup")
+    if claim != f"{FULL}-backup" or not pvc:
+        bad.append(f"backup volume is not the chart's PVC {FULL}-backup (claim {claim!r})")
+    elif (pvc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+        bad.append("the backup PVC is not kept on uninstall")
+    c = pod["containers"][0]
+    env = env_of(c)
+    if env.get("KEEP") != "48":
+        bad.append(f"KEEP={env.get('KEEP')!r}, want the default 48")
+    script = c["command"][-1]
+    if "catalogue-$(date -u +%Y%m%dT%H%M%SZ).backup" not in script or "tail -n +" not in script:
+        bad.append("snapshots are not timestamped and pruned")
+    if pod.get("initContainers"):
+        bad.append("init containers with destination volume")
+    # Auth on (this render): only the cluster token is mounted.
+    if env.get("SHOAL_AUTH__CLUSTER_TOKEN_FILE") != "/etc/shoal/auth/cluster-token":
+        bad.append("SHOAL_AUTH__CLUSTER_TOKEN_FILE not set with auth.enabled")
+    items = ((vols.get("auth") or {}).get("secret") or {}).get("items")
+    if items != [{"key": "cluster-token", "path": "cluster-token"}]:
+        bad.append(f"auth Secret mount is not the cluster token alone: {items}")
+    return bad
+
+
+def c_backup_s3(r: Render) -> list[str]:
+    bad = []
+    _, t = backup_pod(r)
+    pod = t["spec"]
+    if r.get("PersistentVolumeClaim", f"{FULL}-backup"):
+        bad.append("a backup PVC rendered with destination s3")
+    inits = [c["name"] for c in pod.get("initContainers") or []]
+    if inits != ["backup"]:
+        bad.append(f"init containers {inits}, want [backup] (the snapshot before the upload)")
+    up = [c for c in pod["containers"] if c["name"] == "upload"]
+    if not up:
+        return bad + ["no upload container"]
+    c = up[0]
+    if not c["image"].startswith("public.ecr.aws/aws-cli/aws-cli:"):
+        bad.append(f'upload image {c["image"]}')
+    env = env_of(c)
+    if env.get("BUCKET") != "shoal-backups-test" or env.get("PREFIX") != "ci/catalogue":
+        bad.append(f"BUCKET/PREFIX {env.get('BUCKET')!r}/{env.get('PREFIX')!r}")
+    if env.get("HOME") != "/tmp":
+        bad.append("HOME is not /tmp (the root filesystem is read-only)")
+    script = c["command"][-1]
+    if "aws s3 cp /backup/catalogue.backup" not in script or "--sse aws:kms" not in script \
+            or "--sse-kms-key-id" not in script:
+        bad.append("upload does not copy with SSE-KMS")
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    if "emptyDir" not in vols.get("backup", {}):
+        bad.append("the snapshot scratch volume is not an emptyDir")
+    sa = r.get("ServiceAccount", f"{FULL}-backup")
+    arn = ((sa or {}).get("metadata", {}).get("annotations") or {}).get("eks.amazonaws.com/role-arn")
+    if arn != "arn:aws:iam::123456789012:role/shoal-backup":
+        bad.append(f"backup ServiceAccount IRSA annotation {arn!r}")
+    return bad
+
+
 def checksum_of(r: Render, comp: str) -> str:
     kind = "Deployment" if comp == "webserver" else "StatefulSet"
     return r.get(kind, f"{FULL}-{comp}")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
@@ -770,6 +935,33 @@ def main() -> int:
                 bad.append("NetworkPolicy rendered although disabled")
             return bad
         t.check("[static-zone] a fixed zone needs no discovery; NetworkPolicies can be off", c_static)
+
+    if default:
+        t.check("[default] no backup CronJob unless backup.enabled", lambda: c_no_backup(default))
+    for name, r in (("default", default), ("production", prod)):
+        if r is not None:
+            t.check(f"[{name}] web uploads spool to their own emptyDir sized for SHOAL_UPLOAD_SPOOL_BYTES",
+                    lambda r=r: c_upload_spool(r))
+    bvol = render("backup-volume", ["--set", "backup.enabled=true", "--set", "auth.enabled=true"])
+    bs3 = render("backup-s3", ["--set", "backup.enabled=true", "--set", "backup.destination=s3",
+                               "--set", "backup.s3.bucket=shoal-backups-test", "--set", "backup.s3.prefix=ci/catalogue/",
+                               "--set", "backup.s3.kmsKeyId=alias/shoal-backup",
+                               "--set", "backup.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn="
+                                        "arn:aws:iam::123456789012:role/shoal-backup"])
+    for name, r in (("backup-volume", bvol), ("backup-s3", bs3)):
+        if r is None:
+            continue
+        for title, fn in generic:
+            t.check(f"[{name}] {title}", lambda fn=fn, r=r: fn(r))
+        t.check(f"[{name}] backup CronJob: tracker image runs `shoal-tracker backup` against this release's "
+                "tracker, one at a time, bounded, own ServiceAccount, admitted by the tracker's NetworkPolicy",
+                lambda r=r: c_backup_common(r))
+    if bvol:
+        t.check("[backup-volume] snapshots on the chart's PVC (kept on uninstall), timestamped, newest 48 kept; "
+                "only the cluster token mounted", lambda: c_backup_volume(bvol))
+    if bs3:
+        t.check("[backup-s3] snapshot in an emptyDir, uploaded by the AWS CLI with SSE-KMS, IRSA role on the "
+                "ServiceAccount", lambda: c_backup_s3(bs3))
 
     print(f"{t.passed} passed, {t.failed} failed")
     return 1 if t.failed else 0

@@ -511,6 +511,127 @@ def main() -> int:
 
     check("IAM role name prefixes fit AWS's 38 characters for every allowed name", c_iam_names)
 
+    def resource(kind: str, name: str) -> dict:
+        for _, b in blocks(parsed, "resource"):
+            if name in b.get(kind, {}):
+                return b[kind][name]
+        return {}
+
+    def datasource(kind: str, name: str) -> dict:
+        for _, b in blocks(parsed, "data"):
+            if name in b.get(kind, {}):
+                return b[kind][name]
+        return {}
+
+    def c_backup_bucket() -> list[str]:
+        bad = []
+        bucket = resource("aws_s3_bucket", "backup")
+        if not bucket:
+            return ["no aws_s3_bucket.backup"]
+        if bucket.get("force_destroy") is not False:
+            bad.append("the backup bucket can be destroyed with its snapshots (force_destroy)")
+        prefix = str(bucket.get("bucket_prefix", "")).replace("${var.name}", "n" * 20)
+        if "${" in prefix or len(prefix) > 37:
+            bad.append(f"bucket_prefix {prefix!r} ({len(prefix)} chars) over S3's 37 for the longest name")
+        ver = resource("aws_s3_bucket_versioning", "backup").get("versioning_configuration", [{}])
+        if ver[0].get("status") != "Enabled":
+            bad.append("versioning is not Enabled")
+        sse = resource("aws_s3_bucket_server_side_encryption_configuration", "backup").get("rule", [{}])[0]
+        by_default = (sse.get("apply_server_side_encryption_by_default") or [{}])[0]
+        if by_default.get("sse_algorithm") != "aws:kms" or "aws_kms_key" not in str(by_default.get("kms_master_key_id")):
+            bad.append(f"not encrypted with the deployment's KMS key: {by_default}")
+        pab = resource("aws_s3_bucket_public_access_block", "backup")
+        for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+            if pab.get(k) is not True:
+                bad.append(f"public access block: {k} is not true")
+        own = resource("aws_s3_bucket_ownership_controls", "backup").get("rule", [{}])[0]
+        if own.get("object_ownership") != "BucketOwnerEnforced":
+            bad.append("ACLs not disabled (BucketOwnerEnforced)")
+        life = resource("aws_s3_bucket_lifecycle_configuration", "backup").get("rule", [])
+        if not any(r.get("expiration") and r.get("noncurrent_version_expiration") for r in life):
+            bad.append("no lifecycle rule expiring old snapshots and their old versions")
+        pol = datasource("aws_iam_policy_document", "backup_bucket").get("statement", [])
+        if not any(st.get("effect") == "Deny" and any(c.get("variable") == "aws:SecureTransport" and c.get("values") == ["false"]
+                                                      for c in st.get("condition", [])) for st in pol):
+            bad.append("the bucket policy does not deny plain HTTP")
+        for _, b in blocks(parsed, "resource"):
+            for t, rs in b.items():
+                for name, body in rs.items():
+                    if name == "backup" and "local.backup_enabled" not in str(body.get("count", "")):
+                        bad.append(f"{t}.backup is not conditional on local.backup_enabled")
+        if locals_all.get("backup_enabled") != "${var.enable_catalogue_backup && !var.enable_postgres}":
+            bad.append(f"local.backup_enabled = {locals_all.get('backup_enabled')!r}: backups with the embedded store only")
+        if variables.get("enable_catalogue_backup", {}).get("default") is not True:
+            bad.append("enable_catalogue_backup must default to true (the catalogue is on one volume)")
+        return bad
+
+    check("backup bucket: versioned, KMS-encrypted, public access blocked, ACLs off, TLS only, expiring, "
+          "fits S3's name limits, kept on destroy", c_backup_bucket)
+
+    def c_backup_irsa() -> list[str]:
+        bad = []
+        role = resource("aws_iam_role", "backup")
+        if not role:
+            return ["no aws_iam_role.backup"]
+        assume = datasource("aws_iam_policy_document", "backup_assume").get("statement", [])
+        if len(assume) != 1:
+            return bad + ["the backup role's trust policy is not one statement"]
+        st = assume[0]
+        if st.get("actions") != ["sts:AssumeRoleWithWebIdentity"]:
+            bad.append(f"trust actions {st.get('actions')}")
+        fed = (st.get("principals") or [{}])[0]
+        if fed.get("type") != "Federated" or fed.get("identifiers") != ["${module.eks.oidc_provider_arn}"]:
+            bad.append(f"trust principal {fed} is not the cluster's OIDC provider")
+        conds = {c.get("variable"): c for c in st.get("condition", [])}
+        sub = conds.get("${module.eks.oidc_provider}:sub", {})
+        want = ["system:serviceaccount:${var.namespace}:${local.backup_service_account}"]
+        if sub.get("test") != "StringEquals" or sub.get("values") != want:
+            bad.append(f"trust sub condition {sub}: want StringEquals {want}")
+        aud = conds.get("${module.eks.oidc_provider}:aud", {})
+        if aud.get("values") != ["sts.amazonaws.com"]:
+            bad.append("trust aud condition is not sts.amazonaws.com")
+        if locals_all.get("backup_service_account") != "${local.fullname}-backup":
+            bad.append("local.backup_service_account is not the chart's <fullname>-backup")
+        eks = [body for _, b in blocks(parsed, "module") for n, body in b.items() if n == "eks"]
+        if not eks or eks[0].get("enable_irsa") is not True:
+            bad.append("module.eks does not enable IRSA (OIDC provider)")
+        write = datasource("aws_iam_policy_document", "backup_write").get("statement", [])
+        actions = sorted(a for st in write for a in st.get("actions", []))
+        if actions != ["kms:Decrypt", "kms:GenerateDataKey", "s3:PutObject"]:
+            bad.append(f"backup role may do {actions}: it only writes snapshots")
+        for st in write:
+            if "s3:PutObject" in st.get("actions", []) and st.get("resources") != \
+                    ["${aws_s3_bucket.backup[0].arn}/${local.backup_prefix}/*"]:
+                bad.append(f"PutObject on {st.get('resources')}, not the snapshot prefix alone")
+        # The chart gets the bucket, the prefix, the key and the role.
+        b = (locals_all.get("chart_values") or {}).get("backup") or {}
+        if b.get("enabled") != "${local.backup_enabled}" or b.get("destination") != "s3":
+            bad.append(f"chart backup values {b.get('enabled')!r}/{b.get('destination')!r}")
+        s3 = b.get("s3") or {}
+        if "aws_s3_bucket.backup" not in str(s3.get("bucket")) or s3.get("prefix") != "${local.backup_prefix}" \
+                or "aws_kms_key.shoal" not in str(s3.get("kmsKeyId")):
+            bad.append(f"chart backup.s3 {s3}")
+        if "eks.amazonaws.com/role-arn" not in str((b.get("serviceAccount") or {}).get("annotations")):
+            bad.append("the chart's backup ServiceAccount gets no IRSA role annotation")
+        outs = {"backup_bucket", "backup_role_arn"} - set(outputs)
+        if outs:
+            bad.append(f"missing outputs {sorted(outs)}")
+        # The chart names the ServiceAccount <fullname>-backup for any release name.
+        helm = os.environ.get("HELM", "")
+        if os.path.exists(helm):
+            for release in ("shoal", "prod"):
+                out = subprocess.run([helm, "template", release, os.path.join(ROOT, "helm/shoal"), "--set",
+                                      "backup.enabled=true", "--show-only", "templates/backup-cronjob.yaml"],
+                                     capture_output=True, text=True, timeout=60)
+                sa = re.findall(r"^kind: ServiceAccount\nmetadata:\n  name: (\S+)$", out.stdout, re.M)
+                want_sa = "shoal-backup" if release == "shoal" else f"{release}-shoal-backup"
+                if sa != [want_sa]:
+                    bad.append(f"release {release}: chart backup ServiceAccount {sa}, want [{want_sa}]")
+        return bad
+
+    check("backup IRSA role: trusted by the release's backup ServiceAccount only, writes snapshots only; "
+          "the chart gets bucket, prefix, key and role", c_backup_irsa)
+
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

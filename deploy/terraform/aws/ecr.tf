@@ -1,9 +1,9 @@
 # ------------------------------------------------------------ KMS and ECR
 
-# One customer-managed key for the images and the database (storage and
-# Performance Insights), rotated yearly.
+# One customer-managed key for the images, the database (storage and
+# Performance Insights) and the catalogue backups, rotated yearly.
 resource "aws_kms_key" "shoal" {
-  description             = "shoal ${var.name}: ECR images and RDS storage"
+  description             = "shoal ${var.name}: ECR images, RDS storage and catalogue backups"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.kms.json

@@ -15,6 +15,9 @@ module "eks" {
   endpoint_public_access       = var.endpoint_public_access
   endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
 
+  # The OIDC provider for IRSA: the backup job's role (backup.tf).
+  enable_irsa = true
+
   # The identity running Terraform administers the cluster (access entry).
   enable_cluster_creator_admin_permissions = true
 

@@ -59,3 +59,13 @@ output "postgres_endpoint" {
   description = "RDS endpoint of the tracker store (empty without enable_postgres)."
   value       = var.enable_postgres ? aws_db_instance.postgres[0].endpoint : ""
 }
+
+output "backup_bucket" {
+  description = "S3 bucket of the catalogue snapshots (empty with enable_postgres or without enable_catalogue_backup)."
+  value       = local.backup_enabled ? aws_s3_bucket.backup[0].id : ""
+}
+
+output "backup_role_arn" {
+  description = "IAM role the backup job's ServiceAccount assumes through IRSA (empty when there is no backup bucket)."
+  value       = local.backup_enabled ? aws_iam_role.backup[0].arn : ""
+}

@@ -70,6 +70,22 @@ locals {
         storageClass = kubernetes_storage_class_v1.gp3.metadata[0].name
       }
     }
+    # Catalogue snapshots to the backup bucket (backup.tf), hourly by the chart's schedule.
+    backup = {
+      enabled     = local.backup_enabled
+      destination = "s3"
+      s3 = {
+        bucket   = local.backup_enabled ? aws_s3_bucket.backup[0].id : ""
+        prefix   = local.backup_prefix
+        region   = var.region
+        sse      = "aws:kms"
+        kmsKeyId = aws_kms_key.shoal.arn
+      }
+      serviceAccount = {
+        create      = true
+        annotations = local.backup_enabled ? { "eks.amazonaws.com/role-arn" = aws_iam_role.backup[0].arn } : {}
+      }
+    }
     webserver = {
       service = {
         type                     = local.ui_lb ? "LoadBalancer" : "ClusterIP"

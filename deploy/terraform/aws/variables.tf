@@ -370,3 +370,22 @@ variable "postgres_deletion_protection" {
   type        = bool
   default     = true
 }
+
+# ---------------------------------------------------------------- backups
+
+variable "enable_catalogue_backup" {
+  description = "With the embedded tracker store (enable_postgres = false): an S3 bucket (versioned, KMS-encrypted, private) and an IRSA role, and the chart's backup CronJob uploading catalogue snapshots to it."
+  type        = bool
+  default     = true
+}
+
+variable "backup_retention_days" {
+  description = "Days a catalogue snapshot (and each older version of it) is kept in the backup bucket."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.backup_retention_days >= 1 && var.backup_retention_days <= 3650 && floor(var.backup_retention_days) == var.backup_retention_days
+    error_message = "backup_retention_days must be a whole number of days between 1 and 3650."
+  }
+}

@@ -1121,3 +1121,188 @@ async fn http_download_never_sends_a_corrupt_copy() {
         );
     }
 }
+
+/// Web uploads are spooled whole, within `SHOAL_UPLOAD_SPOOL_BYTES`: an upload over the
+/// limit gets 413 naming it — refused from its declared length, or mid-stream when it
+/// declares none — and leaves nothing in the spool; the space of stored uploads is given
+/// back, so uploads within the limit keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_upload_over_the_spool_limit_is_a_413_naming_it() {
+    use reqwest::multipart::{Form, Part};
+    let cluster = cluster(&["a", "b"]).await;
+    let (spool, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = WebserverConfig::for_test(cluster.tracker_url());
+    cfg.upload_dir = Some(spool.path().to_path_buf());
+    cfg.upload_spool_bytes = 1 << 20;
+    let own = OwnWebserver::start(cfg).await;
+    wait_for("own webserver SERVING", Duration::from_secs(20), || {
+        serving(own.grpc)
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}/upload", own.http);
+    let http = web();
+    let spool_empty = || async { std::fs::read_dir(spool.path()).unwrap().count() == 0 };
+    let names_the_limit =
+        |body: &str| body.contains("1048576 bytes") && body.contains("SHOAL_UPLOAD_SPOOL_BYTES");
+
+    // Declared length over the limit: refused before the body is read.
+    let form = Form::new().part("file", Part::bytes(vec![7u8; 3 << 20]).file_name("big.bin"));
+    let r = http.post(&url).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = r.text().await.unwrap();
+    assert!(names_the_limit(&body), "{body}");
+
+    // No declared length (chunked): refused as soon as the spool limit is passed.
+    let pieces = (0..48).map(|_| Ok::<_, std::io::Error>(vec![9u8; 64 << 10]));
+    let part = Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+        .file_name("stream.bin");
+    let r = http
+        .post(&url)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = r.text().await.unwrap();
+    assert!(names_the_limit(&body), "{body}");
+    wait_for(
+        "spool empty after refusals",
+        Duration::from_secs(10),
+        spool_empty,
+    )
+    .await
+    .unwrap();
+
+    // Within the limit, twice: the first upload's space was given back.
+    for (i, len) in [900_000usize, 1_000_000].into_iter().enumerate() {
+        let name = format!("fits-{i}.bin");
+        let bytes: Vec<u8> = (0..len).map(|b| (b % 251) as u8 ^ i as u8).collect();
+        let form = Form::new()
+            .text("name", name.clone())
+            .part("file", Part::bytes(bytes.clone()).file_name("x.bin"));
+        let r = http.post(&url).multipart(form).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            r.text().await.unwrap()
+        );
+        let out = work.path().join(format!("out-{i}"));
+        cluster.client().get(&name, &out, quiet()).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), bytes, "{name}: bytes differ");
+    }
+    wait_for(
+        "spool empty after stores",
+        Duration::from_secs(10),
+        spool_empty,
+    )
+    .await
+    .unwrap();
+    own.shutdown().await;
+}
+
+/// Bytes `i` of the generated upload: a stream made on the fly, so the test holds none of it.
+fn generated(mib: usize, seed: u8) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::iter((0..mib).map(move |i| {
+        Ok((0..1usize << 20)
+            .map(|b| (b as u8).wrapping_mul(31) ^ (i as u8) ^ seed)
+            .collect())
+    }))
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// A real webserver process spools uploads without holding them: a 24 MiB upload
+/// (within its 32 MiB spool) is stored byte for byte and a 100 MiB one is refused with
+/// 413 after its body is read and dropped, and the process's peak RSS grows by far less
+/// than either upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_uploads_keep_the_webserver_memory_bounded() {
+    use reqwest::multipart::{Form, Part};
+    use shoal_testkit::procs::{free_addr, Proc};
+    let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b"]).replication(2))
+        .await
+        .unwrap();
+    let (spool, logs, work) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (grpc, http) = (free_addr(), free_addr());
+    let w = Proc::spawn(
+        "webserver",
+        "shoal-webserver",
+        &[
+            ("SHOAL_LISTEN_ADDR", grpc.to_string()),
+            ("SHOAL_HTTP_ADDR", http.to_string()),
+            ("SHOAL_TRACKER_URL", cluster.tracker_url()),
+            ("SHOAL_UPLOAD_DIR", spool.path().display().to_string()),
+            ("SHOAL_UPLOAD_SPOOL_BYTES", (32u64 << 20).to_string()),
+        ],
+        logs.path(),
+    );
+    shoal_testkit::wait_serving(grpc).await.unwrap();
+    let pid = w.child.id();
+    let started = peak_rss_kib(pid);
+    let url = format!("http://{http}/upload");
+    let client = web();
+
+    let part = Part::stream_with_length(reqwest::Body::wrap_stream(generated(24, 1)), 24 << 20)
+        .file_name("fits.bin");
+    let r = client
+        .post(&url)
+        .multipart(Form::new().text("name", "fits.bin").part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let out = work.path().join("fits.bin");
+    cluster
+        .client()
+        .get("fits.bin", &out, quiet())
+        .await
+        .unwrap();
+    let mut want = blake3::Hasher::new();
+    futures::StreamExt::for_each(generated(24, 1), |b| {
+        want.update(&b.unwrap());
+        async {}
+    })
+    .await;
+    assert_eq!(
+        file_hash(&out).unwrap(),
+        want.finalize().to_hex().to_string()
+    );
+
+    let part = Part::stream_with_length(reqwest::Body::wrap_stream(generated(100, 2)), 100 << 20)
+        .file_name("big.bin");
+    let r = client
+        .post(&url)
+        .multipart(Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = r.text().await.unwrap();
+    assert!(body.contains(&format!("{} bytes", 32u64 << 20)), "{body}");
+
+    let peak = peak_rss_kib(pid);
+    eprintln!("webserver peak RSS: {started} KiB after start, {peak} KiB after a 24 MiB and a 100 MiB upload");
+    assert!(
+        peak < started + 20 * 1024,
+        "webserver peak RSS grew from {started} KiB to {peak} KiB"
+    );
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+}

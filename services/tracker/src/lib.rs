@@ -3,6 +3,7 @@
 //!
 //! `run` takes a bound listener so tests can use port 0.
 
+pub mod backup;
 pub mod catalogue;
 pub mod config;
 pub mod error;

@@ -3,6 +3,10 @@ use shoal_tracker::TrackerConfig;
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = shoal_tracker::backup::command(&args).await {
+        std::process::exit(code);
+    }
     let cfg = config::exit_on_error(TrackerConfig::from_env());
     let telemetry = telemetry::init("shoal-tracker", "info");
     let listener = match tokio::net::TcpListener::bind(cfg.listen_addr).await {

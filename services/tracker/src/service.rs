@@ -285,4 +285,13 @@ impl TrackerRpc for TrackerService {
     async fn cluster_info(&self, _: Request<pb::ClusterInfoRequest>) -> R<pb::ClusterInfoResponse> {
         Ok(Response::new(crate::manager::cluster_info(&self.tracker)))
     }
+
+    type ExportCatalogueStream = crate::backup::ExportStream;
+
+    async fn export_catalogue(
+        &self,
+        _: Request<pb::ExportCatalogueRequest>,
+    ) -> R<Self::ExportCatalogueStream> {
+        Ok(Response::new(crate::backup::export(self.tracker.clone())))
+    }
 }

@@ -31,6 +31,11 @@ pub struct WebserverConfig {
     /// Largest HTTP upload body accepted.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// Bytes that all HTTP uploads in flight may spool in `upload_dir` at once (size the
+    /// spool volume for it); one upload larger than this is refused with 413, and an
+    /// upload that finds the spool full of others' uploads with 503.
+    #[serde(default = "default_spool")]
+    pub upload_spool_bytes: u64,
     /// Chunks each HTTP download fetches ahead of the one being sent (memory: this many chunks).
     #[serde(default = "default_download_ahead")]
     pub download_ahead: usize,
@@ -64,6 +69,9 @@ fn default_probe() -> Duration {
 }
 fn default_max_upload() -> u64 {
     1 << 40
+}
+fn default_spool() -> u64 {
+    4 << 30
 }
 fn default_download_ahead() -> usize {
     4
@@ -120,6 +128,13 @@ impl WebserverConfig {
                 "expected a positive duration",
             ));
         }
+        if self.upload_spool_bytes < (1 << 20) {
+            return Err(ConfigError::invalid(
+                "upload_spool_bytes",
+                self.upload_spool_bytes,
+                "expected at least 1048576 (1 MiB)",
+            ));
+        }
         if self.max_upload_bytes == 0 {
             return Err(ConfigError::invalid(
                 "max_upload_bytes",
@@ -128,6 +143,11 @@ impl WebserverConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The largest single HTTP upload: the body limit, and no more than the spool holds.
+    pub fn upload_limit(&self) -> u64 {
+        self.max_upload_bytes.min(self.upload_spool_bytes)
     }
 
     /// The tracker endpoints clients are told to dial.
@@ -167,6 +187,8 @@ mod tests {
             ("SHOAL_TRACKER_PUBLIC_URL", "http://tracker:50052"),
             ("SHOAL_DATA_DIR", "/var/lib/shoal"),
             ("SHOAL_LOG_FORMAT", "json"),
+            ("SHOAL_UPLOAD_DIR", "/var/spool/shoal-upload"),
+            ("SHOAL_UPLOAD_SPOOL_BYTES", "4294967296"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let e = load(&[("SHOAL_TRACKER_URLS", "http://tracker:50052")]).unwrap_err();
@@ -200,6 +222,17 @@ mod tests {
         assert!(
             e.to_string().contains("SHOAL_TRACKER_PUBLIC_URL=tracker:1"),
             "{e}"
+        );
+        let e = load(&[("SHOAL_UPLOAD_SPOOL_BYTES", "1000")]).expect_err("tiny spool");
+        assert!(
+            e.to_string().contains("SHOAL_UPLOAD_SPOOL_BYTES=1000"),
+            "{e}"
+        );
+        let c = load(&[("SHOAL_UPLOAD_SPOOL_BYTES", "2097152")]).expect("valid");
+        assert_eq!(
+            c.upload_limit(),
+            2 << 20,
+            "one upload may not outgrow the spool"
         );
         let e = load(&[("SHOAL_DOWNLOAD_AHEAD", "0")]).expect_err("zero");
         assert!(e.to_string().contains("SHOAL_DOWNLOAD_AHEAD=0"), "{e}");

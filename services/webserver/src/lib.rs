@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Tokens HTTP users must present (bearer header or the `shoal_token` cookie).
     pub tokens: Arc<shoal_common::auth::Tokens>,
+    /// Spool space, one permit per byte: uploads reserve what they write.
+    pub spool: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serve gRPC on `grpc` and HTTP on `http` until `shutdown` is cancelled.
@@ -51,7 +53,11 @@ pub async fn run(
     let client = Arc::new(client);
     let http_tokens = Arc::new(tokens);
     let drain = cfg.shutdown_timeout;
+    let spool_permits = usize::try_from(cfg.upload_spool_bytes)
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
     let state = Arc::new(AppState {
+        spool: Arc::new(tokio::sync::Semaphore::new(spool_permits)),
         cfg,
         client,
         tracker: probe::TrackerStatus::default(),

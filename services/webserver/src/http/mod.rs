@@ -26,7 +26,16 @@ pub type Shared = State<Arc<AppState>>;
 
 /// Every route of the gateway.
 pub fn router(state: Arc<AppState>) -> Router {
-    let upload_limit = usize::try_from(state.cfg.max_upload_bytes).unwrap_or(usize::MAX);
+    // The upload handler names the limit itself; this is the backstop (form overhead, and
+    // the rest of a refused body read to answer it, allowed).
+    let upload_limit = usize::try_from(
+        state
+            .cfg
+            .upload_limit()
+            .saturating_add(upload::FORM_SLACK)
+            .saturating_add(upload::DRAIN_BYTES),
+    )
+    .unwrap_or(usize::MAX);
     let m = state.clone();
     let render: shoal_common::admin::Render = Arc::new(move || m.metrics.render(m.tracker.ready()));
     Router::new()

@@ -3,13 +3,22 @@
 //! stored with the same client library as `shoal put` (the tracker picks the peers).
 //! Memory stays bounded whatever the file size; the spool file is removed whatever
 //! happens, including a client that goes away.
+//!
+//! Why a spool and not a stream to the peers: a file's id (the BLAKE3 of the whole
+//! content) is part of placement (`PlaceChunks`), so the whole file is read before
+//! any chunk is placed. The spool is bounded instead: every byte written reserves
+//! a byte of `SHOAL_UPLOAD_SPOOL_BYTES` until the upload is stored, so the uploads
+//! in flight never fill the spool volume (on Kubernetes an emptyDir over its
+//! `sizeLimit` evicts the pod). An upload larger than the limit gets 413 naming it
+//! (before its body is read when it declares a length); one that finds the spool
+//! full of other uploads gets 503 and may retry.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{Multipart, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use shoal_client::{PutOptions, Quiet};
 use shoal_common::names;
@@ -22,11 +31,43 @@ use crate::metrics::Metrics;
 /// Longest text field accepted (a name is at most 255 bytes).
 const MAX_TEXT_FIELD: usize = 1024;
 
+/// Room for the form around the file (boundaries, part headers, the text fields) in a
+/// request whose declared length is checked against the upload limit.
+pub const FORM_SLACK: u64 = 64 << 10;
+
+/// After an error, at most this much of the rest of the request body is read and
+/// discarded (within [`DRAIN_TIME`]), so the client reads the answer (a 413 naming the
+/// limit) instead of a connection reset while it is still sending.
+pub const DRAIN_BYTES: u64 = 256 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The spooled file part.
 struct Spooled {
     path: tempfile::TempPath,
     file_name: Option<String>,
     size: u64,
+    /// The spool space this file holds, given back when it is dropped (after the file).
+    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+fn too_large(limit: u64) -> AppError {
+    AppError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "This upload is larger than the webserver accepts: at most {limit} bytes ({:.1} MiB) per upload (SHOAL_UPLOAD_SPOOL_BYTES, SHOAL_MAX_UPLOAD_BYTES). Use `shoal put` for bigger files.",
+            limit as f64 / (1024.0 * 1024.0)
+        ),
+    )
+}
+
+fn spool_full(st: &crate::AppState) -> AppError {
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "The upload spool is full: uploads in flight hold its {} bytes (SHOAL_UPLOAD_SPOOL_BYTES). Try again when they are stored.",
+            st.cfg.upload_spool_bytes
+        ),
+    )
 }
 
 fn bad_multipart(e: MultipartError) -> AppError {
@@ -93,7 +134,23 @@ async fn spool(
     let (std_file, path) = tmp.into_parts();
     let mut out = tokio::fs::File::from_std(std_file);
     let mut size = 0u64;
+    let limit = st.cfg.upload_limit();
+    let mut reserved: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(piece) = field.chunk().await.map_err(bad_multipart)? {
+        if size + piece.len() as u64 > limit {
+            return Err(too_large(limit));
+        }
+        // Pieces are small (a few KiB to a few MiB), far below u32::MAX permits.
+        let n = u32::try_from(piece.len()).map_err(|_| too_large(limit))?;
+        let permit = st
+            .spool
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| spool_full(st))?;
+        match reserved.as_mut() {
+            Some(r) => r.merge(permit),
+            None => reserved = Some(permit),
+        }
         out.write_all(&piece)
             .await
             .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
@@ -107,15 +164,45 @@ async fn spool(
         path,
         file_name,
         size,
+        _reserved: reserved,
     })
 }
 
-pub async fn upload(State(st): Shared, mut form: Multipart) -> Result<Response, AppError> {
-    let r = receive_and_store(&st, &mut form).await;
+pub async fn upload(
+    State(st): Shared,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Result<Response, AppError> {
+    // A declared length over the limit is refused before a byte is spooled.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = st.cfg.upload_limit();
+    let r = match declared {
+        Some(len) if len > limit.saturating_add(FORM_SLACK) => Err(too_large(limit)),
+        _ => receive_and_store(&st, &mut form).await,
+    };
+    if r.is_err() {
+        let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut form)).await;
+    }
     if r.is_err() {
         Metrics::add(&st.metrics.upload_failures, 1);
     }
     r
+}
+
+/// Read and drop what is left of the form, up to [`DRAIN_BYTES`]; nothing is kept.
+async fn drain(form: &mut Multipart) {
+    let mut left = DRAIN_BYTES;
+    while let Ok(Some(mut field)) = form.next_field().await {
+        while let Ok(Some(piece)) = field.chunk().await {
+            left = left.saturating_sub(piece.len() as u64);
+            if left == 0 {
+                return;
+            }
+        }
+    }
 }
 
 async fn receive_and_store(
