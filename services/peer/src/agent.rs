@@ -21,6 +21,8 @@ pub struct Agent {
     pub core: Arc<PeerCore>,
     pub me: pb::PeerRef,
     pub trackers: Vec<String>,
+    /// Chunks per inventory message (`SHOAL_INVENTORY_PART_CHUNKS`).
+    pub inventory_part: usize,
 }
 
 impl Agent {
@@ -31,13 +33,45 @@ impl Agent {
             .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES))
     }
 
-    fn inventory_hex(&self) -> Vec<String> {
-        self.core
+    /// The inventory in messages of at most `inventory_part` chunks (one, maybe empty,
+    /// when it fits).
+    fn inventory_parts(&self) -> std::vec::IntoIter<Vec<String>> {
+        let inv: Vec<String> = self
+            .core
             .store
             .inventory()
             .iter()
             .map(Hash::to_hex)
-            .collect()
+            .collect();
+        if inv.len() <= self.inventory_part {
+            return vec![inv].into_iter();
+        }
+        let parts: Vec<Vec<String>> = inv
+            .chunks(self.inventory_part)
+            .map(<[String]>::to_vec)
+            .collect();
+        parts.into_iter()
+    }
+
+    /// Send the remaining parts of inventory `id` (`last` on the final one).
+    async fn send_parts(
+        &self,
+        c: &mut TrackerClient<Channel>,
+        id: u64,
+        mut parts: std::vec::IntoIter<Vec<String>>,
+    ) -> Result<(), tonic::Status> {
+        while let Some(part) = parts.next() {
+            c.report_chunks(pb::ReportChunksRequest {
+                peer_id: self.me.id.clone(),
+                added: part,
+                full: true,
+                inventory_id: id,
+                last: parts.len() == 0,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     pub async fn register(
@@ -45,15 +79,24 @@ impl Agent {
         c: &mut TrackerClient<Channel>,
     ) -> Result<Duration, tonic::Status> {
         let store = &self.core.store;
+        let mut parts = self.inventory_parts();
+        let first = parts.next().unwrap_or_default();
+        let id = if parts.len() > 0 {
+            rand::random::<u64>() | 1
+        } else {
+            0
+        };
         let resp = c
             .register_peer(pb::RegisterPeerRequest {
                 peer: Some(self.me.clone()),
                 capacity_bytes: store.capacity(),
                 used_bytes: store.used(),
-                chunks: self.inventory_hex(),
+                chunks: first,
+                inventory_id: id,
             })
             .await?
             .into_inner();
+        self.send_parts(c, id, parts).await?;
         info!(
             tracker_heartbeat_ms = resp.heartbeat_interval_ms,
             chunks = store.len(),
@@ -123,13 +166,13 @@ impl Agent {
                         info_span!("reconcile", peer = %self.me.id, chunks = store.len()).entered();
                     info!("inventory differs from the tracker's view; sending it whole");
                     drop(_s);
-                    c.report_chunks(pb::ReportChunksRequest {
-                        peer_id: self.me.id.clone(),
-                        added: self.inventory_hex(),
-                        full: true,
-                        ..Default::default()
-                    })
-                    .await?;
+                    let parts = self.inventory_parts();
+                    let id = if parts.len() > 1 {
+                        rand::random::<u64>() | 1
+                    } else {
+                        0
+                    };
+                    self.send_parts(&mut c, id, parts).await?;
                 }
                 Ok::<(), tonic::Status>(())
             };

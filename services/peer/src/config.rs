@@ -40,6 +40,10 @@ pub struct PeerConfig {
     /// and the client moves to another replica.
     #[serde(default = "default_max_transfers")]
     pub max_transfers: u32,
+    /// Chunks per message when the inventory is sent to the tracker: a larger inventory
+    /// goes in parts (the tracker swaps it in when the last part arrives).
+    #[serde(default = "default_inventory_part")]
+    pub inventory_part_chunks: usize,
     #[serde(default)]
     pub auth: shoal_common::auth::AuthConfig,
     #[serde(default)]
@@ -83,6 +87,10 @@ fn default_scrub_rate() -> u64 {
 fn default_scrub_pause() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_inventory_part() -> usize {
+    100_000
+}
+
 fn default_max_transfers() -> u32 {
     256
 }

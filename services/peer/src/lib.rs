@@ -104,6 +104,7 @@ pub async fn run(
         core: core.clone(),
         me,
         trackers,
+        inventory_part: cfg.inventory_part_chunks.max(1),
     });
 
     if let Some(addr) = cfg.metrics_addr {

@@ -378,3 +378,39 @@ async fn many_clients_at_once() {
         .all(|f| f.status == pb::FileStatus::Healthy as i32));
     get_same(&c, "dup-b", &dup, &work.path().join("dup-out")).await;
 }
+
+/// Peers whose inventory does not fit one message send it in parts (here three chunks a
+/// part): registration after a tracker restart, and a resync, still rebuild every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inventories_in_parts_rebuild_every_copy() {
+    let mut opts = ClusterOptions::zones(&["a", "b", "c"]).replication(2);
+    opts.peer_tweak = |p| p.inventory_part_chunks = 3;
+    let mut cluster = TestCluster::start(opts).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (src, _) = put_file(&cluster.client(), work.path(), "parts", 20 * 65536, 3).await;
+    let c = cluster.client();
+    let copies = || async {
+        c.stat("parts")
+            .await
+            .map(|d| d.chunks.iter().map(|ch| ch.replicas.len()).sum::<usize>())
+            .unwrap_or(0)
+    };
+    let before = copies().await;
+    assert!(before >= 2 * 20, "every chunk placed twice: {before}");
+    cluster.restart_tracker().await.unwrap();
+    cluster.wait_live_peers(3).await.unwrap();
+    let c = cluster.client();
+    shoal_testkit::wait_for(
+        "every copy re-registered",
+        Duration::from_secs(20),
+        || async {
+            c.stat("parts")
+                .await
+                .map(|d| d.chunks.iter().map(|ch| ch.replicas.len()).sum::<usize>() == before)
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .unwrap();
+    get_same(&c, "parts", &src, &work.path().join("back")).await;
+}

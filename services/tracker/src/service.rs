@@ -52,13 +52,20 @@ impl TrackerRpc for TrackerService {
         let chunks = hashes(&req.chunks)?;
         info!(peer = %peer.id, addr = %peer.addr, zone = %peer.zone, chunks = chunks.len(), "peer registered");
         let t = &self.tracker;
-        t.state().register_peer(
-            peer,
-            req.capacity_bytes,
-            req.used_bytes,
-            chunks,
-            Instant::now(),
-        );
+        let now = Instant::now();
+        if req.inventory_id == 0 {
+            t.state()
+                .register_peer(peer, req.capacity_bytes, req.used_bytes, chunks, now);
+        } else {
+            t.state().register_peer_in_parts(
+                peer,
+                req.capacity_bytes,
+                req.used_bytes,
+                chunks,
+                req.inventory_id,
+                now,
+            )?;
+        }
         Ok(Response::new(pb::RegisterPeerResponse {
             heartbeat_interval_ms: t.cfg.liveness.heartbeat.as_millis() as u64,
         }))
@@ -104,8 +111,9 @@ impl TrackerRpc for TrackerService {
         let t = &self.tracker;
         let mut removed_all = removed;
         removed_all.extend(corrupt.iter().copied());
+        let part = (req.inventory_id != 0).then_some((req.inventory_id, req.last));
         t.state()
-            .report_chunks(&req.peer_id, added, removed_all, req.full)?;
+            .report_chunks(&req.peer_id, added, removed_all, req.full, part)?;
         if !corrupt.is_empty() {
             crate::manager::enqueue_repairs(t, corrupt);
         }

@@ -110,6 +110,8 @@ pub struct State {
     pub journal: Option<Journal>,
     /// Peers that said goodbye and have not been heard from since.
     pub goodbyes: HashMap<String, Goodbye>,
+    /// Inventories arriving in parts, by peer: `(inventory_id, chunks so far)`.
+    pub staging: HashMap<String, (u64, Vec<Hash>)>,
     /// Chunks whose copies, target or holders changed since the manager last looked:
     /// it looks at these, never at every chunk.
     pub dirty: HashSet<Hash>,
@@ -179,6 +181,9 @@ pub struct Beat<'a> {
     pub chunk_count: u64,
     pub digest: &'a str,
 }
+
+/// The most chunks one peer's inventory may have (staged parts included).
+pub const MAX_INVENTORY_CHUNKS: usize = 50_000_000;
 
 /// How long an ordered deletion masks the copy in inventory reports.
 pub const DELETION_MASK: std::time::Duration = std::time::Duration::from_secs(30);
@@ -446,6 +451,7 @@ impl State {
 
     // ---- peers ------------------------------------------------------------------
 
+    /// A registration with the whole inventory: it replaces what the tracker believed.
     pub fn register_peer(
         &mut self,
         peer: pb::PeerRef,
@@ -454,6 +460,62 @@ impl State {
         chunks: Vec<Hash>,
         now: Instant,
     ) {
+        let id = peer.id.clone();
+        self.upsert_peer(peer, capacity, used, now);
+        self.replace_inventory(&id, chunks);
+    }
+
+    /// A registration whose inventory comes in parts: the first is staged, and the copies
+    /// the tracker knew stay until the last part arrives (see [`State::report_chunks`]).
+    pub fn register_peer_in_parts(
+        &mut self,
+        peer: pb::PeerRef,
+        capacity: u64,
+        used: u64,
+        first: Vec<Hash>,
+        inventory_id: u64,
+        now: Instant,
+    ) -> Result<()> {
+        let id = peer.id.clone();
+        self.upsert_peer(peer, capacity, used, now);
+        self.staging.remove(&id);
+        self.stage(&id, inventory_id, first)
+    }
+
+    /// Add a part to a peer's staged inventory (a new id starts a new one).
+    fn stage(&mut self, peer_id: &str, inventory_id: u64, part: Vec<Hash>) -> Result<()> {
+        let staged = self
+            .staging
+            .entry(peer_id.to_string())
+            .or_insert_with(|| (inventory_id, Vec::new()));
+        if staged.0 != inventory_id {
+            *staged = (inventory_id, Vec::new());
+        }
+        if staged.1.len() + part.len() > MAX_INVENTORY_CHUNKS {
+            self.staging.remove(peer_id);
+            return Err(Error::InvalidArgument(format!(
+                "an inventory of more than {MAX_INVENTORY_CHUNKS} chunks"
+            )));
+        }
+        staged.1.extend(part);
+        Ok(())
+    }
+
+    /// Replace a peer's copies with `chunks` (a registration, or a full inventory).
+    fn replace_inventory(&mut self, peer_id: &str, chunks: Vec<Hash>) {
+        self.forget_inventory(peer_id);
+        for h in &chunks {
+            self.locations.add(peer_id, *h);
+        }
+        self.dirty.extend(chunks.iter().copied());
+        self.journal_op(LocOp::Reset(peer_id.to_string()));
+        for h in &chunks {
+            self.journal_op(LocOp::Add(peer_id.to_string(), *h));
+        }
+    }
+
+    /// Insert or update a peer from its registration, heard from now; its copies untouched.
+    fn upsert_peer(&mut self, peer: pb::PeerRef, capacity: u64, used: u64, now: Instant) {
         let draining = self
             .peers
             .get(&peer.id)
@@ -464,17 +526,8 @@ impl State {
             .get(&peer.id)
             .map(|p| p.inventory_version)
             .unwrap_or(-1);
-        self.forget_inventory(&peer.id);
         self.heard_from(&peer.id);
-        for h in &chunks {
-            self.locations.add(&peer.id, *h);
-        }
-        self.dirty.extend(chunks.iter().copied());
         self.journal_seen(&peer.id);
-        self.journal_op(LocOp::Reset(peer.id.clone()));
-        for h in &chunks {
-            self.journal_op(LocOp::Add(peer.id.clone(), *h));
-        }
         self.peers.insert(
             peer.id.clone(),
             PeerEntry {
@@ -528,17 +581,31 @@ impl State {
         }
     }
 
+    /// Changes to a peer's copies. With `full`, `added` is its whole inventory — or, with
+    /// `part` (`(inventory_id, last)`), one part of it, staged until the last one.
     pub fn report_chunks(
         &mut self,
         peer_id: &str,
-        added: Vec<Hash>,
+        mut added: Vec<Hash>,
         removed: Vec<Hash>,
         full: bool,
+        part: Option<(u64, bool)>,
     ) -> Result<()> {
         if !self.peers.contains_key(peer_id) {
             return Err(Error::NotFound(format!(
                 "unknown peer {peer_id}: register first"
             )));
+        }
+        if let (true, Some((id, last))) = (full, part) {
+            self.stage(peer_id, id, added)?;
+            if !last {
+                return Ok(());
+            }
+            added = self
+                .staging
+                .remove(peer_id)
+                .map(|s| s.1)
+                .unwrap_or_default();
         }
         if full {
             self.forget_inventory(peer_id);
@@ -787,6 +854,36 @@ mod tests {
             !st.locations.has(&h),
             "reconciled, not trusted: the copy it lost is gone"
         );
+    }
+
+    /// An inventory sent in parts replaces the tracker's view only when the last part
+    /// arrives: until then the copies it knew stay, so nothing looks under-replicated.
+    #[tokio::test(start_paused = true)]
+    async fn an_inventory_in_parts_is_swapped_in_at_the_last_part() {
+        let (a, b, c) = (Hash::of(b"a"), Hash::of(b"b"), Hash::of(b"c"));
+        let mut st = State::default();
+        st.register_peer(peer("p"), 1 << 30, 0, vec![a], Instant::now());
+        st.register_peer_in_parts(peer("p"), 1 << 30, 0, vec![b], 7, Instant::now())
+            .unwrap();
+        assert!(
+            st.locations.has(&a) && !st.locations.has(&b),
+            "old view kept"
+        );
+        st.report_chunks("p", vec![c], vec![], true, Some((7, false)))
+            .unwrap();
+        assert!(st.locations.has(&a) && !st.locations.has(&c));
+        st.report_chunks("p", vec![], vec![], true, Some((7, true)))
+            .unwrap();
+        assert!(!st.locations.has(&a), "replaced at the last part");
+        assert!(st.locations.has(&b) && st.locations.has(&c));
+        assert_eq!(st.locations.of("p").len(), 2);
+        // A part of another transfer starts over instead of mixing two inventories.
+        st.report_chunks("p", vec![a], vec![], true, Some((8, false)))
+            .unwrap();
+        st.report_chunks("p", vec![], vec![], true, Some((9, true)))
+            .unwrap();
+        assert_eq!(st.locations.of("p").len(), 0);
+        assert!(st.staging.is_empty());
     }
 
     /// A config whose liveness never gets in the way of the grace being tested.
