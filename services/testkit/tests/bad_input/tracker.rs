@@ -218,7 +218,10 @@ pub fn cases() -> Vec<Case> {
             let query = "q".repeat(10 << 10);
             code(
                 c.tracker(Some(READ))
-                    .search_files(pb::SearchFilesRequest { query })
+                    .search_files(pb::SearchFilesRequest {
+                        query,
+                        ..Default::default()
+                    })
                     .await,
             )
         }),
@@ -684,7 +687,13 @@ pub fn cases() -> Vec<Case> {
         case(
             "ListFiles: no token",
             Outcome::Grpc(Code::Unauthenticated),
-            |c| async move { code(c.tracker(None).list_files(pb::ListFilesRequest {}).await) },
+            |c| async move {
+                code(
+                    c.tracker(None)
+                        .list_files(pb::ListFilesRequest::default())
+                        .await,
+                )
+            },
         ),
         case(
             "ListFiles: wrong token",
@@ -692,7 +701,7 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 code(
                     c.tracker(Some("not-the-token-0123456789"))
-                        .list_files(pb::ListFilesRequest {})
+                        .list_files(pb::ListFilesRequest::default())
                         .await,
                 )
             },
@@ -704,7 +713,7 @@ pub fn cases() -> Vec<Case> {
                 let t = "t".repeat(10 << 10);
                 code(
                     c.tracker(Some(&t))
-                        .list_files(pb::ListFilesRequest {})
+                        .list_files(pb::ListFilesRequest::default())
                         .await,
                 )
             },
@@ -718,7 +727,7 @@ pub fn cases() -> Vec<Case> {
                 t.push('X');
                 code(
                     c.tracker(Some(&t))
-                        .list_files(pb::ListFilesRequest {})
+                        .list_files(pb::ListFilesRequest::default())
                         .await,
                 )
             },

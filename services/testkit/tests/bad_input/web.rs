@@ -138,7 +138,10 @@ pub fn cases() -> Vec<Case> {
                 let query = "q".repeat(10 << 10);
                 code(
                     c.webserver(Some(READ))
-                        .search_files(pb::SearchFilesRequest { query })
+                        .search_files(pb::SearchFilesRequest {
+                            query,
+                            ..Default::default()
+                        })
                         .await,
                 )
             },
