@@ -225,6 +225,41 @@ pub fn cases() -> Vec<Case> {
                     .await,
             )
         }),
+        case("ListFiles: 10 KB page token", INVALID, |c| async move {
+            code(
+                c.tracker(Some(READ))
+                    .list_files(pb::ListFilesRequest {
+                        page_token: "ab".repeat(5 << 10),
+                        page_size: 10,
+                    })
+                    .await,
+            )
+        }),
+        case("ListFiles: page token not hex", INVALID, |c| async move {
+            code(
+                c.tracker(Some(READ))
+                    .list_files(pb::ListFilesRequest {
+                        page_token: "../../etc".into(),
+                        page_size: 10,
+                    })
+                    .await,
+            )
+        }),
+        case(
+            "SearchFiles: page token not UTF-8",
+            INVALID,
+            |c| async move {
+                code(
+                    c.tracker(Some(READ))
+                        .search_files(pb::SearchFilesRequest {
+                            query: "a".into(),
+                            page_token: "ff00".into(),
+                            page_size: u32::MAX,
+                        })
+                        .await,
+                )
+            },
+        ),
         // ---- upload plans -------------------------------------------------------------
         case("PlaceChunks: unknown upload", NOT_FOUND, |c| async move {
             code(

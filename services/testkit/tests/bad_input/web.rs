@@ -147,6 +147,20 @@ pub fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "Webserver.ListFiles: page token not hex",
+            Outcome::Grpc(Code::InvalidArgument),
+            |c| async move {
+                code(
+                    c.webserver(Some(READ))
+                        .list_files(pb::ListFilesRequest {
+                            page_token: "not a token".into(),
+                            page_size: 0,
+                        })
+                        .await,
+                )
+            },
+        ),
+        case(
             "Webserver.StatFile: unknown file id",
             Outcome::Grpc(Code::NotFound),
             |c| async move {
