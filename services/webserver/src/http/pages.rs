@@ -84,12 +84,14 @@ pub async fn index(
         )
     } else if q.is_empty() {
         // The catalogue's count comes from the probe; the page holds only its share.
-        let all = st.tracker.info().map_or(0, |i| i.files);
-        format!(
-            "{all} file{} · {} on this page",
-            plural(usize::try_from(all).unwrap_or(usize::MAX)),
-            files.len()
-        )
+        match st.tracker.info().map(|i| i.files) {
+            Some(all) => format!(
+                "{all} file{} · {} on this page",
+                plural(usize::try_from(all).unwrap_or(usize::MAX)),
+                files.len()
+            ),
+            None => format!("{} on this page", files.len()),
+        }
     } else {
         format!(
             "{}{} match{} for “{}”{} · <a href=\"/\">show all</a>",
