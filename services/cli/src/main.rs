@@ -56,6 +56,17 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How much of a listing to fetch, and in pages of what size.
+#[derive(clap::Args)]
+struct Paging {
+    /// Stop after N names (default: all of them).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Names per request to the tracker (0: its default, 1,000; it serves at most 10,000).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    page_size: u32,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Upload a file; prints its id.
@@ -78,10 +89,17 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// List files.
-    Ls,
-    /// Files whose name contains QUERY (case-insensitive).
-    Search { query: String },
+    /// List files, in byte order of their names (every one, fetched a page at a time).
+    Ls {
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Files whose name contains QUERY (case-insensitive), in byte order.
+    Search {
+        query: String,
+        #[command(flatten)]
+        paging: Paging,
+    },
     /// A file's chunks and where each copy lives.
     Stat { name_or_id: String },
     /// Remove a name (or every name of an id); unreferenced chunks are deleted.
@@ -304,8 +322,16 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
                 .await?;
             output::get(&r, json);
         }
-        Cmd::Ls => output::files(&client.list().await?, json),
-        Cmd::Search { query } => output::files(&client.search(query).await?, json),
+        Cmd::Ls { paging } => output::files(
+            &client.files(None, paging.limit, paging.page_size).await?,
+            json,
+        ),
+        Cmd::Search { query, paging } => output::files(
+            &client
+                .files(Some(query), paging.limit, paging.page_size)
+                .await?,
+            json,
+        ),
         Cmd::Stat { name_or_id } => output::stat(&client.stat(name_or_id).await?, json),
         Cmd::Rm { name_or_id } => {
             let r = client.delete(name_or_id).await?;

@@ -8,6 +8,9 @@ use shoal_proto::v1::tracker_client::TrackerClient;
 
 use crate::{ClientError, Result};
 
+/// The tracker's page size for `page_size` 0; used to bound a page when a limit is near.
+const DEFAULT_PAGE_SIZE: u32 = 1_000;
+
 pub struct Trackers {
     urls: Vec<String>,
     channels: Vec<Channel>,
@@ -72,26 +75,98 @@ impl Trackers {
 }
 
 impl crate::Client {
+    /// Every name (following pages). Prefer `files` with a limit for a big catalogue.
     pub async fn list(&self) -> Result<Vec<pb::FileSummary>> {
-        Ok(self
-            .trackers
-            .call("list", |mut c| async move {
-                c.list_files(pb::ListFilesRequest {}).await
-            })
-            .await?
-            .files)
+        self.files(None, None, 0).await
     }
 
+    /// Every name containing `query`, case-insensitive (following pages).
     pub async fn search(&self, query: &str) -> Result<Vec<pb::FileSummary>> {
-        let q = query.to_string();
-        Ok(self
-            .trackers
-            .call("search", |mut c| {
-                let query = q.clone();
-                async move { c.search_files(pb::SearchFilesRequest { query }).await }
-            })
-            .await?
-            .files)
+        self.files(Some(query), None, 0).await
+    }
+
+    /// One page of `ListFiles` (`query` None) or `SearchFiles`: names in byte order after
+    /// `page_token` (empty: from the start); page_size 0 is the tracker's default.
+    pub async fn files_page(
+        &self,
+        query: Option<&str>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<pb::ListFilesResponse> {
+        let page_token = page_token.to_string();
+        match query {
+            None => {
+                self.trackers
+                    .call("list", |mut c| {
+                        let page_token = page_token.clone();
+                        async move {
+                            c.list_files(pb::ListFilesRequest {
+                                page_size,
+                                page_token,
+                            })
+                            .await
+                        }
+                    })
+                    .await
+            }
+            Some(q) => {
+                let q = q.to_string();
+                self.trackers
+                    .call("search", |mut c| {
+                        let (query, page_token) = (q.clone(), page_token.clone());
+                        async move {
+                            c.search_files(pb::SearchFilesRequest {
+                                query,
+                                page_size,
+                                page_token,
+                            })
+                            .await
+                        }
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Up to `limit` names (None: all) of a listing or search, one page of `page_size`
+    /// (0: the tracker's default) at a time, never asking for more than the limit needs.
+    pub async fn files(
+        &self,
+        query: Option<&str>,
+        limit: Option<usize>,
+        page_size: u32,
+    ) -> Result<Vec<pb::FileSummary>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let size = match limit.map(|l| l.saturating_sub(out.len())) {
+                Some(0) => return Ok(out),
+                Some(left) => {
+                    let want = if page_size == 0 {
+                        DEFAULT_PAGE_SIZE
+                    } else {
+                        page_size
+                    };
+                    want.min(u32::try_from(left).unwrap_or(u32::MAX))
+                }
+                None => page_size,
+            };
+            let page = self.files_page(query, size, &token).await?;
+            out.extend(page.files);
+            if page.next_page_token.is_empty() {
+                if let Some(l) = limit {
+                    out.truncate(l);
+                }
+                return Ok(out);
+            }
+            // Tokens only move forward; the same one twice would loop for ever.
+            if page.next_page_token == token {
+                return Err(ClientError::Other(
+                    "the tracker returned the same page token twice".into(),
+                ));
+            }
+            token = page.next_page_token;
+        }
     }
 
     pub async fn stat(&self, name_or_id: &str) -> Result<pb::FileDetail> {

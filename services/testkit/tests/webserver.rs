@@ -179,7 +179,7 @@ async fn discover_round_trip_then_thin_client_put_get() {
     let mut w =
         pb::webserver_client::WebserverClient::new(shoal_common::grpc::channel(&endpoint).unwrap());
     let listed = w
-        .list_files(pb::ListFilesRequest {})
+        .list_files(pb::ListFilesRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -191,6 +191,7 @@ async fn discover_round_trip_then_thin_client_put_get() {
     let found = w
         .search_files(pb::SearchFilesRequest {
             query: "THIN".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -200,6 +201,7 @@ async fn discover_round_trip_then_thin_client_put_get() {
     let none = w
         .search_files(pb::SearchFilesRequest {
             query: "zzz".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

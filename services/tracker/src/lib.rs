@@ -12,6 +12,7 @@ pub mod leader;
 pub mod locations;
 pub mod manager;
 pub mod metrics;
+pub mod paging;
 pub mod pg;
 pub mod pgtls;
 pub mod placement;

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::error::{bad_hash, Error};
+use crate::paging;
 use crate::state::Goodbye;
 use crate::tracker::{validate_addr, validate_zone, Tracker};
 
@@ -213,22 +214,41 @@ impl TrackerRpc for TrackerService {
         Ok(Response::new(pb::AbortUploadResponse {}))
     }
 
-    async fn list_files(&self, _: Request<pb::ListFilesRequest>) -> R<pb::ListFilesResponse> {
+    async fn list_files(&self, req: Request<pb::ListFilesRequest>) -> R<pb::ListFilesResponse> {
+        let req = req.into_inner();
+        let after = paging::decode_token(&req.page_token)?;
+        let size = paging::page_size(req.page_size);
         let t = &self.tracker;
-        let files = t.state().list(None, &t.cfg, Instant::now());
-        Ok(Response::new(pb::ListFilesResponse { files }))
+        let page = t
+            .state()
+            .list(None, after.as_deref(), size, &t.cfg, Instant::now());
+        Ok(Response::new(pb::ListFilesResponse {
+            next_page_token: page.next_token(),
+            files: page.items,
+        }))
     }
 
     async fn search_files(&self, req: Request<pb::SearchFilesRequest>) -> R<pb::ListFilesResponse> {
-        let q = req.into_inner().query;
-        if q.len() > shoal_common::names::MAX_NAME_BYTES {
+        let req = req.into_inner();
+        if req.query.len() > shoal_common::names::MAX_NAME_BYTES {
             return Err(Status::invalid_argument(
                 "search query longer than the longest name",
             ));
         }
+        let after = paging::decode_token(&req.page_token)?;
+        let size = paging::page_size(req.page_size);
         let t = &self.tracker;
-        let files = t.state().list(Some(&q), &t.cfg, Instant::now());
-        Ok(Response::new(pb::ListFilesResponse { files }))
+        let page = t.state().list(
+            Some(&req.query),
+            after.as_deref(),
+            size,
+            &t.cfg,
+            Instant::now(),
+        );
+        Ok(Response::new(pb::ListFilesResponse {
+            next_page_token: page.next_token(),
+            files: page.items,
+        }))
     }
 
     async fn stat_file(&self, req: Request<pb::StatFileRequest>) -> R<pb::FileDetail> {

@@ -722,18 +722,18 @@ impl State {
         }
     }
 
+    /// One page of names after `after` (see `paging::fill`).
     pub fn list(
         &self,
         query: Option<&str>,
+        after: Option<&str>,
+        size: usize,
         cfg: &TrackerConfig,
         now: Instant,
-    ) -> Vec<pb::FileSummary> {
-        let q = query.map(str::to_lowercase);
-        self.catalogue
-            .names_after(None)
-            .filter(|(name, _)| q.as_deref().is_none_or(|q| name.to_lowercase().contains(q)))
-            .filter_map(|(name, n)| self.summary(name, n, cfg, now))
-            .collect()
+    ) -> crate::paging::Page<pb::FileSummary> {
+        crate::paging::fill(self.catalogue.names_after(after), query, size, |name, n| {
+            self.summary(name, n, cfg, now)
+        })
     }
 
     pub fn detail(

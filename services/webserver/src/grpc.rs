@@ -67,23 +67,30 @@ impl Webserver for WebserverService {
 
     async fn list_files(
         &self,
-        _: Request<pb::ListFilesRequest>,
+        req: Request<pb::ListFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        let files = self.state.client.list().await.map_err(status)?;
-        Ok(Response::new(pb::ListFilesResponse { files }))
+        let req = req.into_inner();
+        let page = self
+            .state
+            .client
+            .files_page(None, req.page_size, &req.page_token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
     }
 
     async fn search_files(
         &self,
         req: Request<pb::SearchFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        let files = self
+        let req = req.into_inner();
+        let page = self
             .state
             .client
-            .search(&req.into_inner().query)
+            .files_page(Some(&req.query), req.page_size, &req.page_token)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::ListFilesResponse { files }))
+        Ok(Response::new(page))
     }
 
     async fn stat_file(

@@ -218,10 +218,48 @@ pub fn cases() -> Vec<Case> {
             let query = "q".repeat(10 << 10);
             code(
                 c.tracker(Some(READ))
-                    .search_files(pb::SearchFilesRequest { query })
+                    .search_files(pb::SearchFilesRequest {
+                        query,
+                        ..Default::default()
+                    })
                     .await,
             )
         }),
+        case("ListFiles: 10 KB page token", INVALID, |c| async move {
+            code(
+                c.tracker(Some(READ))
+                    .list_files(pb::ListFilesRequest {
+                        page_token: "ab".repeat(5 << 10),
+                        page_size: 10,
+                    })
+                    .await,
+            )
+        }),
+        case("ListFiles: page token not hex", INVALID, |c| async move {
+            code(
+                c.tracker(Some(READ))
+                    .list_files(pb::ListFilesRequest {
+                        page_token: "../../etc".into(),
+                        page_size: 10,
+                    })
+                    .await,
+            )
+        }),
+        case(
+            "SearchFiles: page token not UTF-8",
+            INVALID,
+            |c| async move {
+                code(
+                    c.tracker(Some(READ))
+                        .search_files(pb::SearchFilesRequest {
+                            query: "a".into(),
+                            page_token: "ff00".into(),
+                            page_size: u32::MAX,
+                        })
+                        .await,
+                )
+            },
+        ),
         // ---- upload plans -------------------------------------------------------------
         case("PlaceChunks: unknown upload", NOT_FOUND, |c| async move {
             code(
@@ -684,7 +722,13 @@ pub fn cases() -> Vec<Case> {
         case(
             "ListFiles: no token",
             Outcome::Grpc(Code::Unauthenticated),
-            |c| async move { code(c.tracker(None).list_files(pb::ListFilesRequest {}).await) },
+            |c| async move {
+                code(
+                    c.tracker(None)
+                        .list_files(pb::ListFilesRequest::default())
+                        .await,
+                )
+            },
         ),
         case(
             "ListFiles: wrong token",
@@ -692,7 +736,7 @@ pub fn cases() -> Vec<Case> {
             |c| async move {
                 code(
                     c.tracker(Some("not-the-token-0123456789"))
-                        .list_files(pb::ListFilesRequest {})
+                        .list_files(pb::ListFilesRequest::default())
                         .await,
                 )
             },
@@ -704,7 +748,7 @@ pub fn cases() -> Vec<Case> {
                 let t = "t".repeat(10 << 10);
                 code(
                     c.tracker(Some(&t))
-                        .list_files(pb::ListFilesRequest {})
+                        .list_files(pb::ListFilesRequest::default())
                         .await,
                 )
             },
@@ -718,7 +762,7 @@ pub fn cases() -> Vec<Case> {
                 t.push('X');
                 code(
                     c.tracker(Some(&t))
-                        .list_files(pb::ListFilesRequest {})
+                        .list_files(pb::ListFilesRequest::default())
                         .await,
                 )
             },

@@ -138,7 +138,24 @@ pub fn cases() -> Vec<Case> {
                 let query = "q".repeat(10 << 10);
                 code(
                     c.webserver(Some(READ))
-                        .search_files(pb::SearchFilesRequest { query })
+                        .search_files(pb::SearchFilesRequest {
+                            query,
+                            ..Default::default()
+                        })
+                        .await,
+                )
+            },
+        ),
+        case(
+            "Webserver.ListFiles: page token not hex",
+            Outcome::Grpc(Code::InvalidArgument),
+            |c| async move {
+                code(
+                    c.webserver(Some(READ))
+                        .list_files(pb::ListFilesRequest {
+                            page_token: "not a token".into(),
+                            page_size: 0,
+                        })
                         .await,
                 )
             },

@@ -2,19 +2,16 @@
 //! scripts can switch between them. Keys may be added, never renamed.
 
 use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_proto::v1 as pb;
 
-use super::{ApiError, Shared};
+use super::{ApiError, AppError, Shared};
 use shoal_client::display::{state_word, status_word};
-
-#[derive(Deserialize, Default)]
-pub struct SearchQuery {
-    #[serde(default)]
-    q: Option<String>,
-}
 
 /// One line of `shoal ls --json`.
 pub fn file_json(f: &pb::FileSummary) -> Value {
@@ -53,27 +50,80 @@ pub fn peer_json(p: &pb::PeerInfo) -> Value {
     })
 }
 
-/// `GET /api/v1/files[?q=]`.
-pub async fn files(
-    State(st): Shared,
-    Query(q): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let query = q.q.as_deref().map(str::trim).unwrap_or("");
-    let files = if query.is_empty() {
-        st.client.list().await?
-    } else {
-        st.client.search(query).await?
-    };
-    Ok(Json(Value::Array(files.iter().map(file_json).collect())))
+/// The query of the paged listings: `q`, `page_size` (0 or absent: the tracker's
+/// default, 1,000; at most 10,000) and `page_token` (from the previous page's
+/// `X-Next-Page-Token` header; absent: the first page).
+#[derive(Deserialize, Default)]
+pub struct FilesQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    page_size: Option<String>,
+    #[serde(default)]
+    page_token: Option<String>,
 }
 
-/// `GET /api/v1/search?q=`.
-pub async fn search(
-    State(st): Shared,
-    Query(q): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let files = st.client.search(q.q.as_deref().unwrap_or("")).await?;
-    Ok(Json(Value::Array(files.iter().map(file_json).collect())))
+impl FilesQuery {
+    fn page_size(&self) -> Result<u32, ApiError> {
+        match self.page_size.as_deref().map(str::trim) {
+            None | Some("") => Ok(0),
+            Some(s) => s.parse().map_err(|_| {
+                ApiError(AppError::bad_request(
+                    "page_size must be a whole number (0: the default, 1,000; at most 10,000)",
+                ))
+            }),
+        }
+    }
+}
+
+/// The header that carries the next page's token; absent on the last page.
+pub const NEXT_PAGE_TOKEN: &str = "x-next-page-token";
+
+/// One page as a JSON array (the shape `shoal ls --json` prints), with the next page
+/// named in `X-Next-Page-Token` and a `Link: <…>; rel="next"` header.
+fn page_response(path: &str, q: &str, page_size: u32, page: pb::ListFilesResponse) -> Response {
+    let body = Json(Value::Array(page.files.iter().map(file_json).collect()));
+    let mut resp = body.into_response();
+    if page.next_page_token.is_empty() {
+        return resp;
+    }
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let mut next = format!("{path}?page_token={}", enc(&page.next_page_token));
+    if page_size != 0 {
+        next += &format!("&page_size={page_size}");
+    }
+    if !q.is_empty() {
+        next += &format!("&q={}", enc(q));
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&page.next_page_token) {
+        h.insert(NEXT_PAGE_TOKEN, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+        h.insert(header::LINK, v);
+    }
+    resp
+}
+
+/// `GET /api/v1/files[?q=][&page_size=][&page_token=]`: one page of names in byte order.
+pub async fn files(State(st): Shared, Query(q): Query<FilesQuery>) -> Result<Response, ApiError> {
+    let query = q.q.as_deref().map(str::trim).unwrap_or("");
+    let size = q.page_size()?;
+    let token = q.page_token.as_deref().unwrap_or("");
+    let page = st
+        .client
+        .files_page((!query.is_empty()).then_some(query), size, token)
+        .await?;
+    Ok(page_response("/api/v1/files", query, size, page))
+}
+
+/// `GET /api/v1/search?q=[&page_size=][&page_token=]`: one page of matches.
+pub async fn search(State(st): Shared, Query(q): Query<FilesQuery>) -> Result<Response, ApiError> {
+    let query = q.q.as_deref().unwrap_or("");
+    let size = q.page_size()?;
+    let token = q.page_token.as_deref().unwrap_or("");
+    let page = st.client.files_page(Some(query), size, token).await?;
+    Ok(page_response("/api/v1/search", query, size, page))
 }
 
 /// `GET /api/v1/files/{name-or-id}`.

@@ -270,6 +270,7 @@ tbody tr:hover td{background:#fafcfd}
 input[type=text],input[type=search],input[type=number]{font:inherit;height:40px;padding:0 11px;border:1px solid #d0d5dd;border-radius:8px;background:#fff;color:var(--ink)}
 input:focus{outline:2px solid #67e8f9;outline-offset:0}
 .search{display:flex;gap:8px}.search input{width:320px}
+.pager{display:flex;gap:8px;justify-content:flex-end;margin:12px 0}
 form.upload{display:grid;grid-template-columns:2fr 2fr 1fr;gap:16px 18px;align-items:end}
 form.upload label{display:flex;flex-direction:column;gap:6px;font-size:13px;font-weight:600;color:#344054}
 form.upload label.file{order:-1}

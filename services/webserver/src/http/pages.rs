@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use shoal_proto::v1 as pb;
 
@@ -19,12 +20,39 @@ use super::{AppError, Shared};
 /// Chunk rows shown on a file page; the rest are summarised (the JSON API has them all).
 const MAX_MATRIX_ROWS: usize = 1000;
 
+/// Names per page of the file list (`?page_size=` overrides it, up to the tracker's 10,000).
+pub const UI_PAGE_SIZE: u32 = 100;
+
 #[derive(Deserialize, Default)]
 pub struct IndexQuery {
     #[serde(default)]
     q: Option<String>,
     #[serde(default)]
     deleted: Option<String>,
+    #[serde(default)]
+    page_token: Option<String>,
+    #[serde(default)]
+    page_size: Option<String>,
+}
+
+/// `/?q=&page_size=&page_token=` with the empty parts left out.
+fn index_href(q: &str, page_size: u32, page_token: &str) -> String {
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let mut parts = Vec::new();
+    if !q.is_empty() {
+        parts.push(format!("q={}", enc(q)));
+    }
+    if page_size != UI_PAGE_SIZE {
+        parts.push(format!("page_size={page_size}"));
+    }
+    if !page_token.is_empty() {
+        parts.push(format!("page_token={}", enc(page_token)));
+    }
+    if parts.is_empty() {
+        "/".into()
+    } else {
+        format!("/?{}", parts.join("&"))
+    }
 }
 
 pub async fn index(
@@ -32,26 +60,58 @@ pub async fn index(
     Query(query): Query<IndexQuery>,
 ) -> Result<Html<String>, AppError> {
     let q = query.q.as_deref().map(str::trim).unwrap_or("");
-    let files = if q.is_empty() {
-        st.client.list().await?
-    } else {
-        st.client.search(q).await?
+    let size = match query.page_size.as_deref().map(str::trim) {
+        None | Some("") => UI_PAGE_SIZE,
+        Some(s) => s.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            AppError::bad_request("page_size must be a whole number from 1 to 10,000.")
+        })?,
     };
+    let token = query.page_token.as_deref().unwrap_or("");
+    let listed = st
+        .client
+        .files_page((!q.is_empty()).then_some(q), size, token)
+        .await?;
+    let files = listed.files;
+    let paged = !token.is_empty() || !listed.next_page_token.is_empty();
     let mut b = String::new();
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let what = if q.is_empty() {
+    let what = if q.is_empty() && !paged {
         format!(
             "{} file{} · {}",
             files.len(),
             plural(files.len()),
             human(total)
         )
+    } else if q.is_empty() {
+        // The catalogue's count comes from the probe; the page holds only its share.
+        match st.tracker.info().map(|i| i.files) {
+            Some(all) => format!(
+                "{all} file{} · {} on this page",
+                plural(usize::try_from(all).unwrap_or(usize::MAX)),
+                files.len()
+            ),
+            None => format!("{} on this page", files.len()),
+        }
     } else {
         format!(
-            "{} match{} for “{}” · <a href=\"/\">show all</a>",
+            "{}{} match{} for “{}”{} · <a href=\"/\">show all</a>",
             files.len(),
-            if files.len() == 1 { "" } else { "es" },
-            Esc(q)
+            if listed.next_page_token.is_empty() {
+                ""
+            } else {
+                "+"
+            },
+            if files.len() == 1 && listed.next_page_token.is_empty() {
+                ""
+            } else {
+                "es"
+            },
+            Esc(q),
+            if token.is_empty() {
+                ""
+            } else {
+                " after the first page"
+            },
         )
     };
     b += &format!(
@@ -82,7 +142,9 @@ pub async fn index(
         );
     }
     if files.is_empty() {
-        let msg = if q.is_empty() {
+        let msg = if !token.is_empty() {
+            "No more names after the previous page."
+        } else if q.is_empty() {
             "No files yet. Upload one below, or run <span class=\"mono\">shoal put FILE</span>."
         } else {
             "No file name contains that."
@@ -90,6 +152,23 @@ pub async fn index(
         b += &format!("<tr><td colspan=\"7\" class=\"empty\">{msg}</td></tr>");
     }
     b += "</tbody></table></div>";
+    if paged {
+        // Tokens only go forward: "previous" is the browser's back button, or the start.
+        b += "<nav class=\"pager\" aria-label=\"Pages\">";
+        if !token.is_empty() {
+            b += &format!(
+                "<a class=\"btn sm\" rel=\"first\" href=\"{}\">« First page</a> ",
+                Esc(&index_href(q, size, ""))
+            );
+        }
+        if !listed.next_page_token.is_empty() {
+            b += &format!(
+                "<a class=\"btn sm\" rel=\"next\" href=\"{}\">Next page »</a>",
+                Esc(&index_href(q, size, &listed.next_page_token))
+            );
+        }
+        b += "</nav>";
+    }
     b += "<section class=\"card\"><h2>Upload a file</h2>\
           <form class=\"upload\" method=\"post\" action=\"/upload\" enctype=\"multipart/form-data\">\
           <label>Name<input type=\"text\" name=\"name\" maxlength=\"255\" placeholder=\"default: the file's own name\"></label>\
