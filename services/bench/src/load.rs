@@ -241,6 +241,7 @@ pub async fn heartbeats(a: &HeartbeatArgs) -> Result<HeartbeatResult> {
                 capacity_bytes: 1 << 40,
                 used_bytes: 0,
                 chunks: inventories[i].0.clone(),
+                inventory_id: 0,
             };
             async move {
                 let t0 = Instant::now();

@@ -306,6 +306,7 @@ async fn register_all(
                 capacity_bytes: 1 << 42,
                 used_bytes: (inv[p].len() as u64) << 22,
                 chunks: inv[p].iter().map(Hash::to_hex).collect(),
+                inventory_id: 0,
             };
             async move {
                 c.register_peer(req)
@@ -771,5 +772,48 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
         Some(r.rate() >= 20_000.0 && r.errors == 0),
     );
     ctx.procs.stop(tr.pid, Duration::from_secs(10));
+    list_row(ctx, a, &mut rows).await?;
     Ok(rows)
+}
+
+/// A page of 1,000 names from a catalogue of `list_files` one-chunk files.
+async fn list_row(ctx: &Ctx, a: &ScaleArgs, rows: &mut Vec<Row>) -> Result<()> {
+    let dir = a.dir.join("list");
+    let n = a.list_files as u64;
+    let names = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || write_catalogue(&dir, n, 1, 3, "list")).await??
+    };
+    let tr = start_tracker(ctx, &dir, "scale-list").await?;
+    let ch = channels(&tr.url, 1)?;
+    let mut c = client(&ch[0]);
+    let mut lat = Vec::new();
+    let mut listed = 0usize;
+    for i in 0..200usize {
+        let after = &names[(i * 7919) % names.len().saturating_sub(1000).max(1)];
+        let t0 = Instant::now();
+        let r = c
+            .list_files(pb::ListFilesRequest {
+                page_size: 1000,
+                page_token: shoal_tracker::paging::encode_token(after),
+            })
+            .await?
+            .into_inner();
+        lat.push(t0.elapsed());
+        listed = r.files.len();
+    }
+    let lat = Latencies::new(lat);
+    row(
+        rows,
+        format!("ListFiles page of 1,000 names, {} files", names.len()),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms ({listed} names a page)",
+            ms(lat.pct(50.0)),
+            ms(lat.pct(99.0))
+        ),
+        "p99 ≤ 10 ms",
+        Some(ms(lat.pct(99.0)) <= 10.0 && listed == 1000),
+    );
+    ctx.procs.stop(tr.pid, Duration::from_secs(10));
+    Ok(())
 }
