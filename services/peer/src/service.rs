@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use shoal_common::hash::{self, Hash};
+use shoal_common::ticket::TicketKeys;
 use shoal_proto::v1 as pb;
 use shoal_proto::v1::peer_server::Peer as PeerRpc;
 use tokio::sync::mpsc;
@@ -447,6 +448,14 @@ impl PeerRpc for PeerService {
         let tee_stalled = match &local {
             Ok(r) => {
                 resp.stored_on.push(core.id.clone());
+                // check_put saw a ticket naming this peer: its upload is the receipt's.
+                let upload = TicketKeys::upload_for(&header.tickets, &core.id).unwrap_or_default();
+                resp.receipts.push(core.tickets.receipt(
+                    &core.id,
+                    upload,
+                    &h.to_hex(),
+                    header.size,
+                ));
                 r.tee_stalled
             }
             Err(e) => {
@@ -482,6 +491,7 @@ impl PeerRpc for PeerService {
                 Ok(Ok(down)) => {
                     resp.stored_on.extend(down.stored_on);
                     resp.failures.extend(down.failures);
+                    resp.receipts.extend(down.receipts);
                 }
                 Ok(Err(e)) => resp.failures.push(pb::ForwardFailure {
                     peer_id: next_id,

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pgtls;
 pub mod placement;
+pub mod proof;
 pub mod service;
 pub mod shared;
 pub mod state;

@@ -370,7 +370,8 @@ impl Tracker {
                 }
             }
             let mut changes = Vec::new();
-            if st.files.contains_key(&file_id) {
+            if let Some(rec) = st.files.get(&file_id) {
+                crate::proof::same_layout(rec, size, chunk_size, &hashes)?;
                 // Same content already stored: the name is all that is new.
                 let deletions = st.bind_name(&name, file_id, overwrite, &mut changes)?;
                 st.uploads.remove(&req.upload_id);
@@ -552,6 +553,7 @@ impl Tracker {
         self: &Arc<Self>,
         req: pb::CommitUploadRequest,
     ) -> Result<pb::CommitUploadResponse> {
+        let keys = self.tickets.clone();
         let (summary, deletions) = self
             .mutate(move |st, cfg, now| {
                 let up = st.uploads.get(&req.upload_id).ok_or_else(|| {
@@ -563,6 +565,10 @@ impl Tracker {
                     )
                 })?;
                 let chunks = up.chunks.clone();
+                let (size, chunk_size) = (up.size, up.chunk_size);
+                if let Some(rec) = st.files.get(&file_id) {
+                    crate::proof::same_layout(rec, size, chunk_size, &chunks)?;
+                }
                 let mut seen = HashSet::new();
                 for s in &req.stored {
                     let h = *chunks.get(s.index as usize).ok_or_else(|| {
@@ -574,7 +580,9 @@ impl Tracker {
                             s.index
                         )));
                     }
-                    for peer in &s.peer_ids {
+                    // Only copies a peer signed for (`peer_ids` are claims, never counted).
+                    let len = chunk_len(size, chunk_size, s.index as u64);
+                    for peer in crate::proof::receipted_peers(&keys, &req.upload_id, &h, len, &s.receipts)? {
                         st.add_location(peer, h);
                     }
                 }

@@ -401,6 +401,7 @@ pub fn cases() -> Vec<Case> {
                             stored: vec![pb::ChunkStored {
                                 index: 0,
                                 peer_ids: vec!["ghost-peer".into()],
+                                receipts: vec![],
                             }],
                         })
                         .await,
@@ -419,6 +420,7 @@ pub fn cases() -> Vec<Case> {
                             stored: vec![pb::ChunkStored {
                                 index: 9,
                                 peer_ids: vec![],
+                                receipts: vec![],
                             }],
                         })
                         .await,
@@ -430,6 +432,7 @@ pub fn cases() -> Vec<Case> {
             let s = pb::ChunkStored {
                 index: 0,
                 peer_ids: vec![],
+                receipts: vec![],
             };
             code(
                 c.tracker(Some(WRITE))
