@@ -607,6 +607,35 @@ impl PeerRpc for PeerService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn verify_chunk(
+        &self,
+        req: Request<pb::VerifyChunkRequest>,
+    ) -> R<pb::VerifyChunkResponse> {
+        let h = hash::parse(&req.into_inner().hash)?;
+        let core = self.core.clone();
+        if !core.store.has(&h) {
+            return Ok(Response::new(pb::VerifyChunkResponse::default()));
+        }
+        let c = core.clone();
+        let verified = tokio::task::spawn_blocking(move || c.store.verify(&h, &mut |_| {}))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (present, intact) = match verified {
+            Ok(true) => (true, true),
+            Ok(false) => {
+                core.counters.verify_failures.fetch_add(1, Relaxed);
+                warn!(chunk = %h, "reported copy is corrupt; quarantined");
+                let _ = core.store.quarantine(&h);
+                let _ = core.corrupt.send(h);
+                (true, false)
+            }
+            Err(StoreError::Missing(_)) => (false, false),
+            Err(e) => return Err(e.into()),
+        };
+        info!(chunk = %h, intact, "copy verified on request");
+        Ok(Response::new(pb::VerifyChunkResponse { present, intact }))
+    }
+
     async fn has_chunks(&self, req: Request<pb::HasChunksRequest>) -> R<pb::HasChunksResponse> {
         let req = req.into_inner();
         let present = req

@@ -3,6 +3,7 @@
 //!
 //! `run` takes a bound listener so tests can use port 0.
 
+pub mod badreport;
 pub mod config;
 pub mod error;
 pub mod fragment;
@@ -60,6 +61,7 @@ pub async fn run(
     tokio::spawn(manager::run(tracker.clone(), shutdown.clone()));
     let svc = TrackerServer::new(service::TrackerService {
         tracker: tracker.clone(),
+        reports: Default::default(),
     })
     .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
