@@ -97,6 +97,7 @@ pub async fn run(
         tickets: cfg.auth.ticket_keys()?,
         directory: directory::Directory::new(trackers.clone()),
         max_transfers: cfg.max_transfers,
+        max_reads: cfg.max_reads,
         progress_timeout: cfg.transfer.progress_timeout,
         faults: cfg.faults.clone().unwrap_or_default(),
     });
