@@ -78,6 +78,12 @@ pub async fn secure_server(
     policy: crate::auth::Policy,
 ) -> anyhow::Result<(Router, Health, crate::auth::Tokens)> {
     let tokens = auth.resolve()?;
+    if tokens.enabled() && !tls.enabled() {
+        tracing::warn!(
+            "authentication is on without TLS: tokens and tickets cross the network in plaintext \
+             (set SHOAL_TLS__CERT_FILE, SHOAL_TLS__KEY_FILE and SHOAL_TLS__CA_FILE)"
+        );
+    }
     if let Some(c) = tls.client()? {
         crate::tls::set_client(c);
     }

@@ -160,6 +160,7 @@ impl PeerConfig {
         }
         self.transfer.validate()?;
         self.auth.resolve()?;
+        self.tls.check_urls("tracker_url", &self.tracker_url)?;
         self.tls.server()?;
         self.tls.client()?;
         if self.max_transfers == 0 {

@@ -625,7 +625,10 @@ impl State {
     pub fn resolve(&self, name_or_id: &str) -> Result<(Option<String>, &FileRecord)> {
         if let Some(n) = self.names.get(name_or_id) {
             let f = self.files.get(&n.id).ok_or_else(|| {
-                Error::NotFound(format!("file {name_or_id:?} has no content record"))
+                Error::NotFound(format!(
+                    "file {:?} has no content record",
+                    shoal_common::names::echo(name_or_id)
+                ))
             })?;
             return Ok((Some(name_or_id.to_string()), f));
         }
@@ -635,7 +638,8 @@ impl State {
             }
         }
         Err(Error::NotFound(format!(
-            "no file named or with id {name_or_id:?}"
+            "no file named or with id {:?}",
+            shoal_common::names::echo(name_or_id)
         )))
     }
 

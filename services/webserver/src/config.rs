@@ -104,6 +104,7 @@ impl WebserverConfig {
                 {
                     return Err(ConfigError::invalid(key, v, "expected http://host:port"));
                 }
+                self.tls.check_urls(key, v)?;
             }
         }
         if self.download_ahead == 0 || self.download_ahead > 64 {
