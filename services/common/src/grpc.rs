@@ -25,8 +25,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Chunk transfers have their own, per-transfer progress deadline on top of this.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest message any shoal server decodes (inventories of big peers).
+/// Largest message any shoal server decodes (the tracker: inventories of big peers).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message a peer decodes: chunk data comes in 256 KiB messages, and the
+/// longest lists it receives (DeleteChunks, HasChunks) are hashes of 66 bytes each:
+/// 32 MiB is about 500,000 of them.
+pub const PEER_MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 type Base =
     tower::layer::util::Stack<crate::rpcmetrics::RpcMetricsLayer, tower::layer::util::Identity>;

@@ -135,7 +135,7 @@ pub async fn run(
     ));
 
     let svc = PeerServer::new(service::PeerService { core: core.clone() })
-        .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(shoal_common::grpc::PEER_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
     let stop = shutdown.clone();
     let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);

@@ -136,3 +136,23 @@ async fn an_idle_get_chunk_stream_gives_its_slot_back_after_the_deadline() {
     .expect("served after the idle readers were dropped");
     drop(held);
 }
+
+/// A peer decodes messages sized to what it really receives (chunk data of 256 KiB,
+/// hash lists from the tracker), not the tracker's 64 MiB for whole inventories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_refuses_an_oversized_message() {
+    let c = TestCluster::start(ClusterOptions::zones(&["a"]).replication(1))
+        .await
+        .expect("cluster");
+    // 600,000 hashes: about 40 MiB.
+    let hashes = vec!["ab".repeat(32); 600_000];
+    let e = peer(&c, 0)
+        .has_chunks(pb::HasChunksRequest { hashes })
+        .await
+        .map(|_| ())
+        .expect_err("an oversized message is refused");
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e:?}"
+    );
+}
