@@ -186,6 +186,12 @@ impl pb::peer_server::Peer for FakeServer {
     ) -> Result<tonic::Response<pb::HasChunksResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("simulated peer"))
     }
+    async fn verify_chunk(
+        &self,
+        _: tonic::Request<pb::VerifyChunkRequest>,
+    ) -> Result<tonic::Response<pb::VerifyChunkResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("simulated peer"))
+    }
     async fn delete_chunks(
         &self,
         _: tonic::Request<pb::DeleteChunksRequest>,
@@ -437,14 +443,27 @@ async fn meta_puts(
                             })
                             .await?
                             .into_inner();
-                        let peer_ids = placed
+                        // Receipts as the simulated peers would sign them (open cluster).
+                        let keys = shoal_common::ticket::TicketKeys::new(None, None, None);
+                        let receipts = placed
                             .placements
                             .first()
-                            .map(|p| p.targets.iter().map(|t| t.id.clone()).collect())
+                            .map(|p| {
+                                p.targets
+                                    .iter()
+                                    .map(|t| {
+                                        keys.receipt(&t.id, &up.upload_id, &chunk.to_hex(), 4096)
+                                    })
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         c.commit_upload(pb::CommitUploadRequest {
                             upload_id: up.upload_id,
-                            stored: vec![pb::ChunkStored { index: 0, peer_ids }],
+                            stored: vec![pb::ChunkStored {
+                                index: 0,
+                                peer_ids: vec![],
+                                receipts,
+                            }],
                         })
                         .await?;
                         Ok::<_, tonic::Status>(())

@@ -291,13 +291,14 @@ impl Client {
             }
             let len = digests[p.index as usize].size;
             sends.push(async move {
-                let peer_ids = self
+                let (peer_ids, receipts) = self
                     .send_chunk(up, p, p.index as u64 * chunk_size, len)
                     .await?;
                 progress.advance(len);
                 Ok::<_, ClientError>(pb::ChunkStored {
                     index: p.index,
                     peer_ids,
+                    receipts,
                 })
             });
         }
@@ -322,17 +323,18 @@ impl Client {
     /// Store one chunk on min(R, 2) peers: down its pipeline, then, for every hop
     /// lost, down a pipeline of the targets not reached and replacements from the
     /// tracker, at most `put_attempts` pipelines in all. Returns the peers that
-    /// acknowledged it durable.
+    /// acknowledged it durable and their receipts (what CommitUpload counts).
     async fn send_chunk(
         &self,
         up: &Upload<'_>,
         p: &pb::ChunkPlacement,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Vec<pb::StoreReceipt>)> {
         let need = p.targets.len().min(2);
         let attempts = self.options.put_attempts.max(1);
         let mut stored: Vec<String> = Vec::new();
+        let mut receipts: Vec<pb::StoreReceipt> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         let mut targets: Vec<pb::PeerRef> = Vec::new();
         for t in &p.targets {
@@ -383,6 +385,11 @@ impl Client {
                     stored.push(id);
                 }
             }
+            for r in a.receipts {
+                if !receipts.iter().any(|x| x.peer_id == r.peer_id) {
+                    receipts.push(r);
+                }
+            }
             for (id, why) in &a.failed {
                 warn!(chunk = p.index, peer = %id, error = %why, "pipeline hop failed; peer avoided for the rest of this put");
                 up.avoid.add(id, why);
@@ -397,7 +404,7 @@ impl Client {
         }
         if stored.len() >= need {
             debug!(chunk = p.index, stored_on = ?stored, "chunk durable");
-            return Ok(stored);
+            return Ok((stored, receipts));
         }
         Err(ClientError::Other(format!(
             "chunk {} ({}) is durable on {} of the {need} peers required after {tried} pipeline attempt(s): {}",
@@ -467,6 +474,7 @@ impl Client {
                 let r = r.into_inner();
                 Ok(Pipeline {
                     stored_on: r.stored_on,
+                    receipts: r.receipts,
                     failed: r
                         .failures
                         .into_iter()
@@ -487,6 +495,7 @@ impl Client {
             // whose stream broke); they stay candidates for the next pipeline.
             Err(s) => Ok(Pipeline {
                 stored_on: Vec::new(),
+                receipts: Vec::new(),
                 failed: vec![(head.id.clone(), format!("{} ({})", s.message(), head.addr))],
             }),
         }
@@ -536,5 +545,6 @@ struct Upload<'a> {
 /// The outcome of one pipeline: where the chunk is durable, which hops failed and why.
 struct Pipeline {
     stored_on: Vec<String>,
+    receipts: Vec<pb::StoreReceipt>,
     failed: Vec<(String, String)>,
 }

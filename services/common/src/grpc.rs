@@ -25,8 +25,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Chunk transfers have their own, per-transfer progress deadline on top of this.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest message any shoal server decodes (inventories of big peers).
+/// Largest message any shoal server decodes (the tracker: inventories of big peers).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message a peer decodes: chunk data comes in 256 KiB messages, and the
+/// longest lists it receives (DeleteChunks, HasChunks) are hashes of 66 bytes each:
+/// 32 MiB is about 500,000 of them.
+pub const PEER_MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 type Base =
     tower::layer::util::Stack<crate::rpcmetrics::RpcMetricsLayer, tower::layer::util::Identity>;
@@ -78,6 +82,12 @@ pub async fn secure_server(
     policy: crate::auth::Policy,
 ) -> anyhow::Result<(Router, Health, crate::auth::Tokens)> {
     let tokens = auth.resolve()?;
+    if tokens.enabled() && !tls.enabled() {
+        tracing::warn!(
+            "authentication is on without TLS: tokens and tickets cross the network in plaintext \
+             (set SHOAL_TLS__CERT_FILE, SHOAL_TLS__KEY_FILE and SHOAL_TLS__CA_FILE)"
+        );
+    }
     if let Some(c) = tls.client()? {
         crate::tls::set_client(c);
     }

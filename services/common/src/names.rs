@@ -2,6 +2,17 @@
 //! a local path (it may not, except as a plain final component).
 
 pub const MAX_NAME_BYTES: usize = 255;
+/// Characters of client input echoed back in an error or a log line.
+pub const ECHO_CHARS: usize = 80;
+
+/// Client input fit to echo: at most [`ECHO_CHARS`] characters, with `…` when cut.
+pub fn echo(s: &str) -> String {
+    let mut out: String = s.chars().take(ECHO_CHARS).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadName {
@@ -11,6 +22,8 @@ pub enum BadName {
     TooLong(usize),
     #[error("file name contains a control character (byte {0:#04x})")]
     Control(u32),
+    #[error("file name {0:?} is 64 hex characters: it would shadow a content id (StatFile, get and rm take both)")]
+    LooksLikeId(String),
 }
 
 /// Validate a catalogue name: non-empty, at most 255 bytes, no NUL or control characters.
@@ -23,6 +36,9 @@ pub fn validate(name: &str) -> Result<(), BadName> {
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(BadName::Control(c as u32));
+    }
+    if name.parse::<crate::hash::Hash>().is_ok() {
+        return Err(BadName::LooksLikeId(name.to_string()));
     }
     Ok(())
 }
@@ -51,6 +67,18 @@ mod tests {
         assert_eq!(validate("a\0b"), Err(BadName::Control(0)));
         assert_eq!(validate("a\nb"), Err(BadName::Control(10)));
         assert!(validate("dir/üñí.txt").is_ok());
+        assert!(matches!(
+            validate(&"0f".repeat(32)),
+            Err(BadName::LooksLikeId(_))
+        ));
+        assert!(matches!(
+            validate(&"0F".repeat(32)),
+            Err(BadName::LooksLikeId(_))
+        ));
+        assert!(validate(&"0f".repeat(31)).is_ok());
+        assert!(validate(&format!("{}.txt", "0f".repeat(32))).is_ok());
+        assert_eq!(echo(&"x".repeat(1000)).chars().count(), ECHO_CHARS + 1);
+        assert_eq!(echo("short"), "short");
     }
 
     #[test]

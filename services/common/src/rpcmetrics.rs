@@ -1,8 +1,13 @@
 //! Server-side RPC metrics for every shoal gRPC server: calls by method and status
 //! code, and a latency histogram by method (time to response headers: for streaming
 //! calls that is the time to the first answer, not the whole stream).
+//!
+//! Labels are never raw request paths: a method is recorded under its own name only
+//! if the shoal API (its file descriptor set) defines it, else as `unknown`. So no
+//! client, authenticated or not, can break the text format (a `"` in a path) or grow
+//! the series without bound (many distinct paths).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +33,29 @@ struct Registry {
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
+
+/// Every `package.Service/Method` of the shoal API.
+static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    use prost::Message as _;
+    let mut out = HashSet::new();
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(shoal_proto::FILE_DESCRIPTOR_SET) {
+        for f in &set.file {
+            for s in &f.service {
+                for m in &s.method {
+                    out.insert(format!("{}.{}/{}", f.package(), s.name(), m.name()));
+                }
+            }
+        }
+    }
+    out
+});
+
+/// The label a request path is recorded under: its method if the API defines it.
+fn label(path: &str) -> &'static str {
+    KNOWN
+        .get(path.trim_start_matches('/'))
+        .map_or("unknown", String::as_str)
+}
 
 fn record(method: &str, code: &str, seconds: f64) {
     let mut r = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
@@ -129,12 +157,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().trim_start_matches('/').to_string();
+        let path = req.uri().path();
+        // Health and reflection are not recorded.
+        let skip = path.starts_with("/grpc.");
+        let method = label(path);
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
-            if !method.starts_with("grpc.") {
+            if !skip {
                 // Errors decided before the body are "trailers-only": the status is a header.
                 let code = match &r {
                     Ok(resp) => resp
@@ -145,9 +176,123 @@ where
                         .unwrap_or("OK"),
                     Err(_) => "UNKNOWN",
                 };
-                record(&method, code, start.elapsed().as_secs_f64());
+                record(method, code, start.elapsed().as_secs_f64());
             }
             r
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, Service};
+
+    /// Answers every call OK.
+    #[derive(Clone)]
+    struct Ok200;
+    impl Service<http::Request<()>> for Ok200 {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(())))
+        }
+    }
+
+    async fn call(path: &str) {
+        let mut svc = RpcMetricsLayer.layer(Ok200);
+        let uri = http::Uri::builder()
+            .path_and_query(path)
+            .build()
+            .unwrap_or_else(|_| http::Uri::from_static("/shoal.v1.Nope/\"bad\""));
+        let req = http::Request::builder().uri(uri).body(()).expect("request");
+        let _ = svc.call(req).await;
+    }
+
+    /// Series lines of a Prometheus text rendering; panics on a line that does not
+    /// parse (`name{label="value",...} number`, values escaped).
+    fn series(text: &str) -> usize {
+        let mut n = 0;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (head, value) = line.rsplit_once(' ').expect("name and value");
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            if let Some((name, labels)) = head.split_once('{') {
+                assert!(
+                    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{line:?}"
+                );
+                let labels = labels
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let mut rest = labels;
+                while !rest.is_empty() {
+                    let (k, v) = rest
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line:?}"
+                    );
+                    let mut end = None;
+                    let mut esc = false;
+                    for (i, c) in v.char_indices() {
+                        match (esc, c) {
+                            (true, _) => esc = false,
+                            (false, '\\') => esc = true,
+                            (false, '"') => {
+                                end = Some(i);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    let end = end.unwrap_or_else(|| panic!("unterminated label value in {line:?}"));
+                    rest = &v[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                    assert!(rest.is_empty() || !rest.starts_with('"'), "{line:?}");
+                }
+            }
+            n += 1;
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_neither_break_nor_grow_the_metrics() {
+        call("/shoal.v1.Tracker/ListFiles").await;
+        call("/shoal.v1.Nope/First").await;
+        let mut before = String::new();
+        render(&mut before);
+        let count = series(&before);
+        assert!(
+            before.contains("method=\"shoal.v1.Tracker/ListFiles\""),
+            "{before}"
+        );
+        for i in 0..10_000 {
+            let path = match i % 4 {
+                0 => format!("/shoal.v1.Tracker/Nope{i}"),
+                1 => format!("/x\"y/{i}\""),
+                2 => format!("/shoal.v1.Peer{i}/GetChunk"),
+                _ => format!("/{i}%22}} 1\n"),
+            };
+            call(&path).await;
+        }
+        let mut after = String::new();
+        render(&mut after);
+        assert_eq!(
+            series(&after),
+            count,
+            "unknown paths added series:\n{after}"
+        );
+        assert!(after.contains("method=\"unknown\""), "{after}");
     }
 }

@@ -12,6 +12,11 @@
 //! registered) holds either way. A previous key is accepted for verification, so the
 //! key can rotate without failing uploads in flight.
 //!
+//! Store receipts are the other direction: a peer that stored a chunk signs a
+//! receipt (peer id, upload id, hash, size) under a key derived from the same cluster
+//! key (`RECEIPT_CONTEXT`), so a receipt can never pass for a ticket; the tracker
+//! counts a copy at `CommitUpload` only with a receipt that verifies.
+//!
 //! This module only signs and checks; it never decides placement or dials anyone.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +28,8 @@ const CONTEXT: &str = "shoal ticket v1";
 /// The secret keys are derived from when no cluster token and no ticket key are set
 /// (auth off): public, so tickets then authorise nothing against a hostile client.
 const OPEN_SECRET: &str = "shoal: authentication off, tickets are not secret";
+/// Domain separation of the receipt key from the ticket key.
+const RECEIPT_CONTEXT: &str = "shoal store receipt v1";
 /// Longest pipeline a ticket may name (the peers' pipeline limit).
 pub const MAX_PIPELINE: usize = 16;
 /// Tickets one PutChunk header may carry (a pipeline completed after failures mixes
@@ -180,6 +187,72 @@ impl TicketKeys {
     }
 }
 
+impl TicketKeys {
+    /// The receipt a peer `peer_id` signs once it holds `hash` (`size` bytes) durable
+    /// for `upload_id`.
+    pub fn receipt(
+        &self,
+        peer_id: &str,
+        upload_id: &str,
+        hash: &str,
+        size: u64,
+    ) -> pb::StoreReceipt {
+        let mut r = pb::StoreReceipt {
+            peer_id: peer_id.to_string(),
+            upload_id: upload_id.to_string(),
+            hash: hash.to_string(),
+            size,
+            mac: Default::default(),
+        };
+        r.mac = receipt_mac(&receipt_key(&self.current), &r).to_vec().into();
+        r
+    }
+
+    /// Whether `r` is signed by this cluster (current or previous key) and is for
+    /// `upload_id`, `hash` and `size`.
+    pub fn check_receipt(
+        &self,
+        r: &pb::StoreReceipt,
+        upload_id: &str,
+        hash: &str,
+        size: u64,
+    ) -> bool {
+        r.upload_id == upload_id
+            && r.hash.eq_ignore_ascii_case(hash)
+            && r.size == size
+            && [Some(&self.current), self.previous.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|k| blake3::Hash::from(receipt_mac(&receipt_key(k), r)) == r.mac[..])
+    }
+
+    /// The upload id of the ticket naming `me` (what the receipt is for), if any.
+    pub fn upload_for<'a>(tickets: &'a [pb::PlacementTicket], me: &str) -> Option<&'a str> {
+        tickets
+            .iter()
+            .find(|t| t.pipeline.iter().any(|p| p == me))
+            .map(|t| t.upload_id.as_str())
+    }
+}
+
+fn receipt_key(k: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(RECEIPT_CONTEXT, k)
+}
+
+/// Keyed BLAKE3 over every field of a receipt but the MAC, length-prefixed.
+fn receipt_mac(key: &[u8; 32], r: &pb::StoreReceipt) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    let mut field = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(r.peer_id.as_bytes());
+    field(r.upload_id.as_bytes());
+    field(r.hash.to_ascii_lowercase().as_bytes());
+    field(&r.size.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -289,6 +362,34 @@ mod tests {
         old.expires_unix_ms = now_ms() - 1000;
         let old = k.sign(old);
         assert!(matches!(k.verify(&old), Err(TicketError::Expired(_))));
+    }
+
+    #[test]
+    fn receipts_verify_bind_every_field_and_rotate() {
+        let k = keys();
+        let r = k.receipt("p1", "u1", H, 100);
+        assert!(k.check_receipt(&r, "u1", H, 100));
+        assert!(!k.check_receipt(&r, "u2", H, 100), "another upload");
+        assert!(!k.check_receipt(&r, "u1", "cd", 100), "another chunk");
+        assert!(!k.check_receipt(&r, "u1", H, 99), "another size");
+        let mut moved = r.clone();
+        moved.peer_id = "p2".into();
+        assert!(!k.check_receipt(&moved, "u1", H, 100), "another peer");
+        assert!(!TicketKeys::from_token("other").check_receipt(&r, "u1", H, 100));
+        // A ticket MAC is no receipt MAC.
+        let t = ticket(&k);
+        let forged = pb::StoreReceipt {
+            mac: t.mac,
+            ..r.clone()
+        };
+        assert!(!k.check_receipt(&forged, "u1", H, 100));
+        let rotated = TicketKeys::new(
+            Some("new-ticket-key-0123456789"),
+            Some("cluster-token-0123456789"),
+            None,
+        );
+        let old = TicketKeys::new(Some("cluster-token-0123456789"), None, None);
+        assert!(rotated.check_receipt(&old.receipt("p1", "u1", H, 100), "u1", H, 100));
     }
 
     #[test]

@@ -30,6 +30,22 @@ impl TlsConfig {
         self.cert_file.is_some() || self.key_file.is_some() || self.ca_file.is_some()
     }
 
+    /// With TLS configured, an explicit `http://` URL would skip TLS without a word:
+    /// refuse it at start, naming the setting. `urls` may be comma-separated.
+    pub fn check_urls(&self, setting: &str, urls: &str) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        match urls.split(',').map(str::trim).find(|u| u.starts_with("http://")) {
+            Some(u) => Err(ConfigError::invalid(
+                setting,
+                u,
+                "TLS is configured (SHOAL_TLS__*), so a plaintext http:// URL is refused: use https://",
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The server side, when a certificate is configured.
     pub fn server(&self) -> Result<Option<ServerTlsConfig>, ConfigError> {
         match (&self.cert_file, &self.key_file) {
@@ -167,5 +183,27 @@ impl axum::serve::Listener for HttpsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_urls_are_refused_only_with_tls() {
+        let off = TlsConfig::default();
+        assert!(off.check_urls("tracker_url", "http://t:1").is_ok());
+        let on = TlsConfig {
+            ca_file: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(on.check_urls("tracker_url", "https://a:1, t:2").is_ok());
+        let e = on
+            .check_urls("tracker_url", "https://a:1,http://b:2")
+            .expect_err("http:// with TLS");
+        let msg = e.to_string();
+        assert!(msg.contains("SHOAL_TRACKER_URL=http://b:2"), "{msg}");
+        assert!(msg.contains("TLS"), "{msg}");
     }
 }

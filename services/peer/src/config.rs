@@ -36,14 +36,19 @@ pub struct PeerConfig {
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
     pub scrub: Scrub,
-    /// Chunk transfers (in and out) this peer serves at once; more get RESOURCE_EXHAUSTED
-    /// and the client moves to another replica.
+    /// Chunk writes (PutChunk, ReplicateChunk) this peer serves at once; more get
+    /// RESOURCE_EXHAUSTED and the client moves to another replica.
     #[serde(default = "default_max_transfers")]
     pub max_transfers: u32,
     /// Chunks per message when the inventory is sent to the tracker: a larger inventory
     /// goes in parts (the tracker swaps it in when the last part arrives).
     #[serde(default = "default_inventory_part")]
     pub inventory_part_chunks: usize,
+    /// Chunk reads (GetChunk streams) served at once, counted apart from writes so
+    /// readers (a read token) can never take the slots uploads need. A stream that
+    /// takes no byte for `transfer.progress_timeout` gives its slot back.
+    #[serde(default = "default_max_transfers")]
+    pub max_reads: u32,
     #[serde(default)]
     pub auth: shoal_common::auth::AuthConfig,
     #[serde(default)]
@@ -163,6 +168,7 @@ impl PeerConfig {
         }
         self.transfer.validate()?;
         self.auth.resolve()?;
+        self.tls.check_urls("tracker_url", &self.tracker_url)?;
         self.tls.server()?;
         self.tls.client()?;
         if self.max_transfers == 0 {

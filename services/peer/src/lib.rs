@@ -97,6 +97,7 @@ pub async fn run(
         tickets: cfg.auth.ticket_keys()?,
         directory: directory::Directory::new(trackers.clone()),
         max_transfers: cfg.max_transfers,
+        max_reads: cfg.max_reads,
         progress_timeout: cfg.transfer.progress_timeout,
         faults: cfg.faults.clone().unwrap_or_default(),
     });
@@ -135,7 +136,7 @@ pub async fn run(
     ));
 
     let svc = PeerServer::new(service::PeerService { core: core.clone() })
-        .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(shoal_common::grpc::PEER_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
     let stop = shutdown.clone();
     let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use shoal_common::hash::{self, Hash};
+use shoal_common::ticket::TicketKeys;
 use shoal_proto::v1 as pb;
 use shoal_proto::v1::peer_server::Peer as PeerRpc;
 use tokio::sync::mpsc;
@@ -31,7 +32,12 @@ const PIPE_DEPTH: usize = 8;
 
 #[derive(Default)]
 pub struct Counters {
+    /// Reads and writes in progress (what the tracker sees as load).
     pub active_transfers: AtomicU32,
+    /// Writes (PutChunk, ReplicateChunk) and reads (GetChunk) in progress, each
+    /// against its own limit.
+    pub active_writes: AtomicU32,
+    pub active_reads: AtomicU32,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub chunks_received: AtomicU64,
@@ -55,7 +61,10 @@ pub struct PeerCore {
     pub tickets: shoal_common::ticket::TicketKeys,
     /// Peer id → address, from the tracker: where a pipeline is forwarded.
     pub directory: crate::directory::Directory,
+    /// Writes served at once (`SHOAL_MAX_TRANSFERS`).
     pub max_transfers: u32,
+    /// Reads served at once (`SHOAL_MAX_READS`).
+    pub max_reads: u32,
     /// A transfer that moves no byte for this long is abandoned.
     pub progress_timeout: Duration,
     /// Fault injection (tests only; inert by default).
@@ -328,7 +337,8 @@ impl PeerRpc for PeerService {
         if core.faults.refuse_puts.load(Relaxed) {
             return Err(Status::unavailable("peer refuses uploads (fault injected)"));
         }
-        let _active = Active::admit(&core.counters.active_transfers, core.max_transfers)?;
+        let _slot = Active::admit(&core.counters.active_writes, core.max_transfers)?;
+        let _active = Active::new(&core.counters.active_transfers);
         let mut stream = req.into_inner();
         let progress = core.progress_timeout;
         let first = tokio::time::timeout(progress, stream.message())
@@ -447,6 +457,14 @@ impl PeerRpc for PeerService {
         let tee_stalled = match &local {
             Ok(r) => {
                 resp.stored_on.push(core.id.clone());
+                // check_put saw a ticket naming this peer: its upload is the receipt's.
+                let upload = TicketKeys::upload_for(&header.tickets, &core.id).unwrap_or_default();
+                resp.receipts.push(core.tickets.receipt(
+                    &core.id,
+                    upload,
+                    &h.to_hex(),
+                    header.size,
+                ));
                 r.tee_stalled
             }
             Err(e) => {
@@ -482,6 +500,7 @@ impl PeerRpc for PeerService {
                 Ok(Ok(down)) => {
                     resp.stored_on.extend(down.stored_on);
                     resp.failures.extend(down.failures);
+                    resp.receipts.extend(down.receipts);
                 }
                 Ok(Err(e)) => resp.failures.push(pb::ForwardFailure {
                     peer_id: next_id,
@@ -512,10 +531,10 @@ impl PeerRpc for PeerService {
         if core.faults.frozen() {
             core.faults.gets_while_frozen.fetch_add(1, Relaxed);
         }
-        if core.counters.active_transfers.load(Relaxed) >= core.max_transfers {
+        if core.counters.active_reads.load(Relaxed) >= core.max_reads {
             return Err(Status::resource_exhausted(format!(
-                "peer busy: {} transfers in progress; try another replica",
-                core.max_transfers
+                "peer busy: {} reads in progress; try another replica",
+                core.max_reads
             )));
         }
         let (mut file, len) = {
@@ -545,6 +564,7 @@ impl PeerRpc for PeerService {
         tokio::task::spawn_blocking(move || {
             let _e = span.enter();
             let _active = Active::new(&core.counters.active_transfers);
+            let _slot = Active::new(&core.counters.active_reads);
             // The whole chunk is hashed even for a range: a copy is served only if it verifies.
             let mut hasher = blake3::Hasher::new();
             let mut pos = 0u64;
@@ -595,6 +615,35 @@ impl PeerRpc for PeerService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn verify_chunk(
+        &self,
+        req: Request<pb::VerifyChunkRequest>,
+    ) -> R<pb::VerifyChunkResponse> {
+        let h = hash::parse(&req.into_inner().hash)?;
+        let core = self.core.clone();
+        if !core.store.has(&h) {
+            return Ok(Response::new(pb::VerifyChunkResponse::default()));
+        }
+        let c = core.clone();
+        let verified = tokio::task::spawn_blocking(move || c.store.verify(&h, &mut |_| {}))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (present, intact) = match verified {
+            Ok(true) => (true, true),
+            Ok(false) => {
+                core.counters.verify_failures.fetch_add(1, Relaxed);
+                warn!(chunk = %h, "reported copy is corrupt; quarantined");
+                let _ = core.store.quarantine(&h);
+                let _ = core.corrupt.send(h);
+                (true, false)
+            }
+            Err(StoreError::Missing(_)) => (false, false),
+            Err(e) => return Err(e.into()),
+        };
+        info!(chunk = %h, intact, "copy verified on request");
+        Ok(Response::new(pb::VerifyChunkResponse { present, intact }))
     }
 
     async fn has_chunks(&self, req: Request<pb::HasChunksRequest>) -> R<pb::HasChunksResponse> {
@@ -648,6 +697,7 @@ impl PeerRpc for PeerService {
             }));
         }
         let _active = Active::new(&core.counters.active_transfers);
+        let _slot = Active::new(&core.counters.active_writes);
         let mut last = Status::invalid_argument("no source peers given");
         for src in req.sources.iter().filter(|s| s.id != core.id) {
             let span = info_span!("chunk.replicate", chunk = %h, source = %src.id, target = %core.id, bytes = req.size);

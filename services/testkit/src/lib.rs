@@ -176,6 +176,8 @@ pub struct ClusterOptions {
     /// Applied to every peer's config before start.
     pub peer_tweak: fn(&mut PeerConfig),
     pub webserver: bool,
+    /// Applied to the webserver's config before start.
+    pub webserver_tweak: fn(&mut WebserverConfig),
     /// Tokens for the tracker and every peer (and the cluster token for the webserver).
     pub auth: shoal_common::auth::AuthConfig,
     /// TLS for the tracker and every peer.
@@ -205,6 +207,7 @@ impl ClusterOptions {
             tracker,
             peer_tweak: |_| {},
             webserver: false,
+            webserver_tweak: |_| {},
             auth: Default::default(),
             tls: Default::default(),
             store: TestStore::from_env(),
@@ -541,6 +544,7 @@ impl TestCluster {
         }
         cfg.auth = self.opts.auth.clone();
         cfg.tls = self.opts.tls.clone();
+        (self.opts.webserver_tweak)(&mut cfg);
         let g = bind("127.0.0.1:0")?;
         let h = bind("127.0.0.1:0")?;
         let (addr, http) = (g.local_addr()?, h.local_addr()?);

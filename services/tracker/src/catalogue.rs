@@ -101,7 +101,10 @@ impl Catalogue {
     pub fn resolve(&self, name_or_id: &str) -> Result<(Option<String>, &FileRecord)> {
         if let Some(n) = self.names.get(name_or_id) {
             let f = self.files.get(&n.id).ok_or_else(|| {
-                Error::NotFound(format!("file {name_or_id:?} has no content record"))
+                Error::NotFound(format!(
+                    "file {:?} has no content record",
+                    shoal_common::names::echo(name_or_id)
+                ))
             })?;
             return Ok((Some(name_or_id.to_string()), f));
         }
@@ -112,7 +115,7 @@ impl Catalogue {
         }
         Err(Error::NotFound(format!(
             "no file named or with id {:?}",
-            name_or_id.chars().take(80).collect::<String>()
+            shoal_common::names::echo(name_or_id)
         )))
     }
 

@@ -133,6 +133,14 @@ pub struct Repair {
     /// repaired) while it is away; 0 turns the grace off (a restart is a leave).
     #[serde(default = "default_restart_grace", with = "humantime_serde")]
     pub restart_grace: Duration,
+    /// `ReportBadChunk` calls accepted per token (per address with auth off) per
+    /// minute; each makes a peer re-hash a copy.
+    #[serde(default = "default_bad_reports_per_minute")]
+    pub bad_reports_per_minute: u32,
+}
+
+fn default_bad_reports_per_minute() -> u32 {
+    60
 }
 
 fn default_listen() -> SocketAddr {
@@ -232,6 +240,7 @@ impl Default for Repair {
             bandwidth_bytes: 0,
             gc_grace: default_gc_grace(),
             restart_grace: default_restart_grace(),
+            bad_reports_per_minute: default_bad_reports_per_minute(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `run` takes a bound listener so tests can use port 0.
 
 pub mod backup;
+pub mod badreport;
 pub mod catalogue;
 pub mod config;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod paging;
 pub mod pg;
 pub mod pgtls;
 pub mod placement;
+pub mod proof;
 pub mod service;
 pub mod shared;
 pub mod state;
@@ -64,6 +66,7 @@ pub async fn run(
     tokio::spawn(manager::run(tracker.clone(), shutdown.clone()));
     let svc = TrackerServer::new(service::TrackerService {
         tracker: tracker.clone(),
+        reports: Default::default(),
     })
     .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);

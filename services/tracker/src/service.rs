@@ -16,6 +16,8 @@ use crate::tracker::{validate_addr, validate_zone, Tracker};
 
 pub struct TrackerService {
     pub tracker: Arc<Tracker>,
+    /// Rate limits and checks in flight of client bad-chunk reports.
+    pub reports: crate::badreport::Reports,
 }
 
 fn hashes(list: &[String]) -> Result<Vec<Hash>, Status> {
@@ -300,13 +302,10 @@ impl TrackerRpc for TrackerService {
         &self,
         req: Request<pb::ReportBadChunkRequest>,
     ) -> R<pb::ReportBadChunkResponse> {
-        let req = req.into_inner();
-        let h = bad_hash(&req.hash)?;
-        warn!(peer = %req.peer_id, chunk = %h, reason = %req.reason, "client reported a bad copy");
-        // The copy is no longer counted; the peer's own verification (scrub, read) decides
-        // whether it is really corrupt, and repair restores the count meanwhile.
-        self.tracker.state().remove_location(&req.peer_id, &h);
-        crate::manager::enqueue_repairs(&self.tracker, vec![h]);
+        // A hint only: the peer re-hashes its copy, and only a confirmed mismatch
+        // removes it (see badreport).
+        let who = crate::badreport::caller(&req);
+        self.reports.handle(&self.tracker, who, req.into_inner())?;
         Ok(Response::new(pb::ReportBadChunkResponse {}))
     }
 

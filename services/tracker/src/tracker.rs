@@ -293,7 +293,7 @@ impl Tracker {
         };
         if known {
             return self
-                .place_known_content(upload_id, file_id, digests, span)
+                .place_known_content(upload_id, file_id, digests, hashes, span)
                 .await;
         }
         // New content: placement changes no catalogue, so it needs no writer. Facts are
@@ -367,6 +367,7 @@ impl Tracker {
         upload_id: String,
         file_id: Hash,
         digests: Vec<pb::ChunkDigest>,
+        hashes: Vec<Hash>,
         span: tracing::Span,
     ) -> Result<pb::PlaceChunksResponse> {
         let created_ms = now_ms();
@@ -376,6 +377,9 @@ impl Tracker {
             let f = st.catalogue.file(&file_id).ok_or_else(|| {
                 Error::Unavailable("the content was deleted during the upload; retry".into())
             })?;
+            // A name binds only to a record of this very layout (never to a junk record
+            // that merely claims the id).
+            crate::proof::same_layout(f, up.size, up.chunk_size, &hashes)?;
             let mut changes = Vec::new();
             st.catalogue
                 .plan_bind(&up.name, file_id, up.overwrite, created_ms, &mut changes)?;
@@ -518,6 +522,7 @@ impl Tracker {
         req: pb::CommitUploadRequest,
     ) -> Result<pb::CommitUploadResponse> {
         let created_ms = now_ms();
+        let keys = self.tickets.clone();
         let summary = self
             .write(move |st, cfg, now| {
                 let up = st.uploads.get(&req.upload_id).ok_or_else(|| {
@@ -528,7 +533,11 @@ impl Tracker {
                         "upload has no placement yet: call PlaceChunks first".into(),
                     )
                 })?;
-                // The copies the client stored, counted with the ones already known.
+                if let Some(rec) = st.catalogue.file(&file_id) {
+                    crate::proof::same_layout(rec, up.size, up.chunk_size, &up.chunks)?;
+                }
+                // The copies the client stored, counted with the ones already known: only
+                // copies a peer signed for (`peer_ids` are claims, never counted).
                 let mut seen = HashSet::new();
                 let mut stored: Vec<(String, Hash)> = Vec::new();
                 for s in &req.stored {
@@ -541,9 +550,12 @@ impl Tracker {
                             s.index
                         )));
                     }
-                    for peer in &s.peer_ids {
+                    let len = chunk_len(up.size, up.chunk_size, s.index as u64);
+                    for peer in
+                        crate::proof::receipted_peers(&keys, &req.upload_id, &h, len, &s.receipts)?
+                    {
                         if st.peers.contains_key(peer) {
-                            stored.push((peer.clone(), h));
+                            stored.push((peer.to_string(), h));
                         }
                     }
                 }

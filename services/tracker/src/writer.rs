@@ -340,14 +340,20 @@ mod tests {
         if placed.deduplicated {
             return Ok(());
         }
-        let peer_ids = placed.placements[0]
+        // Receipts as the placed peers would sign them (an open cluster's keys).
+        let keys = shoal_common::ticket::TicketKeys::new(None, None, None);
+        let receipts = placed.placements[0]
             .targets
             .iter()
-            .map(|p| p.id.clone())
+            .map(|p| keys.receipt(&p.id, &up.upload_id, &chunk.to_hex(), tag.len() as u64))
             .collect();
         t.commit_upload(pb::CommitUploadRequest {
             upload_id: up.upload_id,
-            stored: vec![pb::ChunkStored { index: 0, peer_ids }],
+            stored: vec![pb::ChunkStored {
+                index: 0,
+                peer_ids: vec![],
+                receipts,
+            }],
         })
         .await?;
         Ok(())

@@ -42,6 +42,16 @@ pub struct WebserverConfig {
     /// On shutdown, how long in-flight requests may take before the server stops anyway.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// An HTTP client must send its whole request head within this time, or the
+    /// connection is closed (slowloris).
+    #[serde(default = "default_http_header_timeout", with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// HTTP downloads served at once; more get 503 with `Retry-After`.
+    #[serde(default = "default_max_transfers")]
+    pub max_downloads: usize,
+    /// HTTP uploads accepted at once; more get 503 with `Retry-After`.
+    #[serde(default = "default_max_transfers")]
+    pub max_uploads: usize,
     /// Progress deadlines of the chunk transfers behind HTTP downloads and uploads
     /// (`SHOAL_TRANSFER__PROGRESS_TIMEOUT`).
     #[serde(default)]
@@ -79,6 +89,12 @@ fn default_download_ahead() -> usize {
 fn default_drain() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_transfers() -> usize {
+    64
+}
+fn default_http_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 
 impl WebserverConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -112,7 +128,24 @@ impl WebserverConfig {
                 {
                     return Err(ConfigError::invalid(key, v, "expected http://host:port"));
                 }
+                self.tls.check_urls(key, v)?;
             }
+        }
+        for (key, n) in [
+            ("max_downloads", self.max_downloads),
+            ("max_uploads", self.max_uploads),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::invalid(key, n, "expected at least 1"));
+            }
+        }
+        let t = self.http_header_timeout;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "http_header_timeout",
+                format!("{t:?}"),
+                "must be between 100ms and 1h",
+            ));
         }
         if self.download_ahead == 0 || self.download_ahead > 64 {
             return Err(ConfigError::invalid(

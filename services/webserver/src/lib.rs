@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod probe;
+mod serve;
 
 use std::sync::Arc;
 
@@ -80,17 +81,15 @@ pub async fn run(
     let app = http::router(state.clone());
     let stop_http = shutdown.clone().cancelled_owned();
     let http_server = async move {
+        let headers = state.cfg.http_header_timeout;
         if state.cfg.tls.cert_file.is_some() {
             let tls = shoal_common::tls::HttpsListener::new(http, &state.cfg.tls)?;
-            axum::serve(tls, app)
-                .with_graceful_shutdown(stop_http)
-                .await
+            serve::serve(tls, app, headers, stop_http).await;
         } else {
-            axum::serve(shoal_common::net::HttpListener::new(http), app)
-                .with_graceful_shutdown(stop_http)
-                .await
+            let plain = shoal_common::net::HttpListener::new(http);
+            serve::serve(plain, app, headers, stop_http).await;
         }
-        .map_err(anyhow::Error::from)
+        anyhow::Ok(())
     };
     let serve = async {
         let (g, h) = tokio::join!(grpc_server, http_server);

@@ -371,6 +371,27 @@ pub fn cases() -> Vec<Case> {
                 code(r)
             },
         ),
+        // ---- VerifyChunk (cluster only) ---------------------------------------------------
+        case(
+            "VerifyChunk: a write token",
+            Outcome::Grpc(Code::PermissionDenied),
+            |c| async move {
+                code(
+                    c.peer(0, Some(WRITE))
+                        .verify_chunk(pb::VerifyChunkRequest {
+                            hash: hash(b"verify-me"),
+                        })
+                        .await,
+                )
+            },
+        ),
+        case("VerifyChunk: malformed hash", INVALID, |c| async move {
+            code(
+                c.peer(0, Some(CLUSTER))
+                    .verify_chunk(pb::VerifyChunkRequest { hash: "zz".into() })
+                    .await,
+            )
+        }),
         // ---- ReplicateChunk -------------------------------------------------------------
         case("ReplicateChunk: no sources", INVALID, |c| async move {
             code(

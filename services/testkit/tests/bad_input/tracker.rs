@@ -439,6 +439,7 @@ pub fn cases() -> Vec<Case> {
                             stored: vec![pb::ChunkStored {
                                 index: 0,
                                 peer_ids: vec!["ghost-peer".into()],
+                                receipts: vec![],
                             }],
                         })
                         .await,
@@ -457,6 +458,7 @@ pub fn cases() -> Vec<Case> {
                             stored: vec![pb::ChunkStored {
                                 index: 9,
                                 peer_ids: vec![],
+                                receipts: vec![],
                             }],
                         })
                         .await,
@@ -468,6 +470,7 @@ pub fn cases() -> Vec<Case> {
             let s = pb::ChunkStored {
                 index: 0,
                 peer_ids: vec![],
+                receipts: vec![],
             };
             code(
                 c.tracker(Some(WRITE))

@@ -37,6 +37,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     )
     .unwrap_or(usize::MAX);
     let m = state.clone();
+    let downloads = Arc::new(tokio::sync::Semaphore::new(state.cfg.max_downloads));
+    let uploads = Arc::new(tokio::sync::Semaphore::new(state.cfg.max_uploads));
     let render: shoal_common::admin::Render = Arc::new(move || m.metrics.render(m.tracker.ready()));
     Router::new()
         .route("/", get(pages::index))
@@ -48,9 +50,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/upload",
-            post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            post(upload::upload)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .layer(middleware::from_fn_with_state(uploads, at_most)),
         )
-        .route("/download/{name}", get(download::download))
+        .route(
+            "/download/{name}",
+            get(download::download).layer(middleware::from_fn_with_state(downloads, at_most)),
+        )
         .route("/api/v1/files", get(api::files))
         .route("/api/v1/files/{name}", get(api::file))
         .route("/api/v1/search", get(api::search))
@@ -64,6 +71,32 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(refuse_cross_site_writes))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state, track))
+}
+
+/// At most as many transfers at once as `slots` has permits (`SHOAL_MAX_DOWNLOADS`,
+/// `SHOAL_MAX_UPLOADS`): past that, 503 with `Retry-After`. The permit lives as long
+/// as the response body, so a streaming download holds it until its last byte.
+async fn at_most(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(permit) = slots.try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+            "Too many transfers in progress; retry in a few seconds.\n",
+        )
+            .into_response();
+    };
+    let resp = next.run(req).await;
+    resp.map(|body| {
+        use futures::StreamExt as _;
+        axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _held = &permit;
+            chunk
+        }))
+    })
 }
 
 /// HTTP authentication when tokens are configured: reads need a read token, changes

@@ -1,0 +1,127 @@
+//! HTTP limits (issue 15): a client that never finishes its request headers
+//! (slowloris) is disconnected after the header-read timeout, while other downloads
+//! proceed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_testkit::{ClusterOptions, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_disconnected_while_downloads_proceed() {
+    let mut o = ClusterOptions::zones(&["a", "b"]).replication(2);
+    o.webserver = true;
+    o.webserver_tweak = |w| w.http_header_timeout = Duration::from_secs(1);
+    let c = TestCluster::start(o).await.expect("cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("f.bin");
+    shoal_testkit::random_file(&src, 300_000, 9).expect("file");
+    let opts = shoal_client::PutOptions {
+        name: "f.bin".into(),
+        ..Default::default()
+    };
+    c.client()
+        .put(&src, opts, Arc::new(shoal_client::Quiet))
+        .await
+        .expect("put");
+    let http = c.webserver.as_ref().expect("webserver").http;
+
+    // The slow client: a request line and one header line every 200 ms, never the end.
+    let mut slow = tokio::net::TcpStream::connect(http).await.expect("connect");
+    slow.write_all(b"GET /download/f.bin HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let trickle = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            tokio::select! {
+                r = slow.read(&mut buf) => match r {
+                    // Closed (hyper may answer 408 first): disconnected.
+                    Ok(0) | Err(_) => return started.elapsed(),
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                        return started.elapsed();
+                    }
+                }
+            }
+        }
+    };
+    let web = reqwest::Client::new();
+    let download = async {
+        let body = web
+            .get(format!("http://{http}/download/f.bin"))
+            .send()
+            .await
+            .expect("download")
+            .bytes()
+            .await
+            .expect("body");
+        assert_eq!(body.len(), 300_000, "a normal download proceeds");
+    };
+    let (cut, ()) = tokio::join!(
+        async {
+            tokio::time::timeout(Duration::from_secs(10), trickle)
+                .await
+                .expect("the slow client is disconnected within 10 s")
+        },
+        download
+    );
+    assert!(
+        cut >= Duration::from_millis(900),
+        "not before the header timeout: {cut:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_past_the_cap_get_503_with_retry_after() {
+    let mut o = ClusterOptions::zones(&["a"]).replication(1);
+    o.webserver = true;
+    o.webserver_tweak = |w| w.max_downloads = 1;
+    let c = TestCluster::start(o).await.expect("cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.bin");
+    // Larger than the socket and HTTP buffers: an unread download stays in flight.
+    shoal_testkit::random_file(&src, 32 << 20, 11).expect("file");
+    let opts = shoal_client::PutOptions {
+        name: "big.bin".into(),
+        ..Default::default()
+    };
+    c.client()
+        .put(&src, opts, Arc::new(shoal_client::Quiet))
+        .await
+        .expect("put");
+    let http = c.webserver.as_ref().expect("webserver").http;
+    let url = format!("http://{http}/download/big.bin");
+    let first = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .expect("first");
+    assert_eq!(first.status(), 200);
+    let second = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .expect("second");
+    assert_eq!(second.status(), 503, "the cap is one download");
+    assert!(second.headers().contains_key("retry-after"));
+    // The first download completes in full; then the slot is free again.
+    let body = first.bytes().await.expect("body");
+    assert_eq!(body.len(), 32 << 20);
+    shoal_testkit::wait_for("the slot freed", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .head(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await
+    .expect("a download after the first is served");
+}
