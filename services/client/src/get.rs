@@ -116,31 +116,6 @@ impl ChunkHash {
 /// A chunk that holds the right bytes, with its chaining value in the file's tree.
 type Verified = Option<ChainingValue>;
 
-/// A chunk's hashes, fed by the writer thread and read by its fetch once settled.
-type SharedHash = Arc<std::sync::Mutex<ChunkHash>>;
-
-fn lock(h: &SharedHash) -> std::sync::MutexGuard<'_, ChunkHash> {
-    h.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Work for the writer thread. Bytes are hashed and written there, by the thread that
-/// copies them into the file, while they are still in its cache (hashing them on the
-/// network thread and writing them on another made the kernel's copy into the page
-/// cache read them from memory again: 60 % of the CLI's CPU in the profile).
-enum Write {
-    Data(u64, Bytes, SharedHash),
-    /// Answered once everything sent before it is hashed and written.
-    Settled(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Wait until the writer has hashed every byte sent so far.
-async fn settle(wtx: &mpsc::Sender<Write>) -> Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let failed = || ClientError::Other("local writer failed".into());
-    wtx.send(Write::Settled(tx)).await.map_err(|_| failed())?;
-    rx.await.map_err(|_| failed())
-}
-
 /// Which chunks of an existing `.part` file already hold the right bytes.
 fn verify_existing(
     file: &File,
@@ -277,19 +252,11 @@ impl Client {
         );
 
         // One writer thread for the whole file: positional writes from any chunk.
-        let (wtx, mut wrx) = mpsc::channel::<Write>(32);
+        let (wtx, mut wrx) = mpsc::channel::<(u64, Bytes)>(32);
         let wfile = file.try_clone().map_err(|e| ClientError::io(&part, e))?;
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            while let Some(w) = wrx.blocking_recv() {
-                match w {
-                    Write::Data(off, data, hash) => {
-                        lock(&hash).update(&data);
-                        wfile.write_all_at(&data, off)?;
-                    }
-                    Write::Settled(tx) => {
-                        let _ = tx.send(());
-                    }
-                }
+            while let Some((off, data)) = wrx.blocking_recv() {
+                wfile.write_all_at(&data, off)?;
             }
             Ok(())
         });
@@ -305,7 +272,7 @@ impl Client {
             let offset = c.index as u64 * summary.chunk_size;
             let avoid = &avoid;
             fetches.push(async move {
-                let hash = Arc::new(std::sync::Mutex::new(ChunkHash::new(c.index as u64, tree)));
+                let hash = ChunkHash::new(c.index as u64, tree);
                 let (peer, n, cv) = self
                     .fetch_chunk(c, offset, hash, wtx, progress.as_ref(), avoid)
                     .await?;
@@ -355,8 +322,8 @@ impl Client {
         &self,
         c: &pb::ChunkReplicas,
         file_offset: u64,
-        hasher: SharedHash,
-        wtx: mpsc::Sender<Write>,
+        mut hasher: ChunkHash,
+        wtx: mpsc::Sender<(u64, Bytes)>,
         progress: &dyn Progress,
         avoid: &Avoid,
     ) -> Result<(String, u64, Verified)> {
@@ -386,7 +353,7 @@ impl Client {
             let peer = order[k];
             let span = info_span!("chunk.get", chunk.index = c.index, chunk.hash = %c.hash, peer = %peer.id, offset = pos);
             match self
-                .stream_range(peer, c, pos, &hasher, file_offset, &wtx, progress)
+                .stream_range(peer, c, pos, &mut hasher, file_offset, &wtx, progress)
                 .instrument(span)
                 .await
             {
@@ -403,8 +370,7 @@ impl Client {
                     if code == Some(tonic::Code::DataLoss) {
                         // The peer found its copy corrupt: drop what it sent, start over elsewhere.
                         self.report_bad(&peer.id, &c.hash, &e).await;
-                        settle(&wtx).await?;
-                        lock(&hasher).reset();
+                        hasher.reset();
                         pos = 0;
                         contributors.clear();
                         continue;
@@ -419,17 +385,12 @@ impl Client {
                 }
             }
             if pos == c.size {
-                settle(&wtx).await?;
-                let (own, cv) = {
-                    let h = lock(&hasher);
-                    (h.own(), h.chaining_value())
-                };
-                if own == expected {
+                if hasher.own() == expected {
                     let last = contributors
                         .last()
                         .map(|p| p.id.clone())
                         .unwrap_or_default();
-                    return Ok((last, c.size, cv));
+                    return Ok((last, c.size, hasher.chaining_value()));
                 }
                 for p in &contributors {
                     self.report_bad(&p.id, &c.hash, "client hash mismatch")
@@ -444,13 +405,13 @@ impl Client {
                         .collect::<Vec<_>>()
                         .join(",")
                 ));
-                lock(&hasher).reset();
+                hasher.reset();
                 pos = 0;
                 contributors.clear();
             }
         }
         if c.size == 0 {
-            return Ok((String::new(), 0, lock(&hasher).chaining_value()));
+            return Ok((String::new(), 0, hasher.chaining_value()));
         }
         Err(ClientError::Other(format!(
             "chunk {} could not be fetched from any replica: {}",
@@ -459,7 +420,7 @@ impl Client {
         )))
     }
 
-    /// Stream `[pos, size)` of a chunk from one peer to the writer, which hashes it.
+    /// Stream `[pos, size)` of a chunk from one peer into the hasher and the writer.
     /// Returns the bytes received (also on error, with the error).
     #[allow(clippy::too_many_arguments)]
     async fn stream_range(
@@ -467,16 +428,17 @@ impl Client {
         peer: &pb::PeerRef,
         c: &pb::ChunkReplicas,
         pos: u64,
-        hasher: &SharedHash,
+        hasher: &mut ChunkHash,
         file_offset: u64,
-        wtx: &mpsc::Sender<Write>,
+        wtx: &mpsc::Sender<(u64, Bytes)>,
         progress: &dyn Progress,
     ) -> std::result::Result<u64, ReplicaError> {
         let mut r = self.open_replica(peer, c, pos).await?;
         while let Some(data) = r.next().await? {
             let len = data.len() as u64;
+            hasher.update(&data);
             let at = file_offset + pos + r.got - len;
-            wtx.send(Write::Data(at, data, hasher.clone()))
+            wtx.send((at, data))
                 .await
                 .map_err(|_| (r.got - len, None, "local writer failed".to_string()))?;
             progress.advance(len);
