@@ -37,6 +37,8 @@ pub struct Timed {
     pub wall: Duration,
     /// Peak RSS of the command (KiB), from wait4 via GNU time.
     pub maxrss_kib: u64,
+    /// User + system CPU-seconds of the command, from wait4 via GNU time.
+    pub cpu_s: f64,
     pub status: ExitStatus,
     pub log: PathBuf,
 }
@@ -201,7 +203,7 @@ impl Procs {
         let rss_file = self.logs.join(format!("{name}.maxrss"));
         let mut cmd = Command::new(GNU_TIME);
         cmd.arg("-f")
-            .arg("%M")
+            .arg("%M %U %S")
             .arg("-o")
             .arg(&rss_file)
             .arg(program)
@@ -247,13 +249,22 @@ impl Procs {
         self.forget(p.pid);
         let (ended, status) = r;
         let status = status.context("waiting for a timed command")?;
-        let maxrss_kib = fs::read_to_string(&p.rss_file)
+        // The last line "MAXRSS USER SYS" (a failed command's status line comes first).
+        let (maxrss_kib, cpu_s) = fs::read_to_string(&p.rss_file)
             .ok()
-            .and_then(|s| s.lines().rev().find_map(|l| l.trim().parse::<u64>().ok()))
-            .unwrap_or(0);
+            .and_then(|s| {
+                s.lines().rev().find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let [m, u, s] = f[..] else { return None };
+                    let cpu = u.parse::<f64>().ok()? + s.parse::<f64>().ok()?;
+                    Some((m.parse::<u64>().ok()?, cpu))
+                })
+            })
+            .unwrap_or((0, 0.0));
         Ok(Timed {
             wall: ended - p.started,
             maxrss_kib,
+            cpu_s,
             status,
             log: p.log,
         })
@@ -303,6 +314,28 @@ fn terminate(child: &mut Child, grace: Duration) {
     }
     signal_tree(child.id(), "KILL");
     let _ = child.wait();
+}
+
+/// User + system CPU-seconds used so far by the processes `pids` (all their threads),
+/// from /proc/PID/stat; a process that is gone counts 0.
+pub fn proc_cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|p| {
+            let s = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // After "pid (comm)": state is field 3, utime 14, stime 15.
+            let rest: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    ticks as f64 / clock_ticks()
+}
+
+/// `pid` and its children (nginx's master and workers).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut v = vec![pid];
+    v.extend(children_of(pid));
+    v
 }
 
 /// The pids whose parent is `pid`, from /proc/*/stat.

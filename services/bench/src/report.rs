@@ -18,6 +18,9 @@ pub struct Row {
     pub wall: Samples,
     pub mbps: Samples,
     pub cpu_per_gib: Samples,
+    /// CPU-seconds of the processes doing the transfer (client and servers), per GiB:
+    /// unlike box CPU, it does not count other work on a shared machine.
+    pub proc_cpu_per_gib: Samples,
     /// Peak RSS (KiB) per process, the highest over the runs.
     pub rss: BTreeMap<String, u64>,
     pub note: String,
@@ -39,6 +42,12 @@ impl Row {
         self.wall.push(wall);
         self.mbps.push(self.bytes as f64 / MB / wall.max(1e-9));
         self.cpu_per_gib
+            .push(cpu / (self.bytes as f64 / GIB).max(1e-12));
+    }
+
+    /// Record one run's CPU-seconds of the transfer's own processes.
+    pub fn add_proc_cpu(&mut self, cpu: f64) {
+        self.proc_cpu_per_gib
             .push(cpu / (self.bytes as f64 / GIB).max(1e-12));
     }
 
@@ -172,24 +181,27 @@ impl Report {
         let _ = writeln!(
             s,
             "\nMedians of the runs with (min–max). MB = 10^6 bytes. Box CPU = busy \
-             CPU-seconds of the whole machine (/proc/stat) per GiB moved. Peak RSS in MiB \
+             CPU-seconds of the whole machine (/proc/stat) per GiB moved; Proc CPU = user + \
+             system CPU-seconds of the transfer's own processes (client, peers or nginx) per \
+             GiB, which other work on a shared machine does not inflate. Peak RSS in MiB \
              (CLI: wait4 maxrss; services: VmHWM, restarted before each run).\n"
         );
         let _ = writeln!(s, "## Transfers\n");
         let _ = writeln!(
             s,
-            "| Row | Wall s | MB/s | Box CPU s/GiB | Peak RSS MiB | Notes |"
+            "| Row | Wall s | MB/s | Box CPU s/GiB | Proc CPU s/GiB | Peak RSS MiB | Notes |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for r in &self.rows {
             let note = row_note(&r.note, &r.error, r.skipped);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 r.wall.show(2),
                 r.mbps.show(0),
                 r.cpu_per_gib.show(2),
+                r.proc_cpu_per_gib.show(2),
                 r.rss_text(),
                 note
             );

@@ -395,6 +395,7 @@ impl Client {
                 for p in &contributors {
                     self.report_bad(&p.id, &c.hash, "client hash mismatch")
                         .await;
+                    self.check_copy(p, c).await;
                 }
                 errors.push(format!(
                     "bytes from {} failed verification",
@@ -445,6 +446,47 @@ impl Client {
         Ok(r.got)
     }
 
+    /// Ask a peer to re-hash its copy of chunk `c` (a `verify` read of the empty range at
+    /// its end): a copy that no longer matches is quarantined and reported to the tracker
+    /// by the peer itself, so repair replaces it and the peer's next inventory no longer
+    /// lists it. Bounded by the progress deadline; the answer is only logged.
+    pub(crate) async fn check_copy(&self, peer: &pb::PeerRef, c: &pb::ChunkReplicas) {
+        let req = pb::GetChunkRequest {
+            hash: c.hash.clone(),
+            offset: c.size,
+            length: 0,
+            verify: true,
+        };
+        let check = async {
+            let mut client = self.peer(&peer.addr).map_err(|e| e.to_string())?;
+            let mut s = client
+                .get_chunk(req)
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            while s
+                .message()
+                .await
+                .map_err(|e| e.message().to_string())?
+                .is_some()
+            {}
+            Ok::<_, String>(())
+        };
+        // A whole deadline per 64 MiB hashed is generous for any disk.
+        let within = self.options.progress_timeout * (1 + (c.size >> 26) as u32);
+        match tokio::time::timeout(within, check).await {
+            Ok(Ok(())) => {
+                warn!(chunk = c.index, peer = %peer.id, "peer finds its copy sound; the bytes went bad in transit")
+            }
+            Ok(Err(e)) => {
+                warn!(chunk = c.index, peer = %peer.id, error = %e, "peer checked its copy")
+            }
+            Err(_) => {
+                warn!(chunk = c.index, peer = %peer.id, "peer did not finish checking its copy in {within:?}")
+            }
+        }
+    }
+
     /// Open `[offset, size)` of chunk `c` on one peer.
     pub(crate) async fn open_replica(
         &self,
@@ -459,6 +501,8 @@ impl Client {
             hash: c.hash.clone(),
             offset,
             length: c.size - offset,
+            // Every byte is hashed here; the peer need not hash it too.
+            verify: false,
         };
         let progress = self.options.progress_timeout;
         let stream = tokio::time::timeout(progress, client.get_chunk(req))

@@ -93,6 +93,7 @@ impl Client {
                 for p in &contributors {
                     self.report_bad(&p.id, &c.hash, "gateway hash mismatch")
                         .await;
+                    self.check_copy(p, c).await;
                 }
                 errors.push(format!(
                     "bytes from {} failed verification",

@@ -1,5 +1,6 @@
 //! `shoal.v1.Peer` over gRPC: chunks in (verified while streaming, forwarded down the
-//! pipeline as they arrive), chunks out (verified while read), copies from other peers.
+//! pipeline as they arrive), chunks out (read straight from disk; the reader verifies, and
+//! with `verify` the peer re-hashes its copy too), copies from other peers.
 //!
 //! Every transfer has a progress deadline (`transfer.progress_timeout`): a sender,
 //! reader or next hop that moves no byte for that long is treated as failed, so a
@@ -560,29 +561,40 @@ impl PeerRpc for PeerService {
             req.offset + req.length
         };
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
-        let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset);
+        let verify = req.verify;
+        let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset, verify);
         tokio::task::spawn_blocking(move || {
             let _e = span.enter();
             let _active = Active::new(&core.counters.active_transfers);
             let _slot = Active::new(&core.counters.active_reads);
-            // The whole chunk is hashed even for a range: a copy is served only if it verifies.
-            let mut hasher = blake3::Hasher::new();
-            let mut pos = 0u64;
-            loop {
-                let buf =
-                    match shoal_common::read_message(&mut file, shoal_common::STREAM_MESSAGE_BYTES)
-                    {
-                        Ok(b) if b.is_empty() => break,
-                        Ok(b) => b,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(Status::internal(format!(
-                                "reading chunk {h}: {e}"
-                            ))));
-                            return;
-                        }
-                    };
+            // Without `verify` only the range is read: the reader hashes every byte it
+            // gets against the chunk's name and reports a copy that fails, and scrub
+            // re-hashes copies at rest. With it, the whole copy is hashed as before and
+            // a copy that no longer matches is refused, quarantined and reported.
+            let from = if verify { 0 } else { req.offset };
+            if let Err(e) = crate::store::read_from(&mut file, from, end - from) {
+                let _ = tx.blocking_send(Err(Status::internal(format!("reading chunk {h}: {e}"))));
+                return;
+            }
+            let mut hasher = verify.then(blake3::Hasher::new);
+            let mut pos = from;
+            let stop = if verify { len } else { end };
+            while pos < stop {
+                let want = (stop - pos).min(shoal_common::STREAM_MESSAGE_BYTES as u64) as usize;
+                let buf = match shoal_common::read_message(&mut file, want) {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "reading chunk {h}: {e}"
+                        ))));
+                        return;
+                    }
+                };
                 let n = buf.len();
-                hasher.update(&buf);
+                if let Some(hasher) = &mut hasher {
+                    hasher.update(&buf);
+                }
                 let (s, e) = (pos.max(req.offset), (pos + n as u64).min(end));
                 if s < e {
                     let data = Bytes::from(buf).slice((s - pos) as usize..(e - pos) as usize);
@@ -600,7 +612,19 @@ impl PeerRpc for PeerService {
                 }
                 pos += n as u64;
             }
-            if Hash::from(hasher.finalize()) == h {
+            let Some(hasher) = hasher else {
+                if pos < end {
+                    // The file is shorter than when it was opened: not a copy to serve.
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "chunk {h} ended at byte {pos} of {end} while being read"
+                    ))));
+                    return;
+                }
+                core.counters.chunks_served.fetch_add(1, Relaxed);
+                info!("chunk served");
+                return;
+            };
+            if pos == len && Hash::from(hasher.finalize()) == h {
                 core.counters.chunks_served.fetch_add(1, Relaxed);
                 info!(verify = "ok", "chunk served");
             } else {
@@ -704,10 +728,13 @@ impl PeerRpc for PeerService {
             let result = async {
                 let mut c = pb::peer_client::PeerClient::new(core.channels.get(&src.addr)?);
                 let progress = core.progress_timeout;
+                // The source re-hashes its copy while serving it: a corrupt source is
+                // quarantined and reported by the copy that exposes it.
                 let open = c.get_chunk(pb::GetChunkRequest {
                     hash: h.to_hex(),
                     offset: 0,
                     length: 0,
+                    verify: true,
                 });
                 let stream = tokio::time::timeout(progress, open)
                     .await

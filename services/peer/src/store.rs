@@ -220,6 +220,19 @@ impl ChunkStore {
     }
 }
 
+/// Position `file` at `offset` for a sequential read of `len` bytes, and tell the kernel
+/// so (read-ahead of the whole range at once instead of growing its window step by step).
+pub fn read_from(file: &mut File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::{fadvise, Advice};
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    // Hints only: a kernel that ignores them serves the same bytes.
+    let len = std::num::NonZeroU64::new(len);
+    let _ = fadvise(&*file, offset, len, Advice::Sequential);
+    let _ = fadvise(&*file, offset, len, Advice::WillNeed);
+    Ok(())
+}
+
 /// A chunk being received. Dropped without `commit`, it leaves nothing behind.
 pub struct ChunkWriter<'a> {
     store: &'a ChunkStore,

@@ -61,6 +61,7 @@ async fn stalled_readers(
                 hash: hash.into(),
                 offset: 0,
                 length: 0,
+                verify: false,
             })
             .await
             .expect("a read slot is free")
@@ -85,6 +86,7 @@ async fn stalled_readers_do_not_stop_a_put() {
             hash: hash.clone(),
             offset: 0,
             length: 0,
+            verify: false,
         })
         .await
         .expect_err("read slots are full");
@@ -118,6 +120,7 @@ async fn an_idle_get_chunk_stream_gives_its_slot_back_after_the_deadline() {
                         hash,
                         offset: 0,
                         length: 0,
+                        verify: false,
                     })
                     .await
                 else {

@@ -261,6 +261,70 @@ async fn scrub_finds_corruption_and_repair_restores_the_copy() {
     same_bytes(&c, "f", &src, &work.path().join("out")).await;
 }
 
+/// Peers serve chunks without re-hashing them (the reader verifies every byte): a copy
+/// corrupted on disk must still be caught by the get that reads it, reported, checked by
+/// its peer (quarantined there) and repaired from a good copy. Scrub is off, so only
+/// the get can find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_copy_found_by_a_get_is_quarantined_and_repaired() {
+    let mut o = opts(&["a", "b", "b"], 2);
+    o.peer_tweak = |p| p.scrub.rate_bytes = 0;
+    let cluster = TestCluster::start(o).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "g", 16 * 65536, 8, 2).await;
+    let peer0 = cluster.peer_id(0);
+    // The chunks a get reads from peer 0 first (replicas are tried from index mod n).
+    let first_on0: Vec<String> = c
+        .stat("g")
+        .await
+        .unwrap()
+        .chunks
+        .iter()
+        .filter(|ch| {
+            let n = ch.replicas.len();
+            n > 0 && ch.replicas[ch.index as usize % n].id == peer0
+        })
+        .map(|ch| ch.hash.clone())
+        .collect();
+    assert!(!first_on0.is_empty(), "no chunk is read from peer 0 first");
+    for h in &first_on0 {
+        let f = cluster.chunk_file(0, h);
+        let mut b = std::fs::read(&f).unwrap();
+        b[100] ^= 0x40;
+        std::fs::write(&f, b).unwrap();
+    }
+    let out = work.path().join("out");
+    wait_for(
+        "gets quarantine every corrupt copy on peer 0",
+        CONVERGE,
+        || async {
+            same_bytes(&c, "g", &src, &out).await;
+            let q = std::fs::read_dir(cluster.peer_dir(0).join("quarantine"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            q >= first_on0.len()
+        },
+    )
+    .await
+    .unwrap();
+    wait_exactly_r(&c, "g", 2).await;
+    wait_for("every listed copy verifies on disk", CONVERGE, || async {
+        let ids: Vec<String> = (0..3).map(|i| cluster.peer_id(i)).collect();
+        c.stat("g").await.unwrap().chunks.iter().all(|ch| {
+            ch.replicas.len() == 2
+                && ch.replicas.iter().all(|r| {
+                    let i = ids.iter().position(|id| *id == r.id).unwrap();
+                    std::fs::read(cluster.chunk_file(i, &ch.hash))
+                        .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == ch.hash)
+                })
+        })
+    })
+    .await
+    .unwrap();
+    same_bytes(&c, "g", &src, &work.path().join("out2")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_rehomes_everything_without_dropping_below_r_minus_1() {
     let cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))

@@ -235,6 +235,7 @@ pub fn cases() -> Vec<Case> {
                         hash,
                         offset: 70_000,
                         length: 0,
+                        verify: false,
                     },
                 )
                 .await
@@ -252,6 +253,7 @@ pub fn cases() -> Vec<Case> {
                         hash,
                         offset: 10,
                         length: 65_536,
+                        verify: false,
                     },
                 )
                 .await
@@ -269,6 +271,7 @@ pub fn cases() -> Vec<Case> {
                         hash,
                         offset: 1,
                         length: u64::MAX,
+                        verify: false,
                     },
                 )
                 .await
@@ -286,6 +289,7 @@ pub fn cases() -> Vec<Case> {
                         hash,
                         offset: 0,
                         length: 0,
+                        verify: false,
                     },
                 )
                 .await
@@ -299,6 +303,7 @@ pub fn cases() -> Vec<Case> {
                     hash: "../../etc/passwd".into(),
                     offset: 0,
                     length: 0,
+                    verify: false,
                 },
             )
             .await
@@ -315,6 +320,7 @@ pub fn cases() -> Vec<Case> {
                         hash,
                         offset: 0,
                         length: 0,
+                        verify: false,
                     },
                 )
                 .await
