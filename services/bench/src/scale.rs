@@ -55,6 +55,10 @@ pub struct ScaleArgs {
     /// Seconds of the real-put row.
     #[arg(long, default_value_t = 20)]
     pub put_secs: u64,
+    /// Send the inventory digest of trackers from before 2026-12-04 (BLAKE3 of the sorted
+    /// hashes), to measure one for comparison; also skips the paged-listing row.
+    #[arg(long)]
+    pub old_tracker: bool,
     /// Print the figures without failing on a missed goal (`make bench-smoke`).
     #[arg(long)]
     pub no_goals: bool,
@@ -344,6 +348,7 @@ async fn heartbeat(
     interval: Duration,
     dur: Duration,
     silent: Option<usize>,
+    old_digest: bool,
 ) -> Beats {
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let end = start + dur;
@@ -358,7 +363,15 @@ async fn heartbeat(
                 used_bytes: (inv[p].len() as u64) << 22,
                 active_transfers: 0,
                 chunk_count: inv[p].len() as u64,
-                inventory_digest: shoal_common::hash::inventory_digest(inv[p].iter()),
+                inventory_digest: if old_digest {
+                    let mut h = blake3::Hasher::new();
+                    for c in &inv[p] {
+                        h.update(&c.0);
+                    }
+                    h.finalize().to_hex().to_string()
+                } else {
+                    shoal_common::hash::inventory_digest(inv[p].iter())
+                },
             };
             let mut due = start + interval.mul_f64(p as f64 / n as f64);
             tokio::spawn(async move {
@@ -459,9 +472,15 @@ async fn meta_puts(
                             .unwrap_or_default();
                         c.commit_upload(pb::CommitUploadRequest {
                             upload_id: up.upload_id,
+                            // peer_ids too, for trackers from before receipts (the
+                            // "before" column); receipted trackers ignore them.
                             stored: vec![pb::ChunkStored {
                                 index: 0,
-                                peer_ids: vec![],
+                                peer_ids: placed
+                                    .placements
+                                    .first()
+                                    .map(|p| p.targets.iter().map(|t| t.id.clone()).collect())
+                                    .unwrap_or_default(),
                                 receipts,
                             }],
                         })
@@ -703,6 +722,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
         interval,
         Duration::from_secs(a.phase_secs),
         None,
+        a.old_tracker,
     )
     .await;
     row(
@@ -740,7 +760,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
             Some(t_dead.elapsed())
         })
     };
-    let b = heartbeat(&chs, &inv, interval, phase, Some(0)).await;
+    let b = heartbeat(&chs, &inv, interval, phase, Some(0), a.old_tracker).await;
     stop.notify_one();
     let (put_ok, put_err) = puts.await?;
     let repaired_at = watcher.await?;
@@ -791,7 +811,9 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
         Some(r.rate() >= 20_000.0 && r.errors == 0),
     );
     ctx.procs.stop(tr.pid, Duration::from_secs(10));
-    list_row(ctx, a, &mut rows).await?;
+    if !a.old_tracker {
+        list_row(ctx, a, &mut rows).await?;
+    }
     Ok(rows)
 }
 
