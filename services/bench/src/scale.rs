@@ -238,9 +238,7 @@ async fn start_tracker(ctx: &Ctx, dir: &Path, name: &str) -> Result<Tracker> {
     cmd.env("SHOAL_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SHOAL_DATA_DIR", dir)
         .env("SHOAL_REPLICATION__FACTOR", "3")
-        .env("SHOAL_LIVENESS__HEARTBEAT", "2s")
-        .env("SHOAL_LIVENESS__SUSPECT_AFTER", "6s")
-        .env("SHOAL_LIVENESS__DEAD_AFTER", "10s");
+        .env("SHOAL_LIVENESS__HEARTBEAT", "2s");
     let pid = ctx.procs.spawn(name, cmd)?;
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -349,6 +347,7 @@ async fn heartbeat(
     dur: Duration,
     silent: Option<usize>,
     old_digest: bool,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Beats {
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let end = start + dur;
@@ -374,9 +373,10 @@ async fn heartbeat(
                 },
             };
             let mut due = start + interval.mul_f64(p as f64 / n as f64);
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let (mut lat, mut errors, mut resyncs) = (Vec::new(), 0u64, 0u64);
-                while due < end {
+                while due < end && !stop.as_ref().is_some_and(|s| s.load(Relaxed)) {
                     tokio::time::sleep_until(due).await;
                     let t0 = Instant::now();
                     match c.heartbeat(req.clone()).await {
@@ -673,19 +673,44 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
     let tr = start_tracker(ctx, &dir, "scale-tracker").await?;
     let chs = channels(&tr.url, a.connections)?;
     let loaded = started.elapsed();
-    let registered = register_all(&chs, &inv, a, &fake_addr).await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let healthy = loop {
-        let i = info(&chs[0]).await?;
-        if i.live_peers as usize == a.peers && i.under_replicated_chunks == 0 && i.lost_chunks == 0
-        {
-            break started.elapsed();
-        }
-        if Instant::now() > deadline {
-            bail!("not healthy 300 s after the tracker started: {i:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Peers heartbeat from the start, as real ones do (unknown until registered).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beats = heartbeat(
+        &chs,
+        &inv,
+        Duration::from_secs(2),
+        Duration::from_secs(600),
+        None,
+        a.old_tracker,
+        Some(stop.clone()),
+    );
+    let storm = async {
+        let registered = register_all(&chs, &inv, a, &fake_addr).await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let healthy = async {
+            loop {
+                let i = info(&chs[0]).await?;
+                if i.live_peers as usize == a.peers
+                    && i.under_replicated_chunks == 0
+                    && i.lost_chunks == 0
+                {
+                    return Ok(started.elapsed());
+                }
+                if Instant::now() > deadline {
+                    bail!("not healthy 300 s after the tracker started: {i:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let r = match registered {
+            Ok(reg) => healthy.await.map(|h| (reg, h)),
+            Err(e) => Err(e),
+        };
+        stop.store(true, Relaxed);
+        r
     };
+    let (_, storm) = tokio::join!(beats, storm);
+    let (registered, healthy) = storm?;
     let repairs = fakes.replicated.load(Relaxed);
     row(
         &mut rows,
@@ -723,6 +748,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
         Duration::from_secs(a.phase_secs),
         None,
         a.old_tracker,
+        None,
     )
     .await;
     row(
@@ -745,7 +771,8 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
     let stop = Arc::new(tokio::sync::Notify::new());
     let puts = tokio::spawn(meta_puts(chs.clone(), a.clients, stop.clone()));
     let before = fakes.replicated.load(Relaxed);
-    let phase = Duration::from_secs(10 + a.phase_secs);
+    // The defaults: dead 30 s after the last heartbeat.
+    let phase = Duration::from_secs(30 + a.phase_secs);
     let t_dead = Instant::now();
     let watcher = {
         let fakes = fakes.clone();
@@ -760,7 +787,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
             Some(t_dead.elapsed())
         })
     };
-    let b = heartbeat(&chs, &inv, interval, phase, Some(0), a.old_tracker).await;
+    let b = heartbeat(&chs, &inv, interval, phase, Some(0), a.old_tracker, None).await;
     stop.notify_one();
     let (put_ok, put_err) = puts.await?;
     let repaired_at = watcher.await?;
@@ -772,7 +799,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
             a.clients
         ),
         format!(
-            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors; repaired {} s after the last heartbeat (dead after 10 s); {put_ok} puts ({:.0}/s), {put_err} failed",
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors; repaired {} s after the last heartbeat (dead after 30 s); {put_ok} puts ({:.0}/s), {put_err} failed",
             ms(b.lat.pct(50.0)),
             ms(b.lat.pct(99.0)),
             ms(b.lat.max()),

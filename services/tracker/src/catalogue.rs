@@ -16,8 +16,9 @@ use crate::store::{Change, FileRecord, NameRecord};
 pub struct ChunkInfo {
     pub size: u64,
     /// Files using the chunk, grouped by their replica target: `(replicas, files)`.
-    /// Almost always one entry, so the target needs no scan of the files.
-    targets: Vec<(u32, u32)>,
+    /// Almost always one entry (kept inline: no allocation per chunk), so the target
+    /// needs no scan of the files.
+    targets: smallvec::SmallVec<[(u32, u32); 1]>,
 }
 
 impl ChunkInfo {
@@ -311,7 +312,7 @@ impl Catalogue {
                     .entry(*h)
                     .or_insert_with(|| ChunkInfo {
                         size: crate::fragment::chunk_len(f.size, f.chunk_size, i as u64),
-                        targets: Vec::new(),
+                        targets: Default::default(),
                     })
                     .add(f.replicas);
             }

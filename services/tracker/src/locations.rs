@@ -4,7 +4,7 @@
 //! copy costs: at ten million copies, bytes per copy are the tracker's memory.
 //! It knows nothing of liveness or the catalogue.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use shoal_common::hash::{Hash, InventoryDigest};
 use smallvec::SmallVec;
@@ -12,10 +12,11 @@ use smallvec::SmallVec;
 /// A peer's number within this tracker (never reused).
 type Slot = u32;
 
-/// One peer's chunks and their digest.
+/// One peer's chunks and their digest. A B-tree, not a hash set: about 45 bytes a
+/// chunk instead of 67 (a hash set's power-of-two tables are half empty after growing).
 #[derive(Debug, Default)]
 pub struct Holdings {
-    chunks: HashSet<Hash>,
+    chunks: BTreeSet<Hash>,
     digest: InventoryDigest,
 }
 
@@ -91,6 +92,11 @@ impl Locations {
 
     pub fn count(&self, h: &Hash) -> usize {
         self.by_chunk.get(h).map_or(0, |v| v.len())
+    }
+
+    /// Chunks held by some peer.
+    pub fn chunk_count(&self) -> usize {
+        self.by_chunk.len()
     }
 
     /// Whether any peer holds `h`.

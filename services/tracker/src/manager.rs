@@ -45,6 +45,12 @@ pub struct ManagerState {
     above: HashSet<Hash>,
     /// Whether the evaluation of every chunk after safe mode has been done.
     settled: bool,
+    /// Chunks below target that have a live source, by live copies then hash (HDFS's
+    /// UnderReplicatedBlocks): repair takes them from the front, never scanning the queue.
+    ranked: std::collections::BTreeSet<(usize, Hash)>,
+    rank_of: HashMap<Hash, usize>,
+    /// Lost chunks when last reported (the log says when the count moves).
+    lost_reported: usize,
 }
 
 /// What about a peer decides whether its copies count.
@@ -215,6 +221,7 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
         return;
     }
     enqueue_repairs(t, below);
+    report_lost(t, ms);
     let mut deletions: Vec<Deletion> = Vec::new();
     let starts;
     {
@@ -226,6 +233,26 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
     }
     t.send_deletions(merge(deletions));
     start_copies(t, ms, starts);
+}
+
+/// One log line when the number of lost chunks moves, however many there are.
+fn report_lost(t: &Tracker, ms: &Arc<Mutex<ManagerState>>) {
+    let st = t.state();
+    let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
+    let n = st.health.lost.len();
+    if n != m.lost_reported {
+        m.lost_reported = n;
+        if n > 0 {
+            let first: Vec<String> = st.health.lost.iter().take(3).map(|h| h.to_hex()).collect();
+            error!(
+                lost = n,
+                ?first,
+                "chunks LOST: no live copy; kept queued until a holder returns"
+            );
+        } else {
+            info!("no chunk is lost any more");
+        }
+    }
 }
 
 /// Mark the chunks of every peer whose state class changed; after safe mode, mark every
@@ -250,9 +277,7 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
         let held: Vec<Hash> = st.locations.of(&id).iter().copied().collect();
         st.dirty.extend(held);
     }
-    let settled = st
-        .started
-        .is_none_or(|s| now.saturating_duration_since(s) >= cfg.liveness.dead_after);
+    let settled = m.settled || safe_mode_over(&st, cfg, now);
     if settled && !m.settled {
         m.settled = true;
         let all: Vec<Hash> = st.catalogue.chunks().map(|(h, _)| *h).collect();
@@ -265,6 +290,23 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
     settled
 }
 
+/// Safe mode ends one `dead_after` after the start once nearly every chunk (99.9 %) has
+/// been reported by some peer, as HDFS leaves it at a threshold of reported blocks, or at
+/// the latest after ten `dead_after`s: a registration storm outlasting the first delay
+/// is not taken for lost chunks.
+fn safe_mode_over(st: &State, cfg: &crate::config::TrackerConfig, now: Instant) -> bool {
+    let Some(started) = st.started else {
+        return true;
+    };
+    let up = now.saturating_duration_since(started);
+    if up < cfg.liveness.dead_after {
+        return false;
+    }
+    let chunks = st.catalogue.chunk_count();
+    let reported = st.locations.chunk_count();
+    up >= cfg.liveness.dead_after * 10 || reported as f64 >= chunks as f64 * 0.999
+}
+
 /// Evaluate dirty chunks, a slice per lock hold: health sets, chunks above target and
 /// unreferenced chunks on peers are noted; chunks below target are returned (to queue).
 fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: bool) -> Vec<Hash> {
@@ -273,6 +315,10 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
     loop {
         let mut st = t.state();
         if st.dirty.is_empty() {
+            // A register storm marks every chunk once: give that memory back.
+            if st.dirty.capacity() > 1 << 16 {
+                st.dirty.shrink_to_fit();
+            }
             return below;
         }
         let slice: Vec<Hash> = st.dirty.iter().take(SLICE).copied().collect();
@@ -280,10 +326,13 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
             st.dirty.remove(h);
         }
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fixed = Vec::new();
         for h in slice {
             let Some(target) = st.chunk_target(&h) else {
                 st.health.note(h, 0, None);
                 m.above.remove(&h);
+                m.unrank(&h);
+                fixed.push(h);
                 if settled && st.locations.has(&h) {
                     m.unreferenced_since.entry(h).or_insert(now);
                 }
@@ -294,12 +343,37 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
             st.health.note(h, durable, Some(target));
             if st.below_target(&h, target, cfg, now) {
                 below.push(h);
+                if st.live_holders(&h, cfg, now).is_empty() {
+                    m.unrank(&h); // lost: nothing to copy from until a holder returns
+                } else {
+                    m.rank(h, durable);
+                }
+            } else {
+                m.unrank(&h);
+                fixed.push(h);
             }
             if st.locations.count(&h) > target as usize {
                 m.above.insert(h);
             } else {
                 m.above.remove(&h);
             }
+        }
+        fixed.retain(|h| !m.in_flight.contains(h));
+        dequeue(t, &fixed);
+    }
+}
+
+impl ManagerState {
+    fn rank(&mut self, h: Hash, live: usize) {
+        if let Some(old) = self.rank_of.insert(h, live) {
+            self.ranked.remove(&(old, h));
+        }
+        self.ranked.insert((live, h));
+    }
+
+    fn unrank(&mut self, h: &Hash) {
+        if let Some(old) = self.rank_of.remove(h) {
+            self.ranked.remove(&(old, *h));
         }
     }
 }
@@ -319,33 +393,16 @@ type Start = (
 /// Pick repairs from the queue, fewest live copies first, within the budgets.
 fn schedule(t: &Tracker, st: &mut State, m: &mut ManagerState, now: Instant) -> Vec<Start> {
     let cfg = &t.cfg;
-    let queue: Vec<Hash> = t
-        .repairs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    // The front of the ranked queue, a bounded look: chunks that cannot start this
+    // round (budgets, in flight) stay ranked for the next.
+    let look = cfg.repair.concurrency.saturating_mul(16).max(64);
+    let ranked: Vec<(usize, Hash)> = m
+        .ranked
         .iter()
+        .filter(|(_, h)| !m.in_flight.contains(h))
+        .take(look)
         .copied()
         .collect();
-    let mut ranked: Vec<(usize, Hash)> = Vec::new();
-    let mut done = Vec::new();
-    for h in queue {
-        let Some(target) = st.chunk_target(&h) else {
-            done.push(h); // no file uses it any more
-            continue;
-        };
-        let live = st.durable_count(&h, cfg, now);
-        if !st.below_target(&h, target, cfg, now) {
-            // At target, or its missing copies are on a peer restarting in its grace.
-            done.push(h);
-        } else if live == 0 && st.live_holders(&h, cfg, now).is_empty() {
-            error!(chunk = %h, "chunk LOST: no live copy; kept queued until a holder returns");
-        } else {
-            ranked.push((live, h));
-        }
-    }
-    done.retain(|h| !m.in_flight.contains(h));
-    dequeue(t, &done);
-    ranked.sort();
     let mut starts = Vec::new();
     let mut planner = Planner::new(Tracker::candidates(st, cfg, now));
     for (live, h) in ranked {
