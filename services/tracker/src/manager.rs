@@ -63,7 +63,7 @@ struct Class {
 
 /// Dirty chunks evaluated per lock hold: the lock is released between slices, so
 /// heartbeats wait for one slice at most.
-const SLICE: usize = 4096;
+const SLICE: usize = 2048;
 
 /// Wakes the manager early (a copy finished, so a slot is free).
 static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
@@ -154,6 +154,7 @@ pub fn drain(t: &Arc<Tracker>, peer_id: &str) -> Result<pb::DrainPeerResponse> {
         st.journal_drained(peer_id);
         chunks
     };
+    t.forget_candidates();
     let _span = info_span!("drain", peer = %peer_id, chunks = chunks.len()).entered();
     enqueue_repairs(t, chunks);
     let st = t.state();
@@ -178,6 +179,7 @@ pub fn undrain(t: &Arc<Tracker>, peer_id: &str) -> Result<pb::DrainPeerResponse>
     if p.draining {
         info!(peer = %peer_id, "drain cancelled");
     }
+    t.forget_candidates();
     p.draining = false;
     st.journal_undrained(peer_id);
     let p = &st.peers[peer_id];
@@ -291,9 +293,11 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
 }
 
 /// Safe mode ends one `dead_after` after the start once nearly every chunk (99.9 %) has
-/// been reported by some peer, as HDFS leaves it at a threshold of reported blocks, or at
-/// the latest after ten `dead_after`s: a registration storm outlasting the first delay
-/// is not taken for lost chunks.
+/// been reported by some peer, as HDFS leaves it at a threshold of reported blocks, and
+/// no peer has registered for two heartbeats (a chunk reported by two of its three
+/// holders is not under-replicated while the third is still registering); at the latest
+/// after ten `dead_after`s: a registration storm outlasting the first delay is not taken
+/// for lost chunks.
 fn safe_mode_over(st: &State, cfg: &crate::config::TrackerConfig, now: Instant) -> bool {
     let Some(started) = st.started else {
         return true;
@@ -304,7 +308,11 @@ fn safe_mode_over(st: &State, cfg: &crate::config::TrackerConfig, now: Instant) 
     }
     let chunks = st.catalogue.chunk_count();
     let reported = st.locations.chunk_count();
-    up >= cfg.liveness.dead_after * 10 || reported as f64 >= chunks as f64 * 0.999
+    // Registrations have stopped for two heartbeats: every peer that is up is back.
+    let quiet = st
+        .last_registration
+        .is_none_or(|at| now.saturating_duration_since(at) >= cfg.liveness.heartbeat * 2);
+    up >= cfg.liveness.dead_after * 10 || (quiet && reported as f64 >= chunks as f64 * 0.999)
 }
 
 /// Evaluate dirty chunks, a slice per lock hold: health sets, chunks above target and
@@ -312,22 +320,21 @@ fn safe_mode_over(st: &State, cfg: &crate::config::TrackerConfig, now: Instant) 
 fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: bool) -> Vec<Hash> {
     let cfg = &t.cfg;
     let mut below = Vec::new();
-    loop {
+    // Take the whole set at once (taking slices off a hash set rescans its emptied
+    // buckets every time: quadratic over a storm's millions); marks made meanwhile wait
+    // for the next round.
+    let taken = std::mem::take(&mut t.state().dirty);
+    let dirty: Vec<Hash> = taken.into_iter().collect();
+    for (i, slice) in dirty.chunks(SLICE).enumerate() {
+        if i > 0 {
+            // The mutex is not fair: re-taking it at once would starve heartbeats for the
+            // whole pass. Step aside so waiting calls run between slices.
+            std::thread::sleep(Duration::from_micros(500));
+        }
         let mut st = t.state();
-        if st.dirty.is_empty() {
-            // A register storm marks every chunk once: give that memory back.
-            if st.dirty.capacity() > 1 << 16 {
-                st.dirty.shrink_to_fit();
-            }
-            return below;
-        }
-        let slice: Vec<Hash> = st.dirty.iter().take(SLICE).copied().collect();
-        for h in &slice {
-            st.dirty.remove(h);
-        }
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
         let mut fixed = Vec::new();
-        for h in slice {
+        for &h in slice {
             let Some(target) = st.chunk_target(&h) else {
                 st.health.note(h, 0, None);
                 m.above.remove(&h);
@@ -361,6 +368,7 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
         fixed.retain(|h| !m.in_flight.contains(h));
         dequeue(t, &fixed);
     }
+    below
 }
 
 impl ManagerState {

@@ -69,6 +69,7 @@ impl TrackerRpc for TrackerService {
                 now,
             )?;
         }
+        t.forget_candidates();
         Ok(Response::new(pb::RegisterPeerResponse {
             heartbeat_interval_ms: t.cfg.liveness.heartbeat.as_millis() as u64,
         }))
@@ -153,6 +154,7 @@ impl TrackerRpc for TrackerService {
         let req = req.into_inner();
         let (id, now) = (req.peer_id, Instant::now());
         let t = &self.tracker;
+        t.forget_candidates();
         let mut st = t.state();
         let Some(p) = st.peers.get_mut(&id) else {
             return Ok(Response::new(pb::DeregisterResponse {}));

@@ -110,6 +110,8 @@ pub struct State {
     pub journal: Option<Journal>,
     /// Peers that said goodbye and have not been heard from since.
     pub goodbyes: HashMap<String, Goodbye>,
+    /// When a peer last registered (safe mode waits for registrations to stop).
+    pub last_registration: Option<Instant>,
     /// Inventories arriving in parts, by peer: `(inventory_id, chunks so far)`.
     pub staging: HashMap<String, (u64, Vec<Hash>)>,
     /// Chunks whose copies, target or holders changed since the manager last looked:
@@ -371,13 +373,14 @@ impl State {
             .map(|p| (p, self.liveness(p, cfg, now)))
             .filter(|(_, l)| *l != Liveness::Dead)
             .collect();
-        out.sort_by_key(|(p, l)| {
-            (
-                *l == Liveness::Suspect,
-                p.draining,
-                p.active_transfers,
-                p.id.clone(),
-            )
+        // Borrowed keys: no allocation per comparison (this runs per chunk, per stat).
+        out.sort_by(|(a, la), (b, lb)| {
+            let key = |p: &PeerEntry, l: &Liveness| {
+                (*l == Liveness::Suspect, p.draining, p.active_transfers)
+            };
+            key(a, la)
+                .cmp(&key(b, lb))
+                .then_with(|| a.id.as_str().cmp(b.id.as_str()))
         });
         out.into_iter().map(|(p, _)| p).collect()
     }
@@ -516,6 +519,7 @@ impl State {
 
     /// Insert or update a peer from its registration, heard from now; its copies untouched.
     fn upsert_peer(&mut self, peer: pb::PeerRef, capacity: u64, used: u64, now: Instant) {
+        self.last_registration = Some(now);
         let draining = self
             .peers
             .get(&peer.id)

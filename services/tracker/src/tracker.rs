@@ -41,7 +41,12 @@ pub struct Tracker {
     pub summary: Mutex<Option<(Instant, pb::ClusterInfoResponse)>>,
     /// When this replica last trimmed the shared catalogue log (as leader).
     pub last_trim: Mutex<Option<Instant>>,
+    /// The last placement candidates and when they were computed.
+    candidates_cache: Mutex<Option<(Instant, Arc<Vec<Candidate>>)>>,
 }
+
+/// How long placement candidates are reused (see [`Tracker::cached_candidates`]).
+const CANDIDATES_TTL: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub fn validate_zone(zone: &str) -> Result<()> {
     if zone.is_empty()
@@ -115,6 +120,7 @@ impl Tracker {
             tickets,
             summary: Mutex::new(None),
             last_trim: Mutex::new(None),
+            candidates_cache: Mutex::new(None),
         }))
     }
 
@@ -184,6 +190,33 @@ impl Tracker {
                 Ok(())
             }
         }
+    }
+
+    /// Placement candidates, computed at most every [`CANDIDATES_TTL`]: each put would
+    /// otherwise walk every peer under the lock (10,000 peers: a millisecond a put).
+    /// Liveness, free space and load a quarter of a second old place as well.
+    fn cached_candidates(&self, st: &State, now: Instant) -> Arc<Vec<Candidate>> {
+        let mut cache = self
+            .candidates_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, c)) = cache.as_ref() {
+            if now.saturating_duration_since(*at) < CANDIDATES_TTL {
+                return c.clone();
+            }
+        }
+        let c = Arc::new(Self::candidates(st, &self.cfg, now));
+        *cache = Some((now, c.clone()));
+        c
+    }
+
+    /// Recompute placement candidates at the next placement (a peer joined, left or
+    /// changed its drain state).
+    pub fn forget_candidates(&self) {
+        *self
+            .candidates_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Candidates for new copies, as the placement policy sees them.
@@ -314,8 +347,9 @@ impl Tracker {
                         .collect()
                 })
                 .collect();
-            (up, Self::candidates(&st, &self.cfg, now), holders)
+            (up, self.cached_candidates(&st, now), holders)
         };
+        let candidates = (*candidates).clone();
         let decided = span.in_scope(|| place_file(&up, &hashes, candidates, &holders))?;
         let peers: std::collections::HashMap<&str, pb::PeerRef> = {
             let st = self.state();
