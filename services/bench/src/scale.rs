@@ -826,7 +826,7 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
             a.clients
         ),
         format!(
-            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors; repaired {} s after the last heartbeat (dead after 30 s); {put_ok} puts ({:.0}/s), {put_err} failed",
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors; repaired {} s into the phase (dead 30 s after its last heartbeat); {put_ok} puts ({:.0}/s), {put_err} failed",
             ms(b.lat.pct(50.0)),
             ms(b.lat.pct(99.0)),
             ms(b.lat.max()),

@@ -12,8 +12,9 @@
 //!
 //! For one `dead_after` after the tracker starts nothing is queued, trimmed or
 //! collected (HDFS's safe mode): peers are still registering, and a chunk whose
-//! holders have not all reported yet is not under-replicated. Then every chunk is
-//! evaluated once.
+//! holders have not all reported yet is not under-replicated. Chunks are evaluated as
+//! peers report them all the same; when safe mode ends, the chunks no peer reported and
+//! the ones found below target are evaluated again, and queued.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -63,7 +64,7 @@ struct Class {
 
 /// Dirty chunks evaluated per lock hold: the lock is released between slices, so
 /// heartbeats wait for one slice at most.
-const SLICE: usize = 2048;
+const SLICE: usize = 512;
 
 /// Wakes the manager early (a copy finished, so a slot is free).
 static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
@@ -257,8 +258,8 @@ fn report_lost(t: &Tracker, ms: &Arc<Mutex<ManagerState>>) {
     }
 }
 
-/// Mark the chunks of every peer whose state class changed; after safe mode, mark every
-/// chunk once. Returns whether safe mode is over.
+/// Mark the chunks of every peer whose state class changed; when safe mode ends, mark the
+/// chunks no peer reported and the ranked ones. Returns whether safe mode is over.
 fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) -> bool {
     let cfg = &t.cfg;
     let mut st = t.state();
@@ -282,12 +283,23 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
     let settled = m.settled || safe_mode_over(&st, cfg, now);
     if settled && !m.settled {
         m.settled = true;
-        let all: Vec<Hash> = st.catalogue.chunks().map(|(h, _)| *h).collect();
+        // Every chunk a peer reported was evaluated as it came (health, rank); never
+        // evaluated are the chunks no peer reported. Those, and the ranked ones (for the
+        // durable queue), are evaluated now: not millions of healthy ones again.
+        let unreported: Vec<Hash> = st
+            .catalogue
+            .chunks()
+            .map(|(h, _)| *h)
+            .filter(|h| !st.locations.has(h))
+            .collect();
+        let ranked: Vec<Hash> = m.ranked.iter().map(|(_, h)| *h).collect();
         info!(
-            chunks = all.len(),
-            "safe mode over: every chunk is evaluated once"
+            unreported = unreported.len(),
+            below_target = ranked.len(),
+            "safe mode over: unreported and under-replicated chunks are evaluated"
         );
-        st.dirty.extend(all);
+        st.dirty.extend(unreported);
+        st.dirty.extend(ranked);
     }
     settled
 }
@@ -329,7 +341,7 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
         if i > 0 {
             // The mutex is not fair: re-taking it at once would starve heartbeats for the
             // whole pass. Step aside so waiting calls run between slices.
-            std::thread::sleep(Duration::from_micros(500));
+            std::thread::sleep(Duration::from_micros(200));
         }
         let mut st = t.state();
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
