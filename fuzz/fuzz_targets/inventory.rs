@@ -2,8 +2,11 @@
 //! decoded with prost, validated as the tracker's service does (peer id, address,
 //! zone, every hash), then applied to the tracker's in-memory state.
 //!
+//! Registrations and full reports may come in parts (`inventory_id`, `last`).
+//!
 //! Invariants: nothing panics; the two indexes of where chunks live (per peer and per
-//! chunk) always agree, and no chunk is listed with an empty set of holders.
+//! chunk) always agree, every peer's digest matches its chunks, no chunk is listed with
+//! an empty set of holders, and every holder is a registered peer.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -22,6 +25,8 @@ enum Op {
         id: u8,
         zone: u8,
         chunks: Vec<u8>,
+        /// Non-zero: the first part of an inventory sent in parts.
+        inventory_id: u8,
     },
     Report(Vec<u8>),
     /// A report for a peer already registered (ids and hashes are hard to guess).
@@ -31,6 +36,8 @@ enum Op {
         removed: Vec<u8>,
         corrupt: Vec<u8>,
         full: bool,
+        inventory_id: u8,
+        last: bool,
     },
 }
 
@@ -43,21 +50,43 @@ fn peer_id_ok(id: &str) -> bool {
 }
 
 fn check(st: &State) {
-    for (h, holders) in &st.locations {
-        assert!(!holders.is_empty(), "chunk {h} listed with no holder");
-        for id in holders {
-            let p = st.peers.get(id).expect("holder is a known peer");
-            assert!(p.chunks.contains(h), "{id} missing {h} in its own set");
-        }
+    if let Err(e) = st.locations.check() {
+        panic!("locations disagree: {e}");
     }
-    for p in st.peers.values() {
-        for h in &p.chunks {
+    for h in st.locations.chunks() {
+        for id in st.locations.holders(h) {
             assert!(
-                st.locations.get(h).is_some_and(|s| s.contains(&p.id)),
-                "{} holds {h} but the chunk index disagrees",
-                p.id
+                st.peers.contains_key(id),
+                "holder {id} of {h} is not a peer"
             );
         }
+    }
+}
+
+fn register(st: &mut State, req: pb::RegisterPeerRequest, now: tokio::time::Instant) {
+    let Some(peer) = req.peer else { return };
+    let valid = peer_id_ok(&peer.id)
+        && validate_addr(&peer.addr).is_ok()
+        && validate_zone(&peer.zone).is_ok();
+    let Some(chunks) = hashes(&req.chunks) else {
+        return;
+    };
+    if !valid {
+        return;
+    }
+    if req.inventory_id == 0 {
+        st.register_peer(peer, req.capacity_bytes, req.used_bytes, chunks, now);
+    } else {
+        // Refused only for an inventory over the cap, which these inputs cannot reach.
+        st.register_peer_in_parts(
+            peer,
+            req.capacity_bytes,
+            req.used_bytes,
+            chunks,
+            req.inventory_id,
+            now,
+        )
+        .expect("a small first part is staged");
     }
 }
 
@@ -67,21 +96,16 @@ fuzz_target!(|ops: Vec<Op>| {
     for op in ops {
         match op {
             Op::Register(bytes) => {
-                let Ok(req) = pb::RegisterPeerRequest::decode(bytes.as_slice()) else {
-                    continue;
-                };
-                let Some(peer) = req.peer else { continue };
-                let valid = peer_id_ok(&peer.id)
-                    && validate_addr(&peer.addr).is_ok()
-                    && validate_zone(&peer.zone).is_ok();
-                let Some(chunks) = hashes(&req.chunks) else {
-                    continue;
-                };
-                if valid {
-                    st.register_peer(peer, req.capacity_bytes, req.used_bytes, chunks, now);
+                if let Ok(req) = pb::RegisterPeerRequest::decode(bytes.as_slice()) {
+                    register(&mut st, req, now);
                 }
             }
-            Op::RegisterValid { id, zone, chunks } => {
+            Op::RegisterValid {
+                id,
+                zone,
+                chunks,
+                inventory_id,
+            } => {
                 // Few distinct chunks, so peers share them and reports overlap.
                 let req = pb::RegisterPeerRequest {
                     peer: Some(pb::PeerRef {
@@ -95,15 +119,16 @@ fuzz_target!(|ops: Vec<Op>| {
                         .iter()
                         .map(|c| Hash::of(&[c % 16]).to_hex())
                         .collect(),
+                    inventory_id: u64::from(inventory_id % 4),
                 };
                 let req = pb::RegisterPeerRequest::decode(req.encode_to_vec().as_slice())
                     .expect("own encoding decodes");
-                let peer = req.peer.expect("set above");
-                assert!(peer_id_ok(&peer.id));
-                validate_addr(&peer.addr).expect("valid address");
-                validate_zone(&peer.zone).expect("valid zone");
-                let chunks = hashes(&req.chunks).expect("valid hashes");
-                st.register_peer(peer, req.capacity_bytes, req.used_bytes, chunks, now);
+                let known = st.peers.len();
+                register(&mut st, req, now);
+                assert!(
+                    st.peers.len() >= known.max(1),
+                    "a valid registration is taken"
+                );
             }
             Op::Report(bytes) => {
                 if let Ok(req) = pb::ReportChunksRequest::decode(bytes.as_slice()) {
@@ -116,6 +141,8 @@ fuzz_target!(|ops: Vec<Op>| {
                 removed,
                 corrupt,
                 full,
+                inventory_id,
+                last,
             } => {
                 let hex = |v: Vec<u8>| -> Vec<String> {
                     v.iter().map(|c| Hash::of(&[c % 16]).to_hex()).collect()
@@ -126,6 +153,8 @@ fuzz_target!(|ops: Vec<Op>| {
                     removed: hex(removed),
                     corrupt: hex(corrupt),
                     full,
+                    inventory_id: u64::from(inventory_id % 4),
+                    last,
                 };
                 let req = pb::ReportChunksRequest::decode(req.encode_to_vec().as_slice())
                     .expect("own encoding decodes");
@@ -147,7 +176,8 @@ fn report(st: &mut State, req: pb::ReportChunksRequest) {
     let mut removed = removed;
     removed.extend(corrupt);
     let known = st.peers.contains_key(&req.peer_id);
-    let r = st.report_chunks(&req.peer_id, added, removed, req.full);
+    let part = (req.inventory_id != 0).then_some((req.inventory_id, req.last));
+    let r = st.report_chunks(&req.peer_id, added, removed, req.full, part);
     assert_eq!(
         r.is_ok(),
         known,

@@ -19,7 +19,7 @@ use shoal_proto::v1 as pb;
 use shoal_proto::v1::peer_server::PeerServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::PeerConfig;
 
@@ -121,7 +121,7 @@ pub async fn run(
     // Background loops stop on their own token so in-flight transfers can finish first.
     let background = CancellationToken::new();
     let h = health.clone();
-    tokio::spawn(agent.clone().run(
+    let agent_loop = tokio::spawn(agent.clone().run(
         corrupt_rx,
         move || {
             tokio::spawn(async move { h.set(true).await });
@@ -155,6 +155,15 @@ pub async fn run(
         })
         .await?;
     background.cancel();
+    // A heartbeat still in flight would reach the tracker after the goodbye and undo it
+    // (a restarting peer judged by its last heartbeat, dead after dead_after): let the
+    // agent finish its step (bounded) before saying goodbye.
+    if tokio::time::timeout(Duration::from_secs(5), agent_loop)
+        .await
+        .is_err()
+    {
+        warn!("the tracker agent did not stop within 5 s; saying goodbye anyway");
+    }
     // A restart (the same id and volume come back) is not a leave: unless told to leave,
     // the tracker keeps this peer's copies expected for its restart grace.
     agent.deregister(!cfg.leave_on_shutdown).await;

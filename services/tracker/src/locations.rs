@@ -172,6 +172,42 @@ impl Locations {
     }
 }
 
+impl Locations {
+    /// Whether both directions and every digest agree (for tests and fuzzing; it walks
+    /// every copy): the first disagreement found, described.
+    pub fn check(&self) -> Result<(), String> {
+        for (h, slots) in &self.by_chunk {
+            if slots.is_empty() {
+                return Err(format!("chunk {h} listed with no holder"));
+            }
+            for s in slots {
+                if !self.by_peer[*s as usize].contains(h) {
+                    return Err(format!(
+                        "{} missing {h} in its own set",
+                        self.ids[*s as usize]
+                    ));
+                }
+            }
+        }
+        for (s, held) in self.by_peer.iter().enumerate() {
+            let id = &self.ids[s];
+            for h in held.iter() {
+                if !self
+                    .by_chunk
+                    .get(h)
+                    .is_some_and(|v| v.contains(&(s as Slot)))
+                {
+                    return Err(format!("{id} holds {h} but the chunk index disagrees"));
+                }
+            }
+            if held.digest() != shoal_common::hash::inventory_digest(held.iter()) {
+                return Err(format!("{id}: digest out of step with its chunks"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +241,6 @@ mod tests {
         assert!(!l.has(&b) && l.of("p").is_empty());
         assert_eq!(l.of("p").digest(), shoal_common::hash::inventory_digest([]));
         assert_eq!(l.of("nobody").len(), 0);
+        l.check().unwrap();
     }
 }
