@@ -53,11 +53,29 @@ pub struct Catalogue {
     /// The names of each content id: finding a file's names is no scan.
     by_id: HashMap<Hash, BTreeSet<String>>,
     chunks: HashMap<Hash, ChunkInfo>,
+    /// Changes with each applied change (see [`next_version`]).
+    version: u64,
+}
+
+/// A number no earlier change in this process had: versions of a catalogue or of the
+/// locations stay distinct even across a catalogue reloaded whole.
+pub fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Catalogue {
+    /// Different after every change: answers derived from the catalogue can be reused
+    /// while it stays the same.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn new(files: HashMap<Hash, FileRecord>, names: BTreeMap<String, NameRecord>) -> Self {
-        let mut c = Catalogue::default();
+        let mut c = Catalogue {
+            version: next_version(),
+            ..Default::default()
+        };
         for f in files.into_values() {
             c.add_file(f);
         }
@@ -268,6 +286,7 @@ impl Catalogue {
 
     /// Apply a change the store has taken; returns the chunks no file references any more.
     pub fn apply(&mut self, c: Change) -> Vec<Hash> {
+        self.version = next_version();
         match c {
             Change::PutFile(f) => {
                 let garbage = self.remove_file(&f.id);

@@ -20,6 +20,7 @@ pub mod placement;
 pub mod proof;
 pub mod service;
 pub mod shared;
+pub mod statcache;
 pub mod state;
 pub mod store;
 pub mod tracker;

@@ -67,6 +67,8 @@ pub struct Locations {
     by_peer: Vec<Holdings>,
     ids: Vec<String>,
     slots: HashMap<String, Slot>,
+    /// Changes with every copy added or removed.
+    version: u64,
 }
 
 impl Locations {
@@ -79,6 +81,11 @@ impl Locations {
         self.by_peer.push(Holdings::default());
         self.slots.insert(peer.to_string(), s);
         s
+    }
+
+    /// Different after every change (see [`crate::catalogue::next_version`]).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Peers holding `h`.
@@ -122,6 +129,7 @@ impl Locations {
         if !self.by_peer[s as usize].insert(h) {
             return false;
         }
+        self.version = crate::catalogue::next_version();
         self.by_chunk.entry(h).or_default().push(s);
         true
     }
@@ -134,6 +142,7 @@ impl Locations {
         if !self.by_peer[s as usize].remove(h) {
             return false;
         }
+        self.version = crate::catalogue::next_version();
         self.unlink(h, s);
         true
     }
@@ -152,6 +161,7 @@ impl Locations {
         let Some(&s) = self.slots.get(peer) else {
             return;
         };
+        self.version = crate::catalogue::next_version();
         let held = std::mem::take(&mut self.by_peer[s as usize]);
         for h in held.chunks {
             self.unlink(&h, s);
@@ -163,6 +173,7 @@ impl Locations {
         let Some(v) = self.by_chunk.remove(h) else {
             return Vec::new();
         };
+        self.version = crate::catalogue::next_version();
         v.into_iter()
             .map(|s| {
                 self.by_peer[s as usize].remove(h);

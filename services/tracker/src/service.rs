@@ -256,11 +256,9 @@ impl TrackerRpc for TrackerService {
     }
 
     async fn stat_file(&self, req: Request<pb::StatFileRequest>) -> R<pb::FileDetail> {
-        let t = &self.tracker;
-        let d = t
-            .state()
-            .detail(&req.into_inner().name_or_id, &t.cfg, Instant::now())?;
-        Ok(Response::new(d))
+        Ok(Response::new(
+            self.tracker.stat(&req.into_inner().name_or_id)?,
+        ))
     }
 
     async fn delete_file(&self, req: Request<pb::DeleteFileRequest>) -> R<pb::DeleteFileResponse> {

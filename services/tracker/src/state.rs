@@ -705,25 +705,7 @@ impl State {
             .iter()
             .map(|h| self.live_holders(h, cfg, now).len() as u32)
             .min();
-        let replicas_min = min.unwrap_or(f.replicas);
-        let status = if replicas_min == 0 {
-            pb::FileStatus::Unavailable
-        } else if replicas_min < f.replicas {
-            pb::FileStatus::UnderReplicated
-        } else {
-            pb::FileStatus::Healthy
-        };
-        pb::FileSummary {
-            name: name.to_string(),
-            id: f.id.to_hex(),
-            size: f.size,
-            chunk_size: f.chunk_size,
-            chunks: f.chunks.len() as u32,
-            replicas_target: f.replicas,
-            replicas_min,
-            status: status as i32,
-            created_unix_ms: created_ms,
-        }
+        summarise(name, f, created_ms, min)
     }
 
     /// One page of names after `after` (see `paging::fill`).
@@ -753,8 +735,8 @@ impl State {
             id: f.id,
             created_ms: f.created_ms,
         });
-        let summary = self.summary(&name, &record, cfg, now);
-        let chunks = f
+        // Holders are looked up once per chunk: the summary's minimum comes from them.
+        let chunks: Vec<pb::ChunkReplicas> = f
             .chunks
             .iter()
             .enumerate()
@@ -770,6 +752,11 @@ impl State {
                 placement_reason: self.placement_reasons.get(h).cloned().unwrap_or_default(),
             })
             .collect();
+        let min = chunks.iter().map(|c| c.replicas.len() as u32).min();
+        let summary = self
+            .catalogue
+            .file(&record.id)
+            .map(|f| summarise(&name, f, record.created_ms, min));
         Ok(pb::FileDetail {
             summary,
             chunks,
@@ -810,6 +797,29 @@ impl State {
                 })
             })
             .collect()
+    }
+}
+
+/// A file's summary, given the fewest live copies of any of its chunks (`None`: no chunks).
+fn summarise(name: &str, f: &FileRecord, created_ms: i64, min: Option<u32>) -> pb::FileSummary {
+    let replicas_min = min.unwrap_or(f.replicas);
+    let status = if replicas_min == 0 {
+        pb::FileStatus::Unavailable
+    } else if replicas_min < f.replicas {
+        pb::FileStatus::UnderReplicated
+    } else {
+        pb::FileStatus::Healthy
+    };
+    pb::FileSummary {
+        name: name.to_string(),
+        id: f.id.to_hex(),
+        size: f.size,
+        chunk_size: f.chunk_size,
+        chunks: f.chunks.len() as u32,
+        replicas_target: f.replicas,
+        replicas_min,
+        status: status as i32,
+        created_unix_ms: created_ms,
     }
 }
 

@@ -43,6 +43,43 @@ pub struct Tracker {
     pub last_trim: Mutex<Option<Instant>>,
     /// The last placement candidates and when they were computed.
     candidates_cache: Mutex<Option<(Instant, Arc<Vec<Candidate>>)>>,
+    /// Recent `StatFile` answers.
+    stat_cache: crate::statcache::StatCache,
+}
+
+/// A state-lock hold at least this long is logged with its caller: every RPC that needs
+/// the state waited that long.
+pub const SLOW_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The locked state (see [`Tracker::state`]); on drop, the hold is recorded.
+pub struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    locked: std::time::Instant,
+    at: &'static std::panic::Location<'static>,
+    metrics: &'a crate::metrics::Metrics,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let held = self.locked.elapsed();
+        self.metrics.lock_hold.record(held);
+        if held >= SLOW_HOLD {
+            warn!(at = %self.at, held_ms = held.as_millis() as u64, "state lock held long; every RPC needing it waited");
+        }
+    }
 }
 
 /// How long placement candidates are reused (see [`Tracker::cached_candidates`]).
@@ -121,11 +158,24 @@ impl Tracker {
             summary: Mutex::new(None),
             last_trim: Mutex::new(None),
             candidates_cache: Mutex::new(None),
+            stat_cache: Default::default(),
         }))
     }
 
-    pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The state, locked. Waits and holds are measured; a hold longer than
+    /// [`SLOW_HOLD`] is logged with the line that took the lock.
+    #[track_caller]
+    pub fn state(&self) -> StateGuard<'_> {
+        let asked = std::time::Instant::now();
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let locked = std::time::Instant::now();
+        self.metrics.lock_wait.record(locked - asked);
+        StateGuard {
+            guard,
+            locked,
+            at: std::panic::Location::caller(),
+            metrics: &self.metrics,
+        }
     }
 
     /// Change the catalogue: `plan` decides on the state as it is (it may run more than
@@ -213,10 +263,29 @@ impl Tracker {
     /// Recompute placement candidates at the next placement (a peer joined, left or
     /// changed its drain state).
     pub fn forget_candidates(&self) {
+        self.stat_cache.clear();
         *self
             .candidates_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A file's detail (`StatFile`): reused while nothing it depends on changed (see
+    /// [`crate::statcache`]), so hot files cost no lock time per request.
+    pub fn stat(&self, name_or_id: &str) -> Result<pb::FileDetail> {
+        let now = Instant::now();
+        let versions = |st: &State| (st.catalogue.version(), st.locations.version());
+        let current = versions(&self.state());
+        if let Some(d) = self.stat_cache.get(name_or_id, current, now) {
+            return Ok((*d).clone());
+        }
+        let (detail, at) = {
+            let st = self.state();
+            (st.detail(name_or_id, &self.cfg, now)?, versions(&st))
+        };
+        let detail = Arc::new(detail);
+        self.stat_cache.put(name_or_id, at, now, detail.clone());
+        Ok(Arc::unwrap_or_clone(detail))
     }
 
     /// Candidates for new copies, as the placement policy sees them.
