@@ -515,6 +515,66 @@ fn mib(kib: Option<u64>) -> f64 {
     kib.unwrap_or(0) as f64 / 1024.0
 }
 
+/// The trackers' state-lock holds of 50 ms or more (logged with the line that took the
+/// lock), counted by that line over every log in `logs`: where heartbeats waited.
+fn slow_holds(logs: &Path) -> String {
+    let mut by_site: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.contains("state lock held long")) {
+            let line = strip_ansi(line);
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .map(str::to_string)
+            };
+            let (Some(at), Some(ms)) = (field("at="), field("held_ms=")) else {
+                continue;
+            };
+            let ms: u64 = ms.parse().unwrap_or(0);
+            let s = by_site.entry(at).or_default();
+            s.0 += 1;
+            s.1 = s.1.max(ms);
+        }
+    }
+    if by_site.is_empty() {
+        return format!(
+            "\nNo state-lock hold of 50 ms or more (logs: {}).\n",
+            logs.display()
+        );
+    }
+    let mut sites: Vec<_> = by_site.into_iter().collect();
+    sites.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    let mut out = format!(
+        "\nState-lock holds of 50 ms or more, by the line that took the lock (logs: {}):\n\n| line | holds | longest |\n|---|---|---|\n",
+        logs.display()
+    );
+    for (at, (n, max)) in sites {
+        out.push_str(&format!("| {at} | {n} | {max} ms |\n"));
+    }
+    out
+}
+
+/// A log line without its colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The whole scale benchmark; returns whether every goal was met.
 pub fn run(a: ScaleArgs) -> Result<bool> {
     if a.peers < a.replicas || a.replicas == 0 || a.zones < a.replicas {
@@ -522,8 +582,11 @@ pub fn run(a: ScaleArgs) -> Result<bool> {
     }
     let _ = std::fs::remove_dir_all(&a.dir);
     std::fs::create_dir_all(&a.dir)?;
+    // Logs outlive the run's data: the trackers' slow lock holds are read from them.
+    let logs = PathBuf::from(format!("{}-logs", a.dir.display()));
+    let _ = std::fs::remove_dir_all(&logs);
     let ctx = Ctx {
-        procs: Procs::new(&a.dir.join("logs"), None)?,
+        procs: Procs::new(&logs, None)?,
         rt: tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,
@@ -559,6 +622,7 @@ pub fn run(a: ScaleArgs) -> Result<bool> {
             r.what, r.figure, r.goal
         ));
     }
+    md.push_str(&slow_holds(&logs));
     println!("\n{md}");
     if let Some(d) = a.out.parent() {
         std::fs::create_dir_all(d)?;

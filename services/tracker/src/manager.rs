@@ -56,8 +56,10 @@ pub struct ManagerState {
 
 /// What about a peer decides whether its copies count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Suspect is not part of it: a suspect peer's copies still count, and a pause in
+/// heartbeats (every peer suspect at once) must not mark every chunk for evaluation.
 struct Class {
-    liveness: Liveness,
+    dead: bool,
     draining: bool,
     restarting: bool,
 }
@@ -269,7 +271,7 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
         .values()
         .filter_map(|p| {
             let c = Class {
-                liveness: st.liveness(p, cfg, now),
+                dead: st.liveness(p, cfg, now) == Liveness::Dead,
                 draining: p.draining,
                 restarting: st.restarting(p, cfg, now),
             };
@@ -286,22 +288,51 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
         // Every chunk a peer reported was evaluated as it came (health, rank); never
         // evaluated are the chunks no peer reported. Those, and the ranked ones (for the
         // durable queue), are evaluated now: not millions of healthy ones again.
-        let unreported: Vec<Hash> = st
-            .catalogue
-            .chunks()
-            .map(|(h, _)| *h)
-            .filter(|h| !st.locations.has(h))
-            .collect();
         let ranked: Vec<Hash> = m.ranked.iter().map(|(_, h)| *h).collect();
         info!(
-            unreported = unreported.len(),
             below_target = ranked.len(),
             "safe mode over: unreported and under-replicated chunks are evaluated"
         );
-        st.dirty.extend(unreported);
         st.dirty.extend(ranked);
+        drop((st, m));
+        mark_unreported(t);
     }
     settled
+}
+
+/// Mark for evaluation every catalogue chunk no peer reported, walking the names in
+/// order a slice at a time: at millions of chunks one pass under the lock stalled every
+/// heartbeat for most of a second.
+fn mark_unreported(t: &Tracker) {
+    let mut after: Option<String> = None;
+    let mut unreported = 0usize;
+    loop {
+        let mut st = t.state();
+        let (mut seen, mut last, mut done) = (0usize, None, true);
+        let mut found: Vec<Hash> = Vec::new();
+        for (name, rec) in st.catalogue.names_after(after.as_deref()) {
+            if seen >= SLICE * 32 {
+                done = false;
+                break;
+            }
+            if let Some(f) = st.catalogue.file(&rec.id) {
+                seen += f.chunks.len();
+                found.extend(f.chunks.iter().filter(|h| !st.locations.has(h)));
+            }
+            last = Some(name.clone());
+        }
+        unreported += found.len();
+        st.dirty.extend(found);
+        drop(st);
+        if done {
+            break;
+        }
+        after = last;
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    if unreported > 0 {
+        info!(unreported, "chunks no peer reported are evaluated");
+    }
 }
 
 /// Safe mode ends one `dead_after` after the start once nearly every chunk (99.9 %) has
@@ -378,6 +409,7 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
             }
         }
         fixed.retain(|h| !m.in_flight.contains(h));
+        drop((st, m)); // the dequeue is a store write: never under the state lock
         dequeue(t, &fixed);
     }
     below
@@ -672,4 +704,110 @@ async fn copy(
         sources,
     };
     Ok(c.replicate_chunk(req).await?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrackerConfig;
+    use crate::store::{CatalogueStore, FileRecord, MemoryStore, NameRecord, Store};
+
+    /// A tracker over a catalogue of `files` files of `chunks` one-copy chunks each, and
+    /// peer `p0` registered holding the chunks of the first `held` files.
+    fn tracker(files: usize, chunks: usize, held: usize) -> (Arc<Tracker>, Vec<Vec<Hash>>) {
+        let store = MemoryStore::default();
+        let mut all = Vec::new();
+        let mut changes = Vec::new();
+        for f in 0..files {
+            let hashes: Vec<Hash> = (0..chunks)
+                .map(|c| Hash::of(format!("{f}/{c}").as_bytes()))
+                .collect();
+            let id = Hash::of(format!("file {f}").as_bytes());
+            changes.push(Change::PutFile(FileRecord {
+                id,
+                size: chunks as u64,
+                chunk_size: 1,
+                chunks: hashes.clone(),
+                replicas: 1,
+                created_ms: 0,
+            }));
+            changes.push(Change::PutName(
+                format!("f{f:03}"),
+                NameRecord { id, created_ms: 0 },
+            ));
+            all.push(hashes);
+        }
+        store.apply(&changes).unwrap();
+        let cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+        let keys = shoal_common::ticket::TicketKeys::new(None, None, None);
+        let t = Tracker::with_store(cfg, Store::Local(Box::new(store)), None, keys).unwrap();
+        let peer = pb::PeerRef {
+            id: "p0".into(),
+            addr: "127.0.0.1:1".into(),
+            zone: "z".into(),
+        };
+        let inventory = all[..held].concat();
+        t.state()
+            .register_peer(peer, 1 << 30, 0, inventory, Instant::now());
+        (t, all)
+    }
+
+    fn refresh(t: &Tracker) {
+        t.state().peers.get_mut("p0").unwrap().last_seen = Instant::now();
+    }
+
+    /// When safe mode ends, the chunks no peer reported are found name by name, a slice
+    /// per lock hold, and evaluated: lost.
+    #[tokio::test(start_paused = true)]
+    async fn unreported_chunks_are_marked_when_safe_mode_ends() {
+        let (t, all) = tracker(40, 1000, 39);
+        let ms = Arc::new(Mutex::new(ManagerState::default()));
+        assert!(
+            !note_transitions(&t, &ms, Instant::now()),
+            "safe mode at start"
+        );
+        assert!(evaluate(&t, &ms, Instant::now(), false).is_empty());
+        assert!(t.state().dirty.is_empty());
+        // 97.5 % reported: safe mode lasts ten dead_after.
+        tokio::time::advance(t.cfg.liveness.dead_after * 10).await;
+        refresh(&t);
+        assert!(note_transitions(&t, &ms, Instant::now()), "safe mode over");
+        let dirty = t.state().dirty.clone();
+        assert_eq!(dirty, all[39].iter().copied().collect::<HashSet<_>>());
+        evaluate(&t, &ms, Instant::now(), true);
+        let st = t.state();
+        assert_eq!(st.health.lost.len(), 1000);
+        assert!(st.health.under.is_empty());
+    }
+
+    /// A suspect peer's copies still count: a pause in heartbeats marks nothing; death
+    /// marks the peer's chunks.
+    #[tokio::test(start_paused = true)]
+    async fn only_death_not_suspicion_marks_a_peers_chunks() {
+        let (t, all) = tracker(2, 10, 2);
+        let ms = Arc::new(Mutex::new(ManagerState::default()));
+        let cfg = t.cfg.liveness.clone();
+        tokio::time::advance(cfg.dead_after).await;
+        refresh(&t);
+        assert!(note_transitions(&t, &ms, Instant::now()));
+        evaluate(&t, &ms, Instant::now(), true);
+        assert!(t.state().dirty.is_empty());
+        tokio::time::advance(cfg.suspect_after).await;
+        let st = t.state();
+        let p = &st.peers["p0"];
+        assert_eq!(
+            st.peer_state(p, &t.cfg, Instant::now()),
+            pb::PeerState::Suspect
+        );
+        drop(st);
+        note_transitions(&t, &ms, Instant::now());
+        assert!(t.state().dirty.is_empty(), "suspect: nothing to evaluate");
+        tokio::time::advance(cfg.dead_after).await;
+        note_transitions(&t, &ms, Instant::now());
+        assert_eq!(
+            t.state().dirty.len(),
+            all.concat().len(),
+            "dead: every chunk"
+        );
+    }
 }
