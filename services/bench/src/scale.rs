@@ -415,12 +415,14 @@ async fn heartbeat(
 }
 
 /// Metadata-only puts (begin, place, commit claiming the placed copies) of one-chunk
-/// files, from `clients` loops until `stop`; returns files committed and errors.
+/// files, from `clients` loops until `stop`; returns files committed, errors and the
+/// first error's message.
 async fn meta_puts(
     chs: Vec<Channel>,
     clients: usize,
     stop: Arc<tokio::sync::Notify>,
-) -> (u64, u64) {
+) -> (u64, u64, Option<String>) {
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -428,6 +430,7 @@ async fn meta_puts(
         .map(|w| {
             let mut c = client(&chs[w % chs.len()]);
             let (done, errors, stopped) = (done.clone(), errors.clone(), stopped.clone());
+            let first_error = first_error.clone();
             tokio::spawn(async move {
                 let mut i = 0u64;
                 while !stopped.load(Relaxed) {
@@ -490,7 +493,13 @@ async fn meta_puts(
                     .await;
                     match r {
                         Ok(()) => done.fetch_add(1, Relaxed),
-                        Err(_) => errors.fetch_add(1, Relaxed),
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+                            errors.fetch_add(1, Relaxed)
+                        }
                     };
                 }
             })
@@ -501,7 +510,8 @@ async fn meta_puts(
     for t in tasks {
         let _ = t.await;
     }
-    (done.load(Relaxed), errors.load(Relaxed))
+    let first = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    (done.load(Relaxed), errors.load(Relaxed), first)
 }
 
 async fn info(ch: &Channel) -> Result<pb::ClusterInfoResponse> {
@@ -546,7 +556,7 @@ fn slow_holds(logs: &Path) -> String {
         );
     }
     let mut sites: Vec<_> = by_site.into_iter().collect();
-    sites.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    sites.sort_by_key(|s| std::cmp::Reverse(s.1 .0));
     let mut out = format!(
         "\nState-lock holds of 50 ms or more, by the line that took the lock (logs: {}):\n\n| line | holds | longest |\n|---|---|---|\n",
         logs.display()
@@ -860,7 +870,15 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
     );
     // A peer dies: its copies are repaired while the others heartbeat and clients put.
     let stop = Arc::new(tokio::sync::Notify::new());
-    let puts = tokio::spawn(meta_puts(chs.clone(), a.clients, stop.clone()));
+    // Puts start once every peer has heartbeated again (none did during the StatFile
+    // row, so all are suspect and take no new copies until then).
+    let puts = {
+        let (chs, clients, stop) = (chs.clone(), a.clients, stop.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(interval + Duration::from_millis(200)).await;
+            meta_puts(chs, clients, stop).await
+        })
+    };
     let before = fakes.replicated.load(Relaxed);
     // The defaults: dead 30 s after the last heartbeat.
     let phase = Duration::from_secs(30 + a.phase_secs);
@@ -880,7 +898,11 @@ async fn scale(ctx: &Ctx, a: &ScaleArgs) -> Result<Vec<Row>> {
     };
     let b = heartbeat(&chs, &inv, interval, phase, Some(0), a.old_tracker, None).await;
     stop.notify_one();
-    let (put_ok, put_err) = puts.await?;
+    let (put_ok, put_err, put_first) = puts.await?;
+    let put_err = match put_first {
+        Some(e) => format!("{put_err} (first: {e})"),
+        None => put_err.to_string(),
+    };
     let repaired_at = watcher.await?;
     row(
         &mut rows,

@@ -83,6 +83,13 @@ impl Locations {
         s
     }
 
+    /// Room for `chunks` chunks: the map of millions otherwise rehashes them all, under
+    /// the state lock, each time it doubles during a register storm.
+    pub fn reserve(&mut self, chunks: usize) {
+        self.by_chunk
+            .reserve(chunks.saturating_sub(self.by_chunk.len()));
+    }
+
     /// Different after every change (see [`crate::catalogue::next_version`]).
     pub fn version(&self) -> u64 {
         self.version

@@ -275,7 +275,20 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
                 draining: p.draining,
                 restarting: st.restarting(p, cfg, now),
             };
-            (m.classes.insert(p.id.clone(), c) != Some(c)).then(|| p.id.clone())
+            let before = m.classes.insert(p.id.clone(), c);
+            // A peer's copies were marked as they were added: one first seen up and
+            // serving changed nothing since (a storm's 10,000 registrations re-marked
+            // 10 M copies otherwise).
+            let plain = Class {
+                dead: false,
+                draining: false,
+                restarting: false,
+            };
+            let changed = match before {
+                None => c != plain,
+                Some(b) => b != c,
+            };
+            changed.then(|| p.id.clone())
         })
         .collect();
     for id in changed {
@@ -367,7 +380,7 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
     // buckets every time: quadratic over a storm's millions); marks made meanwhile wait
     // for the next round.
     let taken = std::mem::take(&mut t.state().dirty);
-    let dirty: Vec<Hash> = taken.into_iter().collect();
+    let dirty = taken.into_vec();
     for (i, slice) in dirty.chunks(SLICE).enumerate() {
         if i > 0 {
             // The mutex is not fair: re-taking it at once would starve heartbeats for the
@@ -772,7 +785,7 @@ mod tests {
         tokio::time::advance(t.cfg.liveness.dead_after * 10).await;
         refresh(&t);
         assert!(note_transitions(&t, &ms, Instant::now()), "safe mode over");
-        let dirty = t.state().dirty.clone();
+        let dirty: HashSet<Hash> = t.state().dirty.iter().copied().collect();
         assert_eq!(dirty, all[39].iter().copied().collect::<HashSet<_>>());
         evaluate(&t, &ms, Instant::now(), true);
         let st = t.state();

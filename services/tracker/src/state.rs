@@ -116,7 +116,7 @@ pub struct State {
     pub staging: HashMap<String, (u64, Vec<Hash>)>,
     /// Chunks whose copies, target or holders changed since the manager last looked:
     /// it looks at these, never at every chunk.
-    pub dirty: HashSet<Hash>,
+    pub dirty: Dirty,
     /// Chunks below target (`under`) or with no live copy (`lost`), as last evaluated.
     pub health: Health,
     /// When this tracker came up: a peer known from the store but not heard from since
@@ -207,8 +207,13 @@ pub fn now_ms() -> i64 {
 
 impl State {
     pub fn from_loaded(loaded: Loaded) -> Self {
+        let catalogue = Catalogue::new(loaded.files, loaded.names);
+        // Peers will report about every catalogue chunk: the map's size in steady state.
+        let mut locations = Locations::default();
+        locations.reserve(catalogue.chunk_count());
         State {
-            catalogue: Catalogue::new(loaded.files, loaded.names),
+            catalogue,
+            locations,
             applied_seq: loaded.seq,
             started: Some(Instant::now()),
             ..Default::default()
@@ -800,6 +805,62 @@ impl State {
     }
 }
 
+/// Chunks to evaluate, in shards by first byte: one set of millions would rehash all of
+/// them, under the state lock, each time it grows (a register storm stalled a
+/// registration for 0.7 s); a shard's growth costs 1/64 of that.
+pub struct Dirty {
+    shards: Vec<HashSet<Hash>>,
+}
+
+const DIRTY_SHARDS: usize = 64;
+
+impl Default for Dirty {
+    fn default() -> Self {
+        Dirty {
+            shards: (0..DIRTY_SHARDS).map(|_| HashSet::new()).collect(),
+        }
+    }
+}
+
+impl Dirty {
+    pub fn insert(&mut self, h: Hash) -> bool {
+        self.shards[h.0[0] as usize % DIRTY_SHARDS].insert(h)
+    }
+
+    pub fn contains(&self, h: &Hash) -> bool {
+        self.shards[h.0[0] as usize % DIRTY_SHARDS].contains(h)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(HashSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(HashSet::is_empty)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Hash> {
+        self.shards.iter().flatten()
+    }
+
+    /// Every marked chunk, once.
+    pub fn into_vec(self) -> Vec<Hash> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in self.shards {
+            out.extend(s);
+        }
+        out
+    }
+}
+
+impl Extend<Hash> for Dirty {
+    fn extend<I: IntoIterator<Item = Hash>>(&mut self, iter: I) {
+        for h in iter {
+            self.insert(h);
+        }
+    }
+}
+
 /// A file's summary, given the fewest live copies of any of its chunks (`None`: no chunks).
 fn summarise(name: &str, f: &FileRecord, created_ms: i64, min: Option<u32>) -> pb::FileSummary {
     let replicas_min = min.unwrap_or(f.replicas);
@@ -827,6 +888,22 @@ fn summarise(name: &str, f: &FileRecord, created_ms: i64, min: Option<u32>) -> p
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn dirty_keeps_each_chunk_once_across_shards() {
+        let mut d = Dirty::default();
+        let hs: Vec<Hash> = (0..1000u32).map(|i| Hash::of(&i.to_le_bytes())).collect();
+        d.extend(hs.iter().copied());
+        d.extend(hs.iter().copied());
+        assert_eq!(d.len(), 1000);
+        assert!(d.contains(&hs[7]) && !d.is_empty());
+        let mut v = std::mem::take(&mut d).into_vec();
+        assert!(d.is_empty());
+        v.sort();
+        let mut want = hs.clone();
+        want.sort();
+        assert_eq!(v, want);
+    }
 
     fn peer(id: &str) -> pb::PeerRef {
         pb::PeerRef {
