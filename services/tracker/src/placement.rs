@@ -54,21 +54,52 @@ impl Decision {
 
 /// Places chunk after chunk over one set of candidates, charging each choice to the
 /// chosen peer (less free space, more load) so one file spreads over equal peers.
+/// Zones are numbered and ids hashed once per planner: scoring 10,000 candidates per
+/// copy then compares integers, not strings and BLAKE3 hashes.
 pub struct Planner {
     candidates: Vec<Candidate>,
+    /// Each candidate's zone, as an index into `zones`.
+    zone_of: Vec<usize>,
+    zones: Vec<String>,
+    /// Each candidate's id hashed: half of the rendezvous tie-break.
+    id_key: Vec<u64>,
 }
 
-fn rendezvous(chunk: &Hash, peer: &str) -> u64 {
-    let mut h = blake3::Hasher::new();
-    h.update(&chunk.0);
-    h.update(peer.as_bytes());
-    let out = h.finalize();
-    u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
+/// FNV-1a: a stable hash of a peer id (the same in every process and version).
+fn id_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The rendezvous score of a (chunk, peer) pair: splitmix64 of both keys mixed.
+fn rendezvous(chunk_key: u64, id_key: u64) -> u64 {
+    let mut z = (chunk_key ^ id_key).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Planner {
     pub fn new(candidates: Vec<Candidate>) -> Self {
-        Self { candidates }
+        let mut zones: Vec<String> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = Default::default();
+        let zone_of = candidates
+            .iter()
+            .map(|c| {
+                *index.entry(c.zone.as_str()).or_insert_with(|| {
+                    zones.push(c.zone.clone());
+                    zones.len() - 1
+                })
+            })
+            .collect();
+        let id_key = candidates.iter().map(|c| id_key(&c.id)).collect();
+        Self {
+            candidates,
+            zone_of,
+            zones,
+            id_key,
+        }
     }
 
     /// Choose up to `want` new holders for `chunk` of `size` bytes, given the peers
@@ -81,38 +112,49 @@ impl Planner {
         holders: &[(String, String)],
     ) -> Decision {
         let held: HashSet<&str> = holders.iter().map(|(id, _)| id.as_str()).collect();
-        let mut zones: HashSet<String> = holders.iter().map(|(_, z)| z.clone()).collect();
+        // Zones holding the chunk: candidates' zones by number, others by name.
+        let mut covered = vec![false; self.zones.len()];
+        let mut elsewhere: HashSet<&str> = HashSet::new();
+        for (_, z) in holders {
+            match self.zones.iter().position(|x| x == z) {
+                Some(i) => covered[i] = true,
+                None => {
+                    elsewhere.insert(z.as_str());
+                }
+            }
+        }
         let mut pool: Vec<usize> = (0..self.candidates.len())
             .filter(|&i| {
                 let c = &self.candidates[i];
                 c.excluded.is_none() && c.free_bytes >= size && !held.contains(c.id.as_str())
             })
             .collect();
-        let mut all_zones: HashSet<&str> = pool
-            .iter()
-            .map(|&i| self.candidates[i].zone.as_str())
-            .collect();
-        all_zones.extend(holders.iter().map(|(_, z)| z.as_str()));
+        let mut available = covered.clone();
+        for &i in &pool {
+            available[self.zone_of[i]] = true;
+        }
         let mut d = Decision {
             candidates: self.candidates.len(),
             eligible: pool.len(),
-            zones_available: all_zones.len(),
+            zones_available: available.iter().filter(|a| **a).count() + elsewhere.len(),
             ..Default::default()
         };
+        let chunk_key = u64::from_le_bytes(chunk.0[..8].try_into().expect("8 bytes"));
         for _ in 0..want {
             let best = pool.iter().enumerate().max_by_key(|(_, &i)| {
                 let c = &self.candidates[i];
                 (
-                    !zones.contains(&c.zone),
+                    !covered[self.zone_of[i]],
                     c.free_bytes >> 20,
                     std::cmp::Reverse(c.load),
-                    std::cmp::Reverse(rendezvous(chunk, &c.id)),
+                    std::cmp::Reverse(rendezvous(chunk_key, self.id_key[i])),
                 )
             });
             let Some((pos, &i)) = best else { break };
             pool.swap_remove(pos);
+            let new_zone = !covered[self.zone_of[i]];
+            covered[self.zone_of[i]] = true;
             let c = &mut self.candidates[i];
-            let new_zone = zones.insert(c.zone.clone());
             d.scores.push(format!(
                 "{} zone={}{} free_mib={} load={}",
                 short(&c.id),
@@ -125,7 +167,7 @@ impl Planner {
             c.free_bytes = c.free_bytes.saturating_sub(size);
             c.load += 1;
         }
-        d.zones_covered = zones.len();
+        d.zones_covered = covered.iter().filter(|c| **c).count() + elsewhere.len();
         d
     }
 }
