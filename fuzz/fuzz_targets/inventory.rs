@@ -74,20 +74,16 @@ fn register(st: &mut State, req: pb::RegisterPeerRequest, now: tokio::time::Inst
     if !valid {
         return;
     }
-    if req.inventory_id == 0 {
-        st.register_peer(peer, req.capacity_bytes, req.used_bytes, chunks, now);
-    } else {
-        // Refused only for an inventory over the cap, which these inputs cannot reach.
-        st.register_peer_in_parts(
-            peer,
-            req.capacity_bytes,
-            req.used_bytes,
-            chunks,
-            req.inventory_id,
-            now,
-        )
-        .expect("a small first part is staged");
-    }
+    // Refused only for an inventory over the cap, which these inputs cannot reach.
+    st.register(
+        peer,
+        req.capacity_bytes,
+        req.used_bytes,
+        chunks,
+        req.inventory_id,
+        now,
+    )
+    .expect("a small registration is taken");
 }
 
 fuzz_target!(|ops: Vec<Op>| {

@@ -433,12 +433,19 @@ pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A fresh database on the test server, or None (with a message) when
-    /// `SHOAL_TEST_POSTGRES_URL` is unset. `make test` always sets it.
+    /// A fresh database on the test server. `make test` always starts one and sets
+    /// `SHOAL_TEST_POSTGRES_URL`; without it a test fails rather than passing unrun,
+    /// unless skipping was asked for (`SHOAL_TEST_SKIP_POSTGRES=1`: then None).
     pub fn fresh_db() -> Option<String> {
         let Ok(base) = std::env::var("SHOAL_TEST_POSTGRES_URL") else {
-            eprintln!("SHOAL_TEST_POSTGRES_URL is unset: skipping (make test sets it)");
-            return None;
+            if std::env::var("SHOAL_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+                eprintln!("SHOAL_TEST_SKIP_POSTGRES=1: this PostgreSQL test is skipped");
+                return None;
+            }
+            panic!(
+                "SHOAL_TEST_POSTGRES_URL is unset: start a server with scripts/postgres.sh \
+                 (make test does), or set SHOAL_TEST_SKIP_POSTGRES=1 to skip this test"
+            );
         };
         let name = format!("shoal_unit_{}", hex::encode(rand::random::<[u8; 6]>()));
         let mut c = Client::connect(&base, postgres::NoTls).expect("test PostgreSQL reachable");

@@ -56,19 +56,14 @@ impl TrackerRpc for TrackerService {
         info!(peer = %peer.id, addr = %peer.addr, zone = %peer.zone, chunks = chunks.len(), "peer registered");
         let t = &self.tracker;
         let now = Instant::now();
-        if req.inventory_id == 0 {
-            t.state()
-                .register_peer(peer, req.capacity_bytes, req.used_bytes, chunks, now);
-        } else {
-            t.state().register_peer_in_parts(
-                peer,
-                req.capacity_bytes,
-                req.used_bytes,
-                chunks,
-                req.inventory_id,
-                now,
-            )?;
-        }
+        t.state().register(
+            peer,
+            req.capacity_bytes,
+            req.used_bytes,
+            chunks,
+            req.inventory_id,
+            now,
+        )?;
         t.forget_candidates();
         Ok(Response::new(pb::RegisterPeerResponse {
             heartbeat_interval_ms: t.cfg.liveness.heartbeat.as_millis() as u64,

@@ -459,6 +459,24 @@ impl State {
 
     // ---- peers ------------------------------------------------------------------
 
+    /// A registration: the whole inventory, or (`inventory_id` non-zero) its first part.
+    pub fn register(
+        &mut self,
+        peer: pb::PeerRef,
+        capacity: u64,
+        used: u64,
+        chunks: Vec<Hash>,
+        inventory_id: u64,
+        now: Instant,
+    ) -> Result<()> {
+        if inventory_id == 0 {
+            self.register_peer(peer, capacity, used, chunks, now);
+            Ok(())
+        } else {
+            self.register_peer_in_parts(peer, capacity, used, chunks, inventory_id, now)
+        }
+    }
+
     /// A registration with the whole inventory: it replaces what the tracker believed.
     pub fn register_peer(
         &mut self,
