@@ -54,15 +54,22 @@ pub struct ManagerState {
     lost_reported: usize,
 }
 
-/// What about a peer decides whether its copies count.
+/// What about a peer decides whether its copies count. Suspect is not part of it: a
+/// suspect peer's copies still count, and a pause in heartbeats (every peer suspect at
+/// once) must not mark every chunk for evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-/// Suspect is not part of it: a suspect peer's copies still count, and a pause in
-/// heartbeats (every peer suspect at once) must not mark every chunk for evaluation.
 struct Class {
     dead: bool,
     draining: bool,
     restarting: bool,
 }
+
+/// A peer up and serving: first seen so, its copies were marked as they were added.
+const SERVING: Class = Class {
+    dead: false,
+    draining: false,
+    restarting: false,
+};
 
 /// Dirty chunks evaluated per lock hold: the lock is released between slices, so
 /// heartbeats wait for one slice at most.
@@ -275,18 +282,11 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
                 draining: p.draining,
                 restarting: st.restarting(p, cfg, now),
             };
-            let before = m.classes.insert(p.id.clone(), c);
-            // A peer's copies were marked as they were added: one first seen up and
-            // serving changed nothing since (a storm's 10,000 registrations re-marked
-            // 10 M copies otherwise).
-            let plain = Class {
-                dead: false,
-                draining: false,
-                restarting: false,
-            };
-            let changed = match before {
-                None => c != plain,
-                Some(b) => b != c,
+            // A peer first seen serving changed nothing since its copies were marked (a
+            // storm's 10,000 registrations re-marked 10 M copies otherwise).
+            let changed = match m.classes.insert(p.id.clone(), c) {
+                None => c != SERVING,
+                Some(before) => before != c,
             };
             changed.then(|| p.id.clone())
         })
