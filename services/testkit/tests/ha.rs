@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_client::{Client, ClientError, Progress, PutOptions, Quiet};
+use shoal_common::grpc::GrpcChannel;
 use shoal_proto::v1 as pb;
+use shoal_proto::v1::put_chunk_request::Msg;
 use shoal_testkit::{file_hash, random_file, wait_for, ClusterOptions, TestCluster};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -477,4 +479,149 @@ async fn a_restarted_tracker_judges_silent_peers_only_after_dead_after() {
     })
     .await
     .unwrap();
+}
+
+fn tracker_at(cluster: &TestCluster, i: usize) -> pb::tracker_client::TrackerClient<GrpcChannel> {
+    let url = shoal_common::grpc::url_for(&cluster.replica_addr(i).to_string());
+    pb::tracker_client::TrackerClient::new(
+        shoal_common::grpc::channel_with(&url, None).expect("tracker channel"),
+    )
+}
+
+/// Begin and place a one-chunk upload of `b` through replica `via`, and store the chunk
+/// down its pipeline as a client would; returns the upload id and the peers' receipts.
+async fn upload_unfinished(
+    cluster: &TestCluster,
+    via: usize,
+    name: &str,
+    b: &[u8],
+) -> (String, pb::ChunkStored) {
+    let mut t = tracker_at(cluster, via);
+    let begin = t
+        .begin_upload(pb::BeginUploadRequest {
+            name: name.into(),
+            size: b.len() as u64,
+            ..Default::default()
+        })
+        .await
+        .expect("begin upload")
+        .into_inner();
+    let hash = blake3::hash(b).to_hex().to_string();
+    let placed = t
+        .place_chunks(pb::PlaceChunksRequest {
+            upload_id: begin.upload_id.clone(),
+            file_id: hash.clone(),
+            chunks: vec![pb::ChunkDigest {
+                index: 0,
+                hash: hash.clone(),
+                size: b.len() as u64,
+            }],
+        })
+        .await
+        .expect("place chunks")
+        .into_inner();
+    let p = placed.placements.into_iter().next().expect("one placement");
+    let header = pb::PutChunkHeader {
+        hash,
+        size: b.len() as u64,
+        forward: p.targets[1..].to_vec(),
+        tickets: p.ticket.iter().cloned().collect(),
+    };
+    let msgs = vec![
+        pb::PutChunkRequest {
+            msg: Some(Msg::Header(header)),
+        },
+        pb::PutChunkRequest {
+            msg: Some(Msg::Data(b.to_vec().into())),
+        },
+    ];
+    let url = shoal_common::grpc::url_for(&p.targets[0].addr);
+    let stored = pb::peer_client::PeerClient::new(
+        shoal_common::grpc::channel_with(&url, None).expect("peer channel"),
+    )
+    .put_chunk(tokio_stream::iter(msgs))
+    .await
+    .expect("put chunk")
+    .into_inner();
+    assert_eq!(stored.stored_on.len(), p.targets.len(), "{stored:?}");
+    (
+        begin.upload_id,
+        pb::ChunkStored {
+            index: 0,
+            peer_ids: stored.stored_on,
+            receipts: stored.receipts,
+        },
+    )
+}
+
+/// An upload in flight through a standby holds its chunks through the leader's garbage
+/// collection: the leader sees them on the peers, referenced by no file, for longer than
+/// the grace, and keeps them because the standby recorded the upload in the database. An
+/// aborted upload's chunk, stored the same way, is collected (so collection did run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_through_a_standby_keeps_its_chunks_through_the_leaders_gc() {
+    let cluster = TestCluster::start(
+        ClusterOptions::zones(&["a", "b", "c"])
+            .replicas(2)
+            .replication(2),
+    )
+    .await
+    .unwrap();
+    let leader = cluster.wait_leader(None).await.unwrap();
+    let standby = 1 - leader;
+    wait_live_peers(&cluster.replica_client(standby), "the standby", 3).await;
+    wait_live_peers(&cluster.replica_client(leader), "the leader", 3).await;
+    let kept = random_bytes(40_000, 71);
+    let dropped = random_bytes(40_000, 72);
+    let (kept_id, kept_stored) = upload_unfinished(&cluster, standby, "kept", &kept).await;
+    let (dropped_id, _) = upload_unfinished(&cluster, standby, "dropped", &dropped).await;
+    tracker_at(&cluster, standby)
+        .abort_upload(pb::AbortUploadRequest {
+            upload_id: dropped_id,
+        })
+        .await
+        .unwrap();
+    let on_disk = |h: &str| {
+        (0..3)
+            .filter(|&i| cluster.chunks_on_disk(i).contains(h))
+            .count()
+    };
+    let (kept_h, dropped_h) = (
+        blake3::hash(&kept).to_hex().to_string(),
+        blake3::hash(&dropped).to_hex().to_string(),
+    );
+    // The aborted upload's chunk goes after the grace (1 s): the leader collected garbage.
+    wait_for("the aborted upload's chunk collected", CONVERGE, || async {
+        on_disk(&dropped_h) == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(on_disk(&kept_h), 2, "the upload in flight kept both copies");
+    // And the upload still commits, through the standby, and reads back.
+    tracker_at(&cluster, standby)
+        .commit_upload(pb::CommitUploadRequest {
+            upload_id: kept_id,
+            stored: vec![kept_stored],
+        })
+        .await
+        .expect("commit after the grace");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("kept.out");
+    // The leader replays the standby's commit from the database, then serves it.
+    let via_leader = cluster.replica_client(leader);
+    wait_for("the leader serves the committed file", CONVERGE, || async {
+        via_leader.get("kept", &out, quiet()).await.is_ok()
+    })
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), kept);
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
 }

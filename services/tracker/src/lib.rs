@@ -24,6 +24,7 @@ pub mod statcache;
 pub mod state;
 pub mod store;
 pub mod tracker;
+pub mod uploads;
 pub mod writer;
 
 use std::sync::Arc;

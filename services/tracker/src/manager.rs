@@ -228,20 +228,25 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
     let now = Instant::now();
     let leader = t.is_leader();
     let settled = note_transitions(t, ms, now);
-    let below = evaluate(t, ms, now, settled);
+    let below = evaluate(t, ms, now);
     if !leader || !settled {
         return;
     }
     enqueue_repairs(t, below);
     report_lost(t, ms);
     let mut deletions: Vec<Deletion> = Vec::new();
+    // Read before the state lock (a database query with PostgreSQL); unreadable means
+    // nothing is collected this round.
+    let in_uploads = t.held_by_uploads();
     let starts;
     {
         let mut st = t.state();
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
         starts = schedule(t, &mut st, &mut m, now);
         trim(t, &mut st, &mut m, now, &mut deletions);
-        collect(t, &mut st, &mut m, now, &mut deletions);
+        if let Some(held) = &in_uploads {
+            collect(t, &mut st, &mut m, now, held, &mut deletions);
+        }
     }
     t.send_deletions(merge(deletions));
     start_copies(t, ms, starts);
@@ -307,6 +312,10 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
             "safe mode over: unreported and under-replicated chunks are evaluated"
         );
         st.dirty.extend(ranked);
+        // Unreferenced copies seen during safe mode start their grace now.
+        for since in m.unreferenced_since.values_mut() {
+            *since = now;
+        }
         drop((st, m));
         mark_unreported(t);
     }
@@ -373,7 +382,7 @@ fn safe_mode_over(st: &State, cfg: &crate::config::TrackerConfig, now: Instant) 
 
 /// Evaluate dirty chunks, a slice per lock hold: health sets, chunks above target and
 /// unreferenced chunks on peers are noted; chunks below target are returned (to queue).
-fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: bool) -> Vec<Hash> {
+fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) -> Vec<Hash> {
     let cfg = &t.cfg;
     let mut below = Vec::new();
     // Take the whole set at once (taking slices off a hash set rescans its emptied
@@ -396,7 +405,9 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant, settled: b
                 m.above.remove(&h);
                 m.unrank(&h);
                 fixed.push(h);
-                if settled && st.locations.has(&h) {
+                // Noted in safe mode too (collected only after it, and after the grace):
+                // nothing marks such a chunk again.
+                if st.locations.has(&h) {
                     m.unreferenced_since.entry(h).or_insert(now);
                 }
                 continue;
@@ -589,20 +600,16 @@ fn trim(
     }
 }
 
-/// Garbage: chunks on peers that no file references and no upload may use, deleted
-/// after the grace.
+/// Garbage: chunks on peers that no file references and no upload may use (`in_uploads`:
+/// uploads in flight through any replica), deleted after the grace.
 fn collect(
     t: &Tracker,
     st: &mut State,
     m: &mut ManagerState,
     now: Instant,
+    in_uploads: &HashSet<Hash>,
     deletions: &mut Vec<Deletion>,
 ) {
-    let in_uploads: HashSet<Hash> = st
-        .uploads
-        .values()
-        .flat_map(|u| u.chunks.iter().copied())
-        .collect();
     let grace = t.cfg.repair.gc_grace;
     let pending: Vec<(Hash, Instant)> =
         m.unreferenced_since.iter().map(|(h, t)| (*h, *t)).collect();
@@ -779,7 +786,7 @@ mod tests {
             !note_transitions(&t, &ms, Instant::now()),
             "safe mode at start"
         );
-        assert!(evaluate(&t, &ms, Instant::now(), false).is_empty());
+        assert!(evaluate(&t, &ms, Instant::now()).is_empty());
         assert!(t.state().dirty.is_empty());
         // 97.5 % reported: safe mode lasts ten dead_after.
         tokio::time::advance(t.cfg.liveness.dead_after * 10).await;
@@ -787,7 +794,7 @@ mod tests {
         assert!(note_transitions(&t, &ms, Instant::now()), "safe mode over");
         let dirty: HashSet<Hash> = t.state().dirty.iter().copied().collect();
         assert_eq!(dirty, all[39].iter().copied().collect::<HashSet<_>>());
-        evaluate(&t, &ms, Instant::now(), true);
+        evaluate(&t, &ms, Instant::now());
         let st = t.state();
         assert_eq!(st.health.lost.len(), 1000);
         assert!(st.health.under.is_empty());
@@ -803,7 +810,7 @@ mod tests {
         tokio::time::advance(cfg.dead_after).await;
         refresh(&t);
         assert!(note_transitions(&t, &ms, Instant::now()));
-        evaluate(&t, &ms, Instant::now(), true);
+        evaluate(&t, &ms, Instant::now());
         assert!(t.state().dirty.is_empty());
         tokio::time::advance(cfg.suspect_after).await;
         let st = t.state();

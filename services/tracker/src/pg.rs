@@ -19,6 +19,8 @@ use std::sync::Mutex;
 
 use postgres::{Client, GenericClient, Transaction};
 
+use shoal_common::hash::Hash;
+
 use crate::pgtls::Tls;
 use crate::store::{err, Change, FileRecord, Loaded, NameRecord, RepairRecord, StoreError};
 
@@ -40,6 +42,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "log_trim",
         include_str!("../migrations/0003_log_trim.sql"),
     ),
+    (4, "uploads", include_str!("../migrations/0004_uploads.sql")),
 ];
 
 /// Apply the migrations not applied yet; returns the versions applied now. Two trackers
@@ -236,6 +239,69 @@ impl PgStore {
 
     pub fn repairs(&self) -> Result<Vec<RepairRecord>, StoreError> {
         self.call(load_repairs)?
+    }
+
+    /// Record that upload `id` may still commit `chunks` until `ttl` from now (database
+    /// time): every replica's garbage collection keeps them until then.
+    pub fn hold_upload(
+        &self,
+        id: &str,
+        chunks: &[Hash],
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        let bytes: Vec<u8> = chunks.iter().flat_map(|h| h.0).collect();
+        let ms = ttl.as_millis().min(i64::MAX as u128) as f64;
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO uploads (upload_id, chunks, expires_at)
+                 VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                 ON CONFLICT (upload_id) DO UPDATE
+                 SET chunks = EXCLUDED.chunks, expires_at = EXCLUDED.expires_at",
+                &[&id, &bytes, &ms],
+            )
+            .map(|_| ())
+            .map_err(err)
+        })?
+    }
+
+    /// Forget upload `id` (committed or aborted); queued, a failure is logged (the row
+    /// then only holds its chunks until it expires).
+    pub fn release_upload(&self, id: &str) {
+        let id = id.to_string();
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Box::new(move |c| {
+                if let Err(e) = c.execute("DELETE FROM uploads WHERE upload_id = $1", &[&id]) {
+                    tracing::warn!(error = %e, "could not release an upload's chunks; they are held until it expires");
+                }
+            }));
+        if sent.is_err() {
+            tracing::warn!(
+                "PostgreSQL thread stopped; an upload's chunks are held until it expires"
+            );
+        }
+    }
+
+    /// The chunks every replica's unexpired uploads may still commit; expired uploads are
+    /// deleted first. Run by the leader before it collects garbage.
+    pub fn held_chunks(&self) -> Result<std::collections::HashSet<Hash>, StoreError> {
+        self.call(|c| {
+            c.execute("DELETE FROM uploads WHERE expires_at <= now()", &[])
+                .map_err(err)?;
+            let mut held = std::collections::HashSet::new();
+            for row in c.query("SELECT chunks FROM uploads", &[]).map_err(err)? {
+                let bytes: Vec<u8> = row.get(0);
+                for h in bytes.chunks_exact(32) {
+                    let mut a = [0u8; 32];
+                    a.copy_from_slice(h);
+                    held.insert(Hash(a));
+                }
+            }
+            Ok(held)
+        })?
     }
 }
 

@@ -206,10 +206,7 @@ impl TrackerRpc for TrackerService {
         &self,
         req: Request<pb::AbortUploadRequest>,
     ) -> R<pb::AbortUploadResponse> {
-        self.tracker
-            .state()
-            .uploads
-            .remove(&req.into_inner().upload_id);
+        self.tracker.abort_upload(&req.into_inner().upload_id);
         Ok(Response::new(pb::AbortUploadResponse {}))
     }
 

@@ -13,6 +13,7 @@ use crate::config::TrackerConfig;
 use crate::error::{Error, Result};
 use crate::locations::Locations;
 use crate::store::{Change, FileRecord, Loaded, NameRecord};
+use crate::uploads::Uploads;
 
 #[derive(Debug, Clone)]
 pub struct PeerEntry {
@@ -76,21 +77,6 @@ pub fn needs_repair(live: usize, expected: usize, target: usize) -> bool {
     live + expected < target
 }
 
-#[derive(Debug)]
-pub struct Upload {
-    pub name: String,
-    pub size: u64,
-    pub chunk_size: u64,
-    pub replicas: u32,
-    pub overwrite: bool,
-    pub expires_at: Instant,
-    pub file_id: Option<Hash>,
-    pub chunks: Vec<Hash>,
-    /// Peers a client saw fail in this upload: placement avoids them for the rest of
-    /// it. A hint scoped to the upload, never proof (liveness and copies are untouched).
-    pub avoid: std::collections::HashSet<String>,
-}
-
 #[derive(Default)]
 pub struct State {
     /// Files and names, as the store has them.
@@ -98,7 +84,7 @@ pub struct State {
     pub peers: HashMap<String, PeerEntry>,
     /// Where every copy is (the peers' word, reconciled).
     pub locations: Locations,
-    pub uploads: HashMap<String, Upload>,
+    pub uploads: Uploads,
     /// Last placement reason per chunk, shown by stat and the web UI.
     pub placement_reasons: HashMap<Hash, String>,
     /// Copies the tracker has told a peer to delete, and when: an inventory report that
@@ -788,20 +774,23 @@ impl State {
     }
 
     /// Chunks that lost their last file: their copies are deleted at once, except those
-    /// an upload in flight may still use (garbage collection finds them later).
-    pub fn collect_garbage(&mut self, garbage: Vec<Hash>) -> Vec<Deletion> {
+    /// an upload in flight may still use — this replica's, and `elsewhere` (other
+    /// replicas', from the shared store; `None` when it could not be read: then nothing
+    /// is deleted now, and garbage collection finds them after its grace).
+    pub fn collect_garbage(
+        &mut self,
+        garbage: Vec<Hash>,
+        elsewhere: Option<&HashSet<Hash>>,
+    ) -> Vec<Deletion> {
         if garbage.is_empty() {
             return Vec::new();
         }
-        let in_flight: HashSet<Hash> = self
-            .uploads
-            .values()
-            .flat_map(|u| u.chunks.iter().copied())
-            .collect();
+        let in_flight = self.uploads.held_chunks();
         let mut by_peer: HashMap<String, Vec<Hash>> = HashMap::new();
         for h in garbage {
             self.placement_reasons.remove(&h);
-            if self.catalogue.is_referenced(&h) || in_flight.contains(&h) {
+            let held = elsewhere.is_none_or(|e| e.contains(&h)) || in_flight.contains(&h);
+            if self.catalogue.is_referenced(&h) || held {
                 continue;
             }
             for peer in self.locations.remove_chunk(&h) {

@@ -15,8 +15,9 @@ use crate::config::TrackerConfig;
 use crate::error::{bad_hash, Error, Result};
 use crate::fragment::{chunk_count, chunk_len, fragment};
 use crate::placement::{Candidate, Decision, Planner};
-use crate::state::{now_ms, Deletion, Liveness, State, Upload};
+use crate::state::{now_ms, Deletion, Liveness, State};
 use crate::store::{Change, FileRecord, Store};
+use crate::uploads::Upload;
 use crate::writer::{Planned, Writer};
 
 /// Peer ids a client may name in one replacement request, and hints kept per upload.
@@ -353,7 +354,7 @@ impl Tracker {
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         // A name clash is only known at PlaceChunks: the same content under the same name is fine.
         let mut st = self.state();
-        st.uploads.insert(
+        st.uploads.begin(
             upload_id.clone(),
             Upload {
                 name: req.name,
@@ -448,6 +449,9 @@ impl Tracker {
                 ticket,
             });
         }
+        // Other replicas' garbage collection must see these chunks held before any
+        // peer stores one (the client learns the targets only from this answer).
+        self.hold_upload(&upload_id, &hashes).await?;
         let mut st = self.state();
         for (h, d) in hashes.iter().zip(decided) {
             st.placement_reasons.insert(*h, d.reason);
@@ -474,6 +478,7 @@ impl Tracker {
         span: tracing::Span,
     ) -> Result<pb::PlaceChunksResponse> {
         let created_ms = now_ms();
+        let named_id = upload_id.clone();
         self.write(move |st, cfg, now| {
             let _e = span.enter();
             let up = check_placement(st, &upload_id, file_id, &digests)?;
@@ -498,10 +503,11 @@ impl Tracker {
                 changes,
             )
             .then(move |st| {
-                st.uploads.remove(&id);
+                st.uploads.end(&id);
             }))
         })
         .await
+        .inspect(|_| self.release_upload(&named_id))
     }
 
     /// New pipeline targets for one chunk of an upload whose pipeline lost a hop: the
@@ -626,6 +632,7 @@ impl Tracker {
     ) -> Result<pb::CommitUploadResponse> {
         let created_ms = now_ms();
         let keys = self.tickets.clone();
+        let committed_id = req.upload_id.clone();
         let summary = self
             .write(move |st, cfg, now| {
                 let up = st.uploads.get(&req.upload_id).ok_or_else(|| {
@@ -716,10 +723,11 @@ impl Tracker {
                     for (peer, h) in stored {
                         st.add_location(&peer, h);
                     }
-                    st.uploads.remove(&upload_id);
+                    st.uploads.end(&upload_id);
                 }))
             })
             .await?;
+        self.release_upload(&committed_id);
         // Counted with the copies the commit recorded.
         let summary = {
             let st = self.state();
@@ -781,11 +789,56 @@ impl Tracker {
     }
 
     pub fn expire_uploads(&self) -> usize {
-        let now = Instant::now();
-        let mut st = self.state();
-        let before = st.uploads.len();
-        st.uploads.retain(|_, u| u.expires_at > now);
-        before - st.uploads.len()
+        self.state().uploads.expire(Instant::now())
+    }
+
+    /// The client gave up: the upload's chunks are no longer held (GC takes them after
+    /// its grace unless a file references them).
+    pub fn abort_upload(&self, upload_id: &str) {
+        if self.state().uploads.end(upload_id).is_some() {
+            self.release_upload(upload_id);
+        }
+    }
+
+    /// With a shared store, record the chunks `upload_id` may commit, for every
+    /// replica's garbage collection (until the upload would expire). Nothing to do on
+    /// redb: this tracker's own uploads are all there is.
+    async fn hold_upload(self: &Arc<Self>, upload_id: &str, chunks: &[Hash]) -> Result<()> {
+        if self.store.postgres().is_none() {
+            return Ok(());
+        }
+        let (t, id, chunks) = (self.clone(), upload_id.to_string(), chunks.to_vec());
+        let ttl = self.cfg.upload.expiry;
+        tokio::task::spawn_blocking(move || match t.store.postgres() {
+            Some(pg) => pg.hold_upload(&id, &chunks, ttl),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("recording the upload failed: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("recording the upload: {e}")))
+    }
+
+    fn release_upload(&self, upload_id: &str) {
+        if let Some(pg) = self.store.postgres() {
+            pg.release_upload(upload_id);
+        }
+    }
+
+    /// Chunks uploads in flight anywhere may still commit: this replica's, and with a
+    /// shared store every replica's (`None` if the store cannot be read — then nothing
+    /// may be collected). Blocking: for the manager's thread.
+    pub fn held_by_uploads(&self) -> Option<HashSet<Hash>> {
+        let mut held = self.state().uploads.held_chunks();
+        if let Some(pg) = self.store.postgres() {
+            match pg.held_chunks() {
+                Ok(shared) => held.extend(shared),
+                Err(e) => {
+                    warn!(error = %e, "uploads in flight unreadable; no garbage collected this round");
+                    return None;
+                }
+            }
+        }
+        Some(held)
     }
 }
 

@@ -18,6 +18,8 @@ use tracing::warn;
 use crate::catalogue::Key;
 use crate::config::TrackerConfig;
 use crate::error::{Error, Result};
+use shoal_common::hash::Hash;
+
 use crate::state::{Deletion, State};
 use crate::store::Change;
 use crate::tracker::Tracker;
@@ -192,8 +194,9 @@ fn plan(st: &State, cfg: &TrackerConfig, now: Instant, jobs: Vec<Job>) -> (Batch
 }
 
 /// Apply a durable batch to memory: catalogue changes, then the effects, then the
-/// deletion of chunks no file references any more (unless an upload still uses them).
-fn apply(st: &mut State, b: &mut Batch) -> Vec<Deletion> {
+/// deletion of chunks no file references any more (unless an upload still uses them:
+/// here, or, per `elsewhere`, through another replica).
+fn apply(st: &mut State, b: &mut Batch, elsewhere: Option<&HashSet<Hash>>) -> Vec<Deletion> {
     let mut garbage = Vec::new();
     for c in std::mem::take(&mut b.changes) {
         garbage.extend(st.apply_change(c));
@@ -203,7 +206,7 @@ fn apply(st: &mut State, b: &mut Batch) -> Vec<Deletion> {
             f(st);
         }
     }
-    st.collect_garbage(garbage)
+    st.collect_garbage(garbage, elsewhere)
 }
 
 /// Plan, persist and apply one batch; returns the jobs deferred to the next one.
@@ -248,7 +251,8 @@ async fn commit(t: &Arc<Tracker>, jobs: Vec<Job>) -> Vec<Job> {
 fn finish(t: &Tracker, mut b: Batch, result: Result<()>) {
     match result {
         Ok(()) => {
-            let deletions = apply(&mut t.state(), &mut b);
+            let elsewhere = held_elsewhere(t, &b.changes);
+            let deletions = apply(&mut t.state(), &mut b, elsewhere.as_ref());
             t.send_deletions(deletions);
             for (job, value, _) in b.done {
                 (job.reply)(Ok(value));
@@ -261,6 +265,29 @@ fn finish(t: &Tracker, mut b: Batch, result: Result<()>) {
             }
         }
     }
+}
+
+/// The chunks other replicas' uploads hold, when `changes` may leave garbage and the
+/// store is shared (read before the state lock is taken; `None` if it cannot be read).
+/// On PostgreSQL this runs on the commit's blocking thread.
+fn held_elsewhere(t: &Tracker, changes: &[Change]) -> Option<HashSet<Hash>> {
+    let Some(pg) = t.store.postgres() else {
+        return Some(HashSet::new());
+    };
+    let drops_chunks = changes.iter().any(|c| match c {
+        Change::DeleteFile(_) => true,
+        // Only a record replaced can drop chunks (a new file adds references).
+        Change::PutFile(f) => t.state().catalogue.file(&f.id).is_some(),
+        _ => false,
+    });
+    if !drops_chunks {
+        return Some(HashSet::new());
+    }
+    pg.held_chunks()
+        .inspect_err(
+            |e| warn!(error = %e, "uploads in flight unreadable; garbage left to collection"),
+        )
+        .ok()
 }
 
 /// For the PostgreSQL commit, which plans inside its transaction.
