@@ -144,19 +144,25 @@ async fn liveness_and_locations_are_the_same_from_every_replica() {
     })
     .await
     .unwrap();
-    // …and keeps seeing them alive well past the dead threshold (heartbeats keep landing).
-    tokio::time::sleep(cluster.opts.tracker.liveness.dead_after + Duration::from_millis(500)).await;
-    let alive = b
-        .peers()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|p| p.state == pb::PeerState::Alive as i32)
-        .count();
-    assert_eq!(
-        alive, 3,
-        "heartbeats to replica 0 keep peers alive on replica 1"
-    );
+    // …and keeps seeing them alive, at every look, well past the dead threshold
+    // (heartbeats keep landing).
+    let until = tokio::time::Instant::now()
+        + cluster.opts.tracker.liveness.dead_after
+        + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        let alive = b
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|p| p.state == pb::PeerState::Alive as i32)
+            .count();
+        assert_eq!(
+            alive, 3,
+            "heartbeats to replica 0 keep peers alive on replica 1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A put through replica 0: replica 1's stat shows the same locations.
     let src = source(work.path(), "f", 4 * CHUNK + 1, 3);
@@ -235,13 +241,26 @@ async fn a_standby_takes_over_when_the_leader_dies_during_repair() {
     })
     .await
     .unwrap();
+    let clients = [cluster.replica_client(0), cluster.replica_client(1)];
+    let leads = |i: usize| {
+        let c = &clients[i];
+        async move { c.cluster_info().await.map(|i| i.leader) }
+    };
+    assert!(leads(leader).await.unwrap(), "the leader says it leads");
+    assert!(
+        !leads(standby).await.unwrap(),
+        "the standby says it does not"
+    );
     let started = std::time::Instant::now();
     cluster.kill_replica(leader);
-    let new = cluster.wait_leader(Some(leader)).await.unwrap();
-    assert_eq!(new, standby);
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
-    eprintln!("standby took over in {took:?}");
+    // The standby itself takes the lead (the database's lock holder is the survivor).
+    wait_for("the standby says it leads", CONVERGE, || async {
+        leads(standby).await.unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(cluster.leader().await.unwrap(), Some(standby));
+    eprintln!("standby took over in {:?}", started.elapsed());
     // The survivor finishes the repair: every chunk back at 2 live copies.
     wait_for(
         "repair finished by the new leader",
@@ -431,6 +450,9 @@ async fn a_restarted_tracker_judges_silent_peers_only_after_dead_after() {
     let src = source(work.path(), "judged", 20 * CHUNK, 21);
     put(&cluster.client(), &src, "judged").await.unwrap();
     let id = cluster.peer_id(0);
+    let copies_on_survivors =
+        |c: &TestCluster| (1..3).map(|i| c.chunks_on_disk(i).len()).sum::<usize>();
+    let before = copies_on_survivors(&cluster);
     if let Some(t) = cluster.tracker.take() {
         t.stop();
     }
@@ -438,8 +460,8 @@ async fn a_restarted_tracker_judges_silent_peers_only_after_dead_after() {
     // The store's last heartbeat of peer 0 must be older than dead_after when the
     // tracker comes back: this wait is the scenario, not a hope.
     tokio::time::sleep(dead_after + Duration::from_secs(1)).await;
-    cluster.start_tracker().await.unwrap();
     let back = tokio::time::Instant::now();
+    cluster.start_tracker().await.unwrap();
     let c = cluster.client();
     let state = |ps: Vec<pb::PeerInfo>| {
         ps.into_iter()
@@ -452,23 +474,38 @@ async fn a_restarted_tracker_judges_silent_peers_only_after_dead_after() {
     })
     .await
     .unwrap();
-    let now_state = state(c.peers().await.unwrap());
-    let info = c.cluster_info().await.unwrap();
+    // Watch until the peer is declared dead; every look taken well before dead_after
+    // (timed from before the tracker started, so never late) must show it not dead and
+    // nothing under-replicated.
+    let mut early_looks = 0;
+    let deadline = back + dead_after + CONVERGE;
+    loop {
+        let (ps, info) = (c.peers().await.unwrap(), c.cluster_info().await.unwrap());
+        let seen = state(ps);
+        let looked = back.elapsed();
+        if seen == Some(pb::PeerState::Dead as i32) {
+            assert!(
+                looked + Duration::from_secs(2) >= dead_after,
+                "declared dead {looked:?} after the tracker came back, before dead_after"
+            );
+            break;
+        }
+        if looked + Duration::from_secs(2) < dead_after {
+            early_looks += 1;
+            assert!(seen.is_some(), "peer 0 known: {seen:?}");
+            // (under_replicated_chunks may count peer 0's unconfirmed copies: health only.)
+            assert_eq!(info.repair_queue, 0, "no repair queued: {info:?}");
+            assert_eq!(copies_on_survivors(&cluster), before, "no copy made");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "peer 0 never declared dead"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
-        back.elapsed() < dead_after / 2,
-        "inconclusive: the checks took {:?}",
-        back.elapsed()
-    );
-    assert!(
-        now_state.is_some() && now_state != Some(pb::PeerState::Dead as i32),
-        "a peer known from the store is not judged dead at once: {now_state:?}"
-    );
-    assert_eq!(info.under_replicated_chunks, 0, "no repair storm: {info:?}");
-    cluster.wait_peer_dead(0).await.unwrap();
-    assert!(
-        back.elapsed() + Duration::from_secs(2) >= dead_after,
-        "declared dead {:?} after the tracker came back, before dead_after",
-        back.elapsed()
+        early_looks > 0,
+        "no look before dead_after: the test proved nothing"
     );
     wait_for("the dead peer's copies repaired", CONVERGE, || async {
         c.stat("judged").await.is_ok_and(|d| {

@@ -121,13 +121,18 @@ const SUMMARY_TTL: Duration = Duration::from_millis(250);
 pub fn cluster_info(t: &Tracker) -> pb::ClusterInfoResponse {
     let now = Instant::now();
     let mut cache = t.summary.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((at, info)) = cache.as_ref() {
-        if now.saturating_duration_since(*at) < SUMMARY_TTL {
-            return info.clone();
+    let fresh = cache
+        .as_ref()
+        .filter(|(at, _)| now.saturating_duration_since(*at) < SUMMARY_TTL);
+    let mut info = match fresh {
+        Some((_, info)) => info.clone(),
+        None => {
+            let info = compute_cluster_info(t);
+            *cache = Some((now, info.clone()));
+            info
         }
-    }
-    let info = compute_cluster_info(t);
-    *cache = Some((now, info.clone()));
+    };
+    info.leader = t.is_leader(); // never stale: a takeover shows at once
     info
 }
 
@@ -145,6 +150,7 @@ fn compute_cluster_info(t: &Tracker) -> pb::ClusterInfoResponse {
         under_replicated_chunks: under,
         lost_chunks: lost,
         repair_queue: t.repairs.lock().unwrap_or_else(|p| p.into_inner()).len() as u64,
+        leader: false, // set by the caller
     }
 }
 
