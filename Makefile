@@ -15,10 +15,11 @@ test:
 	$(CARGO) build --workspace --bins
 	CARGO=$(CARGO) bash scripts/test.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors; no tracker source file over 600 lines
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash scripts/file-size.sh
 
 build:
 	$(CARGO) build --workspace

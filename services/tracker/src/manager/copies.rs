@@ -1,0 +1,92 @@
+//! Repairs under way: each copy is a span with its reasons, sent from a source peer
+//! to the chosen target within the cluster-wide bandwidth budget.
+
+use super::*;
+
+pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, starts: Vec<Start>) {
+    for (h, size, live, target_n, priority, target, sources, reason) in starts {
+        let span = info_span!("repair", chunk = %h, repair.live_replicas = live, repair.target_replicas = target_n, repair.priority = priority, repair.source = %sources[0].id, repair.target = %target.id, placement.reason = %reason);
+        let (t, ms) = (t.clone(), ms.clone());
+        tokio::spawn(
+            async move {
+                let result = copy(t.channels.get(&target.addr), &h, size, sources.clone()).await;
+                let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
+                m.in_flight.remove(&h);
+                for id in [&target.id, &sources[0].id] {
+                    if let Some(n) = m.per_peer.get_mut(id) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                drop(m);
+                WAKE.notify_one();
+                match result {
+                    Ok(resp) => {
+                        t.state().add_location(&target.id, h);
+                        t.metrics.repaired_chunks.fetch_add(1, Relaxed);
+                        t.metrics.repaired_bytes.fetch_add(resp.bytes, Relaxed);
+                        info!(source = %resp.source_peer_id, bytes = resp.bytes, "repaired");
+                    }
+                    Err(e) => {
+                        t.metrics.repair_failures.fetch_add(1, Relaxed);
+                        warn!(error = %e.message(), "repair copy failed; will retry");
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+pub(super) fn merge(deletions: Vec<Deletion>) -> Vec<Deletion> {
+    let mut by_peer: HashMap<String, Deletion> = HashMap::new();
+    for d in deletions {
+        by_peer
+            .entry(d.peer_id.clone())
+            .or_insert_with(|| Deletion {
+                peer_id: d.peer_id.clone(),
+                addr: d.addr.clone(),
+                chunks: vec![],
+            })
+            .chunks
+            .extend(d.chunks);
+    }
+    by_peer.into_values().collect()
+}
+
+/// The cluster-wide repair bandwidth budget, in one-second windows.
+pub(super) fn budget_allows(
+    m: &mut ManagerState,
+    bytes_per_sec: u64,
+    size: u64,
+    now: Instant,
+) -> bool {
+    if bytes_per_sec == 0 {
+        return true;
+    }
+    let (start, used) = m.budget_window.get_or_insert((now, 0));
+    if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+        *start = now;
+        *used = 0;
+    }
+    // One copy may always start in a window, however large.
+    if *used > 0 && *used + size > bytes_per_sec {
+        return false;
+    }
+    *used += size;
+    true
+}
+
+async fn copy(
+    channel: Result<shoal_common::grpc::GrpcChannel, tonic::Status>,
+    h: &Hash,
+    size: u64,
+    sources: Vec<pb::PeerRef>,
+) -> Result<pb::ReplicateChunkResponse, tonic::Status> {
+    let mut c = pb::peer_client::PeerClient::new(channel?);
+    let req = pb::ReplicateChunkRequest {
+        hash: h.to_hex(),
+        size,
+        sources,
+    };
+    Ok(c.replicate_chunk(req).await?.into_inner())
+}

@@ -1,0 +1,296 @@
+use super::*;
+use std::time::Duration;
+
+#[test]
+fn dirty_keeps_each_chunk_once_across_shards() {
+    let mut d = Dirty::default();
+    let hs: Vec<Hash> = (0..1000u32).map(|i| Hash::of(&i.to_le_bytes())).collect();
+    d.extend(hs.iter().copied());
+    d.extend(hs.iter().copied());
+    assert_eq!(d.len(), 1000);
+    assert!(d.contains(&hs[7]) && !d.is_empty());
+    let mut v = std::mem::take(&mut d).into_vec();
+    assert!(d.is_empty());
+    v.sort();
+    let mut want = hs.clone();
+    want.sort();
+    assert_eq!(v, want);
+}
+
+fn peer(id: &str) -> pb::PeerRef {
+    pb::PeerRef {
+        id: id.into(),
+        addr: "127.0.0.1:1".into(),
+        zone: "a".into(),
+    }
+}
+
+/// Liveness follows the configured thresholds exactly (paused clock, no sleeping).
+#[tokio::test(start_paused = true)]
+async fn alive_then_suspect_then_dead_then_back() {
+    let cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+    let mut st = State::default();
+    let h = Hash::of(b"c");
+    st.register_peer(peer("p"), 1 << 30, 0, vec![h], Instant::now());
+    let state = |st: &State| st.peer_state(&st.peers["p"], &cfg, Instant::now());
+    assert_eq!(state(&st), pb::PeerState::Alive);
+    tokio::time::advance(cfg.liveness.suspect_after - Duration::from_millis(1)).await;
+    assert_eq!(state(&st), pb::PeerState::Alive);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(state(&st), pb::PeerState::Suspect);
+    assert_eq!(
+        st.live_holders(&h, &cfg, Instant::now()).len(),
+        1,
+        "a suspect copy still serves"
+    );
+    tokio::time::advance(cfg.liveness.dead_after - cfg.liveness.suspect_after).await;
+    assert_eq!(state(&st), pb::PeerState::Dead);
+    assert!(
+        st.live_holders(&h, &cfg, Instant::now()).is_empty(),
+        "a dead copy does not count"
+    );
+    assert_eq!(st.live_peer_count(&cfg, Instant::now()), 0);
+    // It comes back: registration replaces what the tracker believed with its inventory.
+    st.register_peer(peer("p"), 1 << 30, 0, vec![], Instant::now());
+    assert_eq!(state(&st), pb::PeerState::Alive);
+    assert!(
+        !st.locations.has(&h),
+        "reconciled, not trusted: the copy it lost is gone"
+    );
+}
+
+/// An inventory sent in parts replaces the tracker's view only when the last part
+/// arrives: until then the copies it knew stay, so nothing looks under-replicated.
+#[tokio::test(start_paused = true)]
+async fn an_inventory_in_parts_is_swapped_in_at_the_last_part() {
+    let (a, b, c) = (Hash::of(b"a"), Hash::of(b"b"), Hash::of(b"c"));
+    let mut st = State::default();
+    st.register_peer(peer("p"), 1 << 30, 0, vec![a], Instant::now());
+    st.register_peer_in_parts(peer("p"), 1 << 30, 0, vec![b], 7, Instant::now())
+        .unwrap();
+    assert!(
+        st.locations.has(&a) && !st.locations.has(&b),
+        "old view kept"
+    );
+    st.report_chunks("p", vec![c], vec![], true, Some((7, false)))
+        .unwrap();
+    assert!(st.locations.has(&a) && !st.locations.has(&c));
+    st.report_chunks("p", vec![], vec![], true, Some((7, true)))
+        .unwrap();
+    assert!(!st.locations.has(&a), "replaced at the last part");
+    assert!(st.locations.has(&b) && st.locations.has(&c));
+    assert_eq!(st.locations.of("p").len(), 2);
+    // A part of another transfer starts over instead of mixing two inventories.
+    st.report_chunks("p", vec![a], vec![], true, Some((8, false)))
+        .unwrap();
+    st.report_chunks("p", vec![], vec![], true, Some((9, true)))
+        .unwrap();
+    assert_eq!(st.locations.of("p").len(), 0);
+    assert!(st.staging.is_empty());
+}
+
+/// A config whose liveness never gets in the way of the grace being tested.
+fn grace_cfg() -> TrackerConfig {
+    let mut cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+    cfg.liveness.suspect_after = Duration::from_secs(3000);
+    cfg.liveness.dead_after = Duration::from_secs(3600);
+    cfg.repair.restart_grace = Duration::from_secs(600);
+    cfg
+}
+
+/// `n` peers all holding `h`.
+fn holders(n: usize, h: Hash) -> State {
+    let mut st = State::default();
+    for i in 0..n {
+        st.register_peer(peer(&format!("p{i}")), 1 << 30, 0, vec![h], Instant::now());
+    }
+    st
+}
+
+#[test]
+fn needs_repair_counts_expected_copies_only_above_two_live() {
+    // (live, expected, target) -> repair?
+    for (live, expected, target, want) in [
+        (3, 0, 3, false),
+        (2, 1, 3, false), // one peer restarting: wait for it
+        (2, 0, 3, true),  // gone: repair
+        (1, 2, 3, true),  // below min(2, R): at once
+        (1, 1, 2, true),  // R=2: a restart leaves one copy, repair at once
+        (0, 1, 1, true),  // R=1: the only copy is away; nothing to copy from, but due
+        (1, 0, 1, false),
+        (4, 0, 3, false),
+    ] {
+        assert_eq!(
+            needs_repair(live, expected, target),
+            want,
+            "live {live}, expected {expected}, target {target}"
+        );
+    }
+}
+
+/// A peer that said it is restarting: no repair during the grace, repair after it.
+#[tokio::test(start_paused = true)]
+async fn restarting_peer_is_not_repaired_during_the_grace_then_is() {
+    let cfg = grace_cfg();
+    let h = Hash::of(b"c");
+    let mut st = holders(3, h);
+    st.goodbyes
+        .insert("p2".into(), Goodbye::Restarting(Instant::now()));
+    let state = |st: &State| st.peer_state(&st.peers["p2"], &cfg, Instant::now());
+    assert_eq!(state(&st), pb::PeerState::Restarting);
+    assert_eq!(
+        st.live_holders(&h, &cfg, Instant::now()).len(),
+        2,
+        "a restarting peer serves nothing"
+    );
+    assert!(!st.below_target(&h, 3, &cfg, Instant::now()));
+    tokio::time::advance(cfg.repair.restart_grace - Duration::from_millis(1)).await;
+    assert_eq!(state(&st), pb::PeerState::Restarting);
+    assert!(!st.below_target(&h, 3, &cfg, Instant::now()));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(state(&st), pb::PeerState::Dead);
+    assert!(
+        st.below_target(&h, 3, &cfg, Instant::now()),
+        "after the grace, its copies are repaired"
+    );
+}
+
+/// Below min(2, R) live copies a chunk is repaired at once, grace or not.
+#[tokio::test(start_paused = true)]
+async fn one_live_copy_is_repaired_at_once_during_the_grace() {
+    let cfg = grace_cfg();
+    let h = Hash::of(b"c");
+    let mut st = holders(2, h);
+    st.goodbyes
+        .insert("p1".into(), Goodbye::Restarting(Instant::now()));
+    assert!(st.below_target(&h, 2, &cfg, Instant::now()), "R=2");
+    let mut st = holders(3, h);
+    for p in ["p1", "p2"] {
+        st.goodbyes
+            .insert(p.into(), Goodbye::Restarting(Instant::now()));
+    }
+    assert!(
+        st.below_target(&h, 3, &cfg, Instant::now()),
+        "R=3, two away"
+    );
+}
+
+/// Coming back is registering again: alive with its copies, nothing to repair.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_peer_is_live_again_with_its_copies() {
+    let cfg = grace_cfg();
+    let h = Hash::of(b"c");
+    let mut st = holders(3, h);
+    st.goodbyes
+        .insert("p2".into(), Goodbye::Restarting(Instant::now()));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    st.register_peer(peer("p2"), 1 << 30, 0, vec![h], Instant::now());
+    assert_eq!(
+        st.peer_state(&st.peers["p2"], &cfg, Instant::now()),
+        pb::PeerState::Alive
+    );
+    assert_eq!(st.durable_count(&h, &cfg, Instant::now()), 3);
+    tokio::time::advance(cfg.repair.restart_grace).await;
+    assert!(
+        !st.below_target(&h, 3, &cfg, Instant::now()),
+        "grace over, still fine"
+    );
+}
+
+/// A peer that left (or crashed past dead_after) is repaired at once; a draining peer
+/// that restarts gets no grace (it is leaving anyway).
+#[tokio::test(start_paused = true)]
+async fn leaving_and_draining_peers_get_no_grace() {
+    let cfg = grace_cfg();
+    let h = Hash::of(b"c");
+    let mut st = holders(3, h);
+    st.goodbyes
+        .insert("p2".into(), Goodbye::Left(Instant::now()));
+    assert_eq!(
+        st.peer_state(&st.peers["p2"], &cfg, Instant::now()),
+        pb::PeerState::Dead
+    );
+    assert!(st.below_target(&h, 3, &cfg, Instant::now()));
+    let mut st = holders(3, h);
+    if let Some(p) = st.peers.get_mut("p2") {
+        p.draining = true;
+    }
+    st.goodbyes
+        .insert("p2".into(), Goodbye::Restarting(Instant::now()));
+    assert!(st.below_target(&h, 3, &cfg, Instant::now()));
+}
+
+/// After a tracker restart, peers known from the store but silent since are judged
+/// from the tracker's start: suspect and dead only after the usual delays.
+#[tokio::test(start_paused = true)]
+async fn peers_from_the_store_are_judged_from_the_trackers_start() {
+    let cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+    let mut st = State::from_loaded(Loaded::default());
+    let now = Instant::now();
+    let long_ago = now
+        .checked_sub(cfg.liveness.dead_after * 10)
+        .expect("the clock runs longer than five minutes");
+    for id in ["silent", "heard"] {
+        st.register_peer(peer(id), 1 << 30, 0, vec![], long_ago);
+    }
+    let state = |st: &State, id: &str| st.peer_state(&st.peers[id], &cfg, Instant::now());
+    assert_eq!(state(&st, "silent"), pb::PeerState::Alive);
+    tokio::time::advance(cfg.liveness.dead_after - Duration::from_millis(1)).await;
+    if let Some(p) = st.peers.get_mut("heard") {
+        p.last_seen = Instant::now();
+    }
+    assert_eq!(state(&st, "silent"), pb::PeerState::Suspect);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(state(&st, "silent"), pb::PeerState::Dead);
+    assert_eq!(state(&st, "heard"), pb::PeerState::Alive);
+    tokio::time::advance(cfg.liveness.dead_after).await;
+    assert_eq!(
+        state(&st, "heard"),
+        pb::PeerState::Dead,
+        "a peer heard from is judged from when it was heard"
+    );
+}
+
+fn file(tag: &[u8], chunks: &[&[u8]]) -> FileRecord {
+    FileRecord {
+        id: Hash::of(tag),
+        size: 4096 * chunks.len() as u64,
+        chunk_size: 4096,
+        chunks: chunks.iter().map(|c| Hash::of(c)).collect(),
+        replicas: 2,
+        created_ms: 1,
+    }
+}
+
+/// A replica behind the trimmed log swaps in a fresh catalogue: files, names, chunk
+/// references and position are the loaded ones; peers and locations stay.
+#[test]
+fn reload_catalogue_replaces_files_names_and_refs_only() {
+    let (f1, f2) = (file(b"f1", &[b"a", b"b"]), file(b"f2", &[b"b", b"c"]));
+    let name = |f: &FileRecord| NameRecord {
+        id: f.id,
+        created_ms: 1,
+    };
+    let mut old = Loaded::default();
+    old.files.insert(f1.id, f1.clone());
+    old.names.insert("one".into(), name(&f1));
+    let mut st = State::from_loaded(old);
+    st.register_peer(peer("p"), 1 << 30, 0, vec![Hash::of(b"a")], Instant::now());
+    let mut fresh = Loaded::default();
+    fresh.files.insert(f2.id, f2.clone());
+    fresh.names.insert("two".into(), name(&f2));
+    fresh.seq = 42;
+    st.reload_catalogue(fresh);
+    assert!(st.catalogue.file(&f1.id).is_none());
+    assert!(st.catalogue.file(&f2.id).is_some());
+    let names: Vec<&String> = st.catalogue.names_after(None).map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["two"]);
+    assert_eq!(st.applied_seq, 42);
+    let refs: HashSet<Hash> = st.catalogue.chunks().map(|(h, _)| *h).collect();
+    assert_eq!(refs, [Hash::of(b"b"), Hash::of(b"c")].into_iter().collect());
+    assert!(st.peers.contains_key("p"));
+    assert!(
+        st.locations.has(&Hash::of(b"a")),
+        "locations are the peers' word, kept"
+    );
+}
