@@ -100,3 +100,232 @@ async fn only_death_not_suspicion_marks_a_peers_chunks() {
         "dead: every chunk"
     );
 }
+
+/// A tracker on the in-memory store with `files` (replica target, chunks) and peers
+/// (id, zone, used of 1,000 bytes, chunks held), every peer registered now.
+fn cluster(
+    cfg: TrackerConfig,
+    files: &[(u32, &[Hash])],
+    peers: &[(&str, &str, u64, &[Hash])],
+) -> Arc<Tracker> {
+    let store = MemoryStore::default();
+    let mut changes = Vec::new();
+    for (i, (replicas, chunks)) in files.iter().enumerate() {
+        let id = Hash::of(format!("file {i}").as_bytes());
+        changes.push(Change::PutFile(FileRecord {
+            id,
+            size: chunks.len() as u64,
+            chunk_size: 1,
+            chunks: chunks.to_vec(),
+            replicas: *replicas,
+            created_ms: 0,
+        }));
+        changes.push(Change::PutName(
+            format!("f{i}"),
+            NameRecord { id, created_ms: 0 },
+        ));
+    }
+    store.apply(&changes).unwrap();
+    let keys = shoal_common::ticket::TicketKeys::new(None, None, None);
+    let t = Tracker::with_store(cfg, Store::Local(Box::new(store)), None, keys).unwrap();
+    for (id, zone, used, held) in peers {
+        let peer = pb::PeerRef {
+            id: id.to_string(),
+            addr: format!("127.0.0.1:{}", 1 + id.len()),
+            zone: zone.to_string(),
+        };
+        t.state()
+            .register_peer(peer, 1000, *used, held.to_vec(), Instant::now());
+    }
+    t
+}
+
+fn hashes(tag: &str, n: usize) -> Vec<Hash> {
+    (0..n)
+        .map(|i| Hash::of(format!("{tag}{i}").as_bytes()))
+        .collect()
+}
+
+/// Past safe mode with every peer heard from just now; returns the manager's state
+/// after one evaluation of every dirty chunk, and the chunks found below target.
+async fn settle(t: &Arc<Tracker>, alive: &[&str]) -> (Arc<Mutex<ManagerState>>, Vec<Hash>) {
+    let ms = Arc::new(Mutex::new(ManagerState::default()));
+    tokio::time::advance(t.cfg.liveness.dead_after * 10).await;
+    hear(t, alive);
+    assert!(note_transitions(t, &ms, Instant::now()), "safe mode over");
+    let below = evaluate(t, &ms, Instant::now());
+    (ms, below)
+}
+
+fn hear(t: &Tracker, ids: &[&str]) {
+    let mut st = t.state();
+    for id in ids {
+        st.peers.get_mut(*id).unwrap().last_seen = Instant::now();
+    }
+}
+
+/// Repair order: chunks with one live copy start before chunks with two (HDFS's
+/// UnderReplicatedBlocks), whatever order they were found in, as "high" priority.
+#[tokio::test(start_paused = true)]
+async fn repairs_start_fewest_live_copies_first() {
+    let (two, one) = (hashes("two", 6), hashes("one", 3));
+    let mut cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+    cfg.repair.concurrency = 3;
+    cfg.repair.per_peer = 100;
+    cfg.repair.bandwidth_bytes = 0;
+    let t = cluster(
+        cfg,
+        &[(3, &two), (3, &one)],
+        &[
+            ("p0", "a", 0, &[two.clone(), one.clone()].concat()),
+            ("p1", "b", 0, &two),
+            ("p2", "c", 0, &[]),
+            ("p3", "d", 0, &[]),
+        ],
+    );
+    let (ms, below) = settle(&t, &["p0", "p1", "p2", "p3"]).await;
+    assert_eq!(below.len(), 9, "every chunk is below its target of 3");
+    let starts = {
+        let mut st = t.state();
+        let mut m = ms.lock().unwrap();
+        schedule(&t, &mut st, &mut m, Instant::now())
+    };
+    let started: HashSet<Hash> = starts.iter().map(|s| s.0).collect();
+    assert_eq!(
+        started,
+        one.iter().copied().collect(),
+        "one-copy chunks first"
+    );
+    assert!(starts.iter().all(|s| s.2 == 1 && s.4 == "high"));
+    // The next round (one-copy chunks in flight) takes the two-copy ones.
+    let more = {
+        let mut st = t.state();
+        let mut m = ms.lock().unwrap();
+        m.in_flight.clear();
+        m.per_peer.clear();
+        for h in &one {
+            m.unrank(h);
+        }
+        schedule(&t, &mut st, &mut m, Instant::now())
+    };
+    assert_eq!(more.len(), 3);
+    assert!(more
+        .iter()
+        .all(|s| two.contains(&s.0) && s.2 == 2 && s.4 == "normal"));
+}
+
+/// Trim choice: a copy above target goes from the most crowded zone, fullest peer
+/// first; and not while any holder is suspect (a pause is not a reason to delete).
+#[tokio::test(start_paused = true)]
+async fn trim_takes_the_fullest_peer_of_the_most_crowded_zone_once_all_are_alive() {
+    let chunk = hashes("c", 1);
+    let t = cluster(
+        TrackerConfig::for_data_dir(std::path::PathBuf::new()),
+        &[(2, &chunk)],
+        &[
+            ("p0", "a", 100, &chunk),
+            ("p1", "a", 900, &chunk),
+            ("p2", "b", 950, &chunk),
+        ],
+    );
+    let (ms, below) = settle(&t, &["p0", "p1", "p2"]).await;
+    assert!(below.is_empty());
+    // p2 falls silent past suspect_after: nothing is trimmed.
+    tokio::time::advance(t.cfg.liveness.suspect_after + Duration::from_millis(1)).await;
+    hear(&t, &["p0", "p1"]);
+    let trimmed = |t: &Arc<Tracker>| {
+        let mut deletions = Vec::new();
+        let mut st = t.state();
+        let mut m = ms.lock().unwrap();
+        trim(t, &mut st, &mut m, Instant::now(), &mut deletions);
+        deletions.into_iter().map(|d| d.peer_id).collect::<Vec<_>>()
+    };
+    assert!(trimmed(&t).is_empty(), "a suspect holder: no trim");
+    hear(&t, &["p2"]);
+    // Zone a has two copies; of those p1 is fuller (p2, fuller still, is zone b's only).
+    assert_eq!(trimmed(&t), vec!["p1".to_string()]);
+    assert_eq!(t.state().locations.count(&chunk[0]), 2);
+    assert!(trimmed(&t).is_empty(), "trimmed once");
+}
+
+/// GC grace: a copy no file references is deleted only after the grace; a chunk an
+/// upload in flight holds restarts its grace; once the upload expires it goes.
+#[tokio::test(start_paused = true)]
+async fn garbage_waits_its_grace_and_for_uploads_to_end() {
+    let (kept, orphan, uploading) = (hashes("k", 1), hashes("o", 1), hashes("u", 1));
+    let mut cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+    cfg.upload.expiry = cfg.repair.gc_grace * 3;
+    let grace = cfg.repair.gc_grace;
+    let t = cluster(
+        cfg,
+        &[(1, &kept)],
+        &[(
+            "p0",
+            "a",
+            0,
+            &[kept.clone(), orphan.clone(), uploading.clone()].concat(),
+        )],
+    );
+    let (ms, _) = settle(&t, &["p0"]).await;
+    t.state().uploads.begin(
+        "up".into(),
+        crate::uploads::Upload {
+            name: "u".into(),
+            size: 1,
+            chunk_size: 1,
+            replicas: 1,
+            overwrite: false,
+            expires_at: Instant::now() + t.cfg.upload.expiry,
+            file_id: None,
+            chunks: uploading.clone(),
+            avoid: HashSet::new(),
+        },
+    );
+    let collected = |t: &Arc<Tracker>| {
+        t.expire_uploads();
+        let held = t
+            .held_by_uploads()
+            .expect("local uploads are always readable");
+        let mut deletions = Vec::new();
+        let mut st = t.state();
+        let mut m = ms.lock().unwrap();
+        collect(t, &mut st, &mut m, Instant::now(), &held, &mut deletions);
+        deletions
+            .into_iter()
+            .flat_map(|d| d.chunks)
+            .collect::<HashSet<_>>()
+    };
+    assert!(collected(&t).is_empty(), "within the grace");
+    tokio::time::advance(grace / 2).await;
+    hear(&t, &["p0"]);
+    assert!(collected(&t).is_empty(), "still within the grace");
+    tokio::time::advance(grace / 2 + Duration::from_millis(1)).await;
+    hear(&t, &["p0"]);
+    assert_eq!(
+        collected(&t),
+        orphan.iter().copied().collect(),
+        "past the grace"
+    );
+    assert!(
+        t.state().locations.has(&kept[0]),
+        "a referenced chunk stays"
+    );
+    // The upload holds its chunk until it expires (each round restarts the chunk's
+    // grace), then one grace more.
+    tokio::time::advance(grace * 2 - Duration::from_millis(2)).await;
+    hear(&t, &["p0"]);
+    assert!(
+        collected(&t).is_empty(),
+        "held by the upload, long past a grace"
+    );
+    tokio::time::advance(Duration::from_millis(2)).await;
+    hear(&t, &["p0"]);
+    assert!(
+        collected(&t).is_empty(),
+        "the upload just expired: its grace starts"
+    );
+    assert_eq!(t.state().uploads.len(), 0, "expired");
+    tokio::time::advance(grace + Duration::from_millis(1)).await;
+    hear(&t, &["p0"]);
+    assert_eq!(collected(&t), uploading.iter().copied().collect());
+}
