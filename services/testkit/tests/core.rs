@@ -414,3 +414,77 @@ async fn inventories_in_parts_rebuild_every_copy() {
     .unwrap();
     get_same(&c, "parts", &src, &work.path().join("back")).await;
 }
+
+/// A peer with 1,000,000 chunks registers: its inventory (66 MB of hex, over the 64 MiB
+/// message cap in one piece) goes as a first part and `ReportChunks` parts, as the peer
+/// agent sends it; then the tracker holds every copy and agrees with its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_with_a_million_chunks_registers() {
+    const CHUNKS: usize = 1_000_000;
+    const PART: usize = 100_000;
+    let cluster = TestCluster::start(ClusterOptions::zones(&["a"]))
+        .await
+        .unwrap();
+    let url = cluster.tracker_url();
+    let url = url.split(',').next().unwrap();
+    let mut t = pb::tracker_client::TrackerClient::new(
+        shoal_common::grpc::channel_with(url, None).unwrap(),
+    )
+    .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
+    let inventory: Vec<shoal_common::hash::Hash> = (0..CHUNKS as u64)
+        .map(|i| shoal_common::hash::Hash::of(&i.to_le_bytes()))
+        .collect();
+    let hex: Vec<String> = inventory.iter().map(|h| h.to_hex()).collect();
+    let mut parts = hex.chunks(PART);
+    t.register_peer(pb::RegisterPeerRequest {
+        peer: Some(pb::PeerRef {
+            id: "big".into(),
+            addr: "127.0.0.1:9".into(),
+            zone: "b".into(),
+        }),
+        capacity_bytes: 1 << 50,
+        used_bytes: 1 << 40,
+        chunks: parts.next().unwrap().to_vec(),
+        inventory_id: 7,
+    })
+    .await
+    .expect("first part");
+    let rest = parts.len();
+    for (i, part) in parts.enumerate() {
+        t.report_chunks(pb::ReportChunksRequest {
+            peer_id: "big".into(),
+            added: part.to_vec(),
+            full: true,
+            inventory_id: 7,
+            last: i + 1 == rest,
+            ..Default::default()
+        })
+        .await
+        .expect("a part");
+    }
+    let beat = t
+        .heartbeat(pb::HeartbeatRequest {
+            peer_id: "big".into(),
+            capacity_bytes: 1 << 50,
+            used_bytes: 1 << 40,
+            active_transfers: 0,
+            chunk_count: CHUNKS as u64,
+            inventory_digest: shoal_common::hash::inventory_digest(inventory.iter()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(beat.known && !beat.resync, "{beat:?}");
+    let peers = t
+        .list_peers(pb::ListPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    let big = peers
+        .iter()
+        .find(|p| p.peer.as_ref().is_some_and(|r| r.id == "big"))
+        .expect("registered");
+    assert_eq!(big.chunks, CHUNKS as u64);
+    assert_eq!(big.state, pb::PeerState::Alive as i32);
+}

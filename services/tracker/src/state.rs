@@ -476,6 +476,7 @@ impl State {
         if let (true, Some((id, last))) = (full, part) {
             self.stage(peer_id, id, added)?;
             if !last {
+                self.refresh(peer_id);
                 return Ok(());
             }
             added = self
@@ -484,11 +485,11 @@ impl State {
                 .map(|s| s.1)
                 .unwrap_or_default();
         }
+        let now = Instant::now();
         if full {
             self.forget_inventory(peer_id);
             self.journal_op(LocOp::Reset(peer_id.to_string()));
         }
-        let now = Instant::now();
         for h in added {
             let masked = self
                 .deleting
@@ -501,7 +502,19 @@ impl State {
         for h in removed {
             self.remove_location(peer_id, &h);
         }
+        if full {
+            // A whole inventory, reconciled: a sign of life (a big one's parts may take
+            // longer than dead_after to send and apply; the peer is not dead meanwhile).
+            self.refresh(peer_id);
+        }
         Ok(())
+    }
+
+    fn refresh(&mut self, peer_id: &str) {
+        if let Some(p) = self.peers.get_mut(peer_id) {
+            p.last_seen = p.last_seen.max(Instant::now());
+            self.journal_seen(peer_id);
+        }
     }
 
     /// A heartbeat: the peer's stats, and whether its inventory must be sent again
