@@ -25,6 +25,10 @@ pub enum Method {
     ClusterInfo,
     /// StatFile of --name: the file's chunks and their replicas.
     StatFile,
+    /// StatFile of --name, the answer checked (status, framing) and counted but not
+    /// decoded, as h2load would: the tracker's rate, not the client's protobuf decoding
+    /// on the same cores.
+    StatFileBytes,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -80,11 +84,8 @@ fn tracker_client(ch: Channel) -> TrackerClient<Channel> {
     TrackerClient::new(ch).max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
 }
 
-async fn call(
-    c: &mut TrackerClient<Channel>,
-    method: Method,
-    name: &str,
-) -> Result<(), tonic::Status> {
+async fn call(ch: &Channel, method: Method, name: &str) -> Result<(), tonic::Status> {
+    let mut c = tracker_client(ch.clone());
     match method {
         Method::ClusterInfo => c.cluster_info(pb::ClusterInfoRequest {}).await.map(drop),
         Method::StatFile => c
@@ -93,6 +94,73 @@ async fn call(
             })
             .await
             .map(drop),
+        Method::StatFileBytes => {
+            let mut grpc = tonic::client::Grpc::new(ch.clone());
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let answer = grpc
+                .unary(
+                    tonic::Request::new(pb::StatFileRequest {
+                        name_or_id: name.to_string(),
+                    }),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(
+                        "/shoal.v1.Tracker/StatFile",
+                    ),
+                    Undecoded,
+                )
+                .await?
+                .into_inner();
+            if answer.is_empty() {
+                return Err(tonic::Status::internal("an empty StatFile answer"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Encodes requests with prost; takes answers as bytes, undecoded.
+#[derive(Clone, Copy)]
+struct Undecoded;
+
+impl tonic::codec::Codec for Undecoded {
+    type Encode = pb::StatFileRequest;
+    type Decode = bytes::Bytes;
+    type Encoder = Undecoded;
+    type Decoder = Undecoded;
+
+    fn encoder(&mut self) -> Self {
+        Undecoded
+    }
+
+    fn decoder(&mut self) -> Self {
+        Undecoded
+    }
+}
+
+impl tonic::codec::Encoder for Undecoded {
+    type Item = pb::StatFileRequest;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::Message::encode(&item, dst).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Decoder for Undecoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 
@@ -106,7 +174,7 @@ pub async fn rpc_load(a: &RpcArgs) -> Result<RpcResult> {
         .collect::<Result<Vec<_>>>()?;
     // Connect every channel and check the call works before the clock starts.
     for ch in &channels {
-        call(&mut tracker_client(ch.clone()), a.method, &a.name)
+        call(ch, a.method, &a.name)
             .await
             .with_context(|| format!("warm-up {:?} against {}", a.method, a.tracker))?;
     }
@@ -116,7 +184,7 @@ pub async fn rpc_load(a: &RpcArgs) -> Result<RpcResult> {
     let per_task = (a.requests as usize / a.concurrency) + 1;
     let tasks: Vec<_> = (0..a.concurrency)
         .map(|i| {
-            let mut client = tracker_client(channels[i % channels.len()].clone());
+            let ch = channels[i % channels.len()].clone();
             let (left, method, name) = (left.clone(), a.method, a.name.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per_task);
@@ -127,7 +195,7 @@ pub async fn rpc_load(a: &RpcArgs) -> Result<RpcResult> {
                     && Instant::now() < deadline
                 {
                     let t0 = Instant::now();
-                    match call(&mut client, method, &name).await {
+                    match call(&ch, method, &name).await {
                         Ok(()) => lat.push(t0.elapsed()),
                         Err(e) => {
                             errors += 1;

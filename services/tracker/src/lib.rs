@@ -22,6 +22,7 @@ pub mod service;
 pub mod shared;
 pub mod statcache;
 pub mod state;
+pub mod statfast;
 pub mod store;
 pub mod tracker;
 pub mod uploads;
@@ -29,7 +30,6 @@ pub mod writer;
 
 use std::sync::Arc;
 
-use shoal_proto::v1::tracker_server::TrackerServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -66,12 +66,7 @@ pub async fn run(
         ));
     }
     tokio::spawn(manager::run(tracker.clone(), shutdown.clone()));
-    let svc = TrackerServer::new(service::TrackerService {
-        tracker: tracker.clone(),
-        reports: Default::default(),
-    })
-    .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
+    let svc = statfast::TrackerGrpc::new(tracker.clone());
     health.set(true).await;
     tracing::info!(addr = %listener.local_addr()?, "tracker serving");
     let h = health.clone();

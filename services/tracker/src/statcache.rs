@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 /// How long an answer is reused at most.
 pub const TTL: std::time::Duration = std::time::Duration::from_millis(500);
-/// Chunks over all kept answers (each ~150 bytes of answer): about 16 MB.
+/// Chunks over all kept answers (each ~150 bytes of answer, and as much encoded): about
+/// 30 MB.
 const MAX_CHUNKS: usize = 100_000;
 
 /// The versions an answer was computed at: (catalogue, locations).
@@ -21,7 +22,20 @@ pub type Versions = (u64, u64);
 struct Entry {
     at: Instant,
     versions: Versions,
-    detail: Arc<pb::FileDetail>,
+    answer: Arc<Answer>,
+}
+
+/// An answer and its protobuf encoding (sent as it is, see [`crate::statfast`]).
+pub struct Answer {
+    pub detail: pb::FileDetail,
+    pub encoded: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn new(detail: pb::FileDetail) -> Self {
+        let encoded = prost::Message::encode_to_vec(&detail).into();
+        Answer { detail, encoded }
+    }
 }
 
 #[derive(Default)]
@@ -37,15 +51,15 @@ struct Inner {
 
 impl StatCache {
     /// The answer for `key` if computed at `versions` less than [`TTL`] before `now`.
-    pub fn get(&self, key: &str, versions: Versions, now: Instant) -> Option<Arc<pb::FileDetail>> {
+    pub fn get(&self, key: &str, versions: Versions, now: Instant) -> Option<Arc<Answer>> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let e = inner.entries.get(key)?;
         (e.versions == versions && now.saturating_duration_since(e.at) < TTL)
-            .then(|| e.detail.clone())
+            .then(|| e.answer.clone())
     }
 
-    pub fn put(&self, key: &str, versions: Versions, now: Instant, detail: Arc<pb::FileDetail>) {
-        let n = detail.chunks.len();
+    pub fn put(&self, key: &str, versions: Versions, now: Instant, answer: Arc<Answer>) {
+        let n = answer.detail.chunks.len();
         if n > MAX_CHUNKS / 4 {
             return; // a huge file's answer would crowd out every other
         }
@@ -54,7 +68,11 @@ impl StatCache {
             inner
                 .entries
                 .retain(|_, e| e.versions == versions && now.saturating_duration_since(e.at) < TTL);
-            inner.chunks = inner.entries.values().map(|e| e.detail.chunks.len()).sum();
+            inner.chunks = inner
+                .entries
+                .values()
+                .map(|e| e.answer.detail.chunks.len())
+                .sum();
             if inner.chunks + n > MAX_CHUNKS {
                 inner.entries.clear();
                 inner.chunks = 0;
@@ -65,11 +83,11 @@ impl StatCache {
             Entry {
                 at: now,
                 versions,
-                detail,
+                answer,
             },
         );
         inner.chunks += n;
-        inner.chunks -= old.map_or(0, |e| e.detail.chunks.len());
+        inner.chunks -= old.map_or(0, |e| e.answer.detail.chunks.len());
     }
 
     /// Forget every answer (a peer joined, left or changed drain state).
@@ -84,11 +102,11 @@ impl StatCache {
 mod tests {
     use super::*;
 
-    fn detail(chunks: usize) -> Arc<pb::FileDetail> {
-        Arc::new(pb::FileDetail {
+    fn detail(chunks: usize) -> Arc<Answer> {
+        Arc::new(Answer::new(pb::FileDetail {
             chunks: vec![pb::ChunkReplicas::default(); chunks],
             ..Default::default()
-        })
+        }))
     }
 
     #[test]

@@ -277,19 +277,28 @@ impl Tracker {
     /// A file's detail (`StatFile`): reused while nothing it depends on changed (see
     /// [`crate::statcache`]), so hot files cost no lock time per request.
     pub fn stat(&self, name_or_id: &str) -> Result<pb::FileDetail> {
+        Ok(self.stat_answer(name_or_id)?.detail.clone())
+    }
+
+    /// [`Tracker::stat`] as protobuf bytes, sent as they are by [`crate::statfast`].
+    pub fn stat_encoded(&self, name_or_id: &str) -> Result<bytes::Bytes> {
+        Ok(self.stat_answer(name_or_id)?.encoded.clone())
+    }
+
+    fn stat_answer(&self, name_or_id: &str) -> Result<Arc<crate::statcache::Answer>> {
         let now = Instant::now();
         let versions = |st: &State| (st.catalogue.version(), st.locations.version());
         let current = versions(&self.state());
-        if let Some(d) = self.stat_cache.get(name_or_id, current, now) {
-            return Ok((*d).clone());
+        if let Some(a) = self.stat_cache.get(name_or_id, current, now) {
+            return Ok(a);
         }
         let (detail, at) = {
             let st = self.state();
             (st.detail(name_or_id, &self.cfg, now)?, versions(&st))
         };
-        let detail = Arc::new(detail);
-        self.stat_cache.put(name_or_id, at, now, detail.clone());
-        Ok(Arc::unwrap_or_clone(detail))
+        let answer = Arc::new(crate::statcache::Answer::new(detail));
+        self.stat_cache.put(name_or_id, at, now, answer.clone());
+        Ok(answer)
     }
 
     /// Candidates for new copies, as the placement policy sees them.
