@@ -64,7 +64,9 @@ pub fn hash_file(
         .clamp(1, count.max(1));
     let hash_chunks = || -> std::io::Result<Vec<(usize, Hash, Option<ChainingValue>)>> {
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
+        // No bigger than the file: a 4 KiB put zeroed a whole MiB (a sixth of a small
+        // put's client CPU).
+        let mut buf = vec![0u8; size.clamp(1, 1 << 20) as usize];
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= count {
@@ -93,7 +95,11 @@ pub fn hash_file(
             ));
         }
     };
+    // One worker hashes here: a thread per small file costs more than its hashing.
     let mut hashed: Vec<(usize, Hash, Option<ChainingValue>)> = std::thread::scope(|s| {
+        if workers == 1 {
+            return hash_chunks();
+        }
         let handles: Vec<_> = (0..workers).map(|_| s.spawn(hash_chunks)).collect();
         let mut all = Vec::with_capacity(count);
         for h in handles {
