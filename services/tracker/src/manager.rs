@@ -35,9 +35,11 @@ use crate::tracker::Tracker;
 
 mod copies;
 mod ops;
+mod safemode;
 
 use copies::{budget_allows, merge, start_copies};
 pub use ops::{cluster_info, drain, undrain};
+use safemode::{mark_unreported, safe_mode_over, step_aside};
 
 /// Work in flight and timers the manager keeps between rounds (not persisted).
 #[derive(Default)]
@@ -281,64 +283,6 @@ fn note_transitions(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) ->
     settled
 }
 
-/// Mark for evaluation every catalogue chunk no peer reported, walking the names in
-/// order a slice at a time: at millions of chunks one pass under the lock stalled every
-/// heartbeat for most of a second.
-fn mark_unreported(t: &Tracker) {
-    let mut after: Option<String> = None;
-    let mut unreported = 0usize;
-    loop {
-        let mut st = t.state();
-        let (mut seen, mut last, mut done) = (0usize, None, true);
-        let mut found: Vec<Hash> = Vec::new();
-        for (name, rec) in st.catalogue.names_after(after.as_deref()) {
-            if seen >= SLICE * 32 {
-                done = false;
-                break;
-            }
-            if let Some(f) = st.catalogue.file(&rec.id) {
-                seen += f.chunks.len();
-                found.extend(f.chunks.iter().filter(|h| !st.locations.has(h)));
-            }
-            last = Some(name.clone());
-        }
-        unreported += found.len();
-        st.dirty.extend(found);
-        drop(st);
-        if done {
-            break;
-        }
-        after = last;
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    if unreported > 0 {
-        info!(unreported, "chunks no peer reported are evaluated");
-    }
-}
-
-/// Safe mode ends one `dead_after` after the start once nearly every chunk (99.9 %) has
-/// been reported by some peer, as HDFS leaves it at a threshold of reported blocks, and
-/// no peer has registered for two heartbeats (a chunk reported by two of its three
-/// holders is not under-replicated while the third is still registering); at the latest
-/// after ten `dead_after`s: a registration storm outlasting the first delay is not taken
-/// for lost chunks.
-fn safe_mode_over(st: &State, cfg: &crate::config::TrackerConfig, now: Instant) -> bool {
-    let Some(started) = st.started else {
-        return true;
-    };
-    let up = now.saturating_duration_since(started);
-    if up < cfg.liveness.dead_after {
-        return false;
-    }
-    let chunks = st.catalogue.chunk_count();
-    let reported = st.locations.chunk_count();
-    // Registrations have stopped for two heartbeats: every peer that is up is back.
-    let quiet = st
-        .last_registration
-        .is_none_or(|at| now.saturating_duration_since(at) >= cfg.liveness.heartbeat * 2);
-    up >= cfg.liveness.dead_after * 10 || (quiet && reported as f64 >= chunks as f64 * 0.999)
-}
-
 /// Evaluate dirty chunks, a slice per lock hold: health sets, chunks above target and
 /// unreferenced chunks on peers are noted; chunks below target are returned (to queue).
 fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) -> Vec<Hash> {
@@ -349,13 +293,13 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) -> Vec<Has
     // for the next round.
     let taken = std::mem::take(&mut t.state().dirty);
     let dirty = taken.into_vec();
+    let mut held = Duration::ZERO;
     for (i, slice) in dirty.chunks(SLICE).enumerate() {
         if i > 0 {
-            // The mutex is not fair: re-taking it at once would starve heartbeats for the
-            // whole pass. Step aside so waiting calls run between slices.
-            std::thread::sleep(Duration::from_micros(200));
+            step_aside(held);
         }
         let mut st = t.state();
+        let since = std::time::Instant::now();
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
         let mut fixed = Vec::new();
         for &h in slice {
@@ -392,6 +336,7 @@ fn evaluate(t: &Tracker, ms: &Arc<Mutex<ManagerState>>, now: Instant) -> Vec<Has
             }
         }
         fixed.retain(|h| !m.in_flight.contains(h));
+        held = since.elapsed();
         drop((st, m)); // the dequeue is a store write: never under the state lock
         dequeue(t, &fixed);
     }
