@@ -323,6 +323,7 @@ mod tests {
     use crate::store::{CatalogueStore, MemoryStore, Store};
     use shoal_common::hash::Hash;
     use shoal_proto::v1 as pb;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     fn tracker(store: &MemoryStore) -> Arc<Tracker> {
@@ -395,8 +396,9 @@ mod tests {
     }
 
     /// A write the store refuses changes nothing in memory: the file stays listed with
-    /// its copies, and the same delete succeeds once the store is back.
-    #[tokio::test]
+    /// its copies, garbage collection past its grace deletes nothing, and the same delete
+    /// succeeds once the store is back.
+    #[tokio::test(start_paused = true)]
     async fn a_failed_write_changes_nothing_in_memory() {
         let store = MemoryStore::default();
         let t = tracker(&store);
@@ -414,6 +416,37 @@ mod tests {
             "no copy was dropped for a delete that did not happen"
         );
         assert!(t.state().catalogue.is_referenced(&chunk));
+        // Manager rounds past safe mode and the GC grace (peers heard from) collect an
+        // orphan copy (so GC runs) and nothing of the file still named.
+        let orphan = Hash::of(b"orphan");
+        t.state()
+            .report_chunks("p0", vec![orphan], vec![], false, None)
+            .unwrap();
+        let ms = Arc::new(std::sync::Mutex::new(
+            crate::manager::ManagerState::default(),
+        ));
+        for _ in 0..2 {
+            tokio::time::advance(t.cfg.liveness.dead_after * 10 + t.cfg.repair.gc_grace).await;
+            for i in 0..3 {
+                t.state().heartbeat(
+                    &format!("p{i}"),
+                    crate::state::Beat {
+                        capacity: 1 << 30,
+                        used: 0,
+                        active_transfers: 0,
+                        chunk_count: 1,
+                        digest: "",
+                    },
+                    &t.cfg,
+                    Instant::now(),
+                );
+            }
+            crate::manager::round(&t, &ms);
+        }
+        assert_eq!(copies(&t), 2, "GC kept the copies of the file still named");
+        let collected = t.metrics.gc_deleted_chunks.load(Ordering::Relaxed);
+        assert_eq!(collected, 1, "the orphan, and only it");
+        assert!(!t.state().locations.has(&orphan));
         // An upload that cannot commit stays open, and is committed on a retry.
         let err = put(&t, "new", b"new bytes", false).await.unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
