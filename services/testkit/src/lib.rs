@@ -624,3 +624,37 @@ pub fn file_hash(path: &Path) -> std::io::Result<String> {
     h.update_reader(std::fs::File::open(path)?)?;
     Ok(h.finalize().to_hex().to_string())
 }
+
+/// Send one chunk down a placement's whole pipeline as an honest client would: a header
+/// with the tracker's tickets and the rest of the pipeline, then the bytes, to the first
+/// peer (with `token`, if any).
+pub async fn push_chunk(
+    p: &shoal_proto::v1::ChunkPlacement,
+    bytes: &[u8],
+    token: Option<&str>,
+) -> Result<shoal_proto::v1::PutChunkResponse, tonic::Status> {
+    use shoal_proto::v1 as pb;
+    use shoal_proto::v1::put_chunk_request::Msg;
+    let header = pb::PutChunkHeader {
+        hash: blake3::hash(bytes).to_hex().to_string(),
+        size: bytes.len() as u64,
+        forward: p.targets[1..].to_vec(),
+        tickets: p.ticket.iter().cloned().collect(),
+    };
+    let msgs = vec![
+        pb::PutChunkRequest {
+            msg: Some(Msg::Header(header)),
+        },
+        pb::PutChunkRequest {
+            msg: Some(Msg::Data(bytes.to_vec().into())),
+        },
+    ];
+    let first = p
+        .targets
+        .first()
+        .ok_or_else(|| tonic::Status::invalid_argument("an empty pipeline"))?;
+    pb::peer_client::PeerClient::new(shoal_common::grpc::channel_with(&first.addr, token)?)
+        .put_chunk(tokio_stream::iter(msgs))
+        .await
+        .map(tonic::Response::into_inner)
+}

@@ -12,7 +12,6 @@ use std::time::Duration;
 use shoal_client::{Client, ClientError, Progress, PutOptions, Quiet};
 use shoal_common::grpc::GrpcChannel;
 use shoal_proto::v1 as pb;
-use shoal_proto::v1::put_chunk_request::Msg;
 use shoal_testkit::{file_hash, random_file, wait_for, ClusterOptions, TestCluster};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -558,28 +557,9 @@ async fn upload_unfinished(
         .expect("place chunks")
         .into_inner();
     let p = placed.placements.into_iter().next().expect("one placement");
-    let header = pb::PutChunkHeader {
-        hash,
-        size: b.len() as u64,
-        forward: p.targets[1..].to_vec(),
-        tickets: p.ticket.iter().cloned().collect(),
-    };
-    let msgs = vec![
-        pb::PutChunkRequest {
-            msg: Some(Msg::Header(header)),
-        },
-        pb::PutChunkRequest {
-            msg: Some(Msg::Data(b.to_vec().into())),
-        },
-    ];
-    let url = shoal_common::grpc::url_for(&p.targets[0].addr);
-    let stored = pb::peer_client::PeerClient::new(
-        shoal_common::grpc::channel_with(&url, None).expect("peer channel"),
-    )
-    .put_chunk(tokio_stream::iter(msgs))
-    .await
-    .expect("put chunk")
-    .into_inner();
+    let stored = shoal_testkit::push_chunk(&p, b, None)
+        .await
+        .expect("put chunk");
     assert_eq!(stored.stored_on.len(), p.targets.len(), "{stored:?}");
     (
         begin.upload_id,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use shoal_common::auth::AuthConfig;
 use shoal_common::grpc::GrpcChannel;
 use shoal_proto::v1 as pb;
-use shoal_proto::v1::put_chunk_request::Msg;
 use shoal_testkit::{ClusterOptions, TestCluster};
 use tonic::Code;
 
@@ -32,12 +31,6 @@ async fn cluster() -> TestCluster {
 fn tracker(c: &TestCluster) -> pb::tracker_client::TrackerClient<GrpcChannel> {
     pb::tracker_client::TrackerClient::new(
         shoal_common::grpc::channel_with(&c.tracker_url(), Some(WRITE)).expect("tracker channel"),
-    )
-}
-
-fn peer_at(addr: &str) -> pb::peer_client::PeerClient<GrpcChannel> {
-    pb::peer_client::PeerClient::new(
-        shoal_common::grpc::channel_with(addr, Some(WRITE)).expect("peer channel"),
     )
 }
 
@@ -91,25 +84,9 @@ async fn place(
 
 /// Send the chunk down the tracker's whole pipeline, as an honest client would.
 async fn push(p: &pb::ChunkPlacement, b: &[u8]) -> pb::PutChunkResponse {
-    let header = pb::PutChunkHeader {
-        hash: hex(b),
-        size: b.len() as u64,
-        forward: p.targets[1..].to_vec(),
-        tickets: p.ticket.iter().cloned().collect(),
-    };
-    let msgs = vec![
-        pb::PutChunkRequest {
-            msg: Some(Msg::Header(header)),
-        },
-        pb::PutChunkRequest {
-            msg: Some(Msg::Data(b.to_vec().into())),
-        },
-    ];
-    peer_at(&p.targets[0].addr)
-        .put_chunk(tokio_stream::iter(msgs))
+    shoal_testkit::push_chunk(p, b, Some(WRITE))
         .await
         .expect("put chunk")
-        .into_inner()
 }
 
 fn holders_on_disk(c: &TestCluster, h: &str) -> Vec<String> {
