@@ -126,55 +126,16 @@ pub async fn run(t: Arc<Tracker>, shutdown: CancellationToken) {
     let ms = Arc::new(Mutex::new(ManagerState::default()));
     let mut tick = tokio::time::interval(t.cfg.repair.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let rounds = spawn_round_thread(t.clone(), ms);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
             _ = WAKE.notified() => {}
         }
-        let (done, finished) = tokio::sync::oneshot::channel();
-        if rounds.send(done).is_err() {
-            error!("the manager's thread is gone");
-            return;
-        }
-        let _ = finished.await;
-    }
-}
-
-/// Rounds run on a thread of their own at a lower CPU priority (nice +10, Linux): an
-/// evaluation of millions of chunks after a restart must not take the cores from the
-/// runtime serving heartbeats. A round that panics is logged; the next one runs.
-fn spawn_round_thread(
-    t: Arc<Tracker>,
-    ms: Arc<Mutex<ManagerState>>,
-) -> std::sync::mpsc::SyncSender<tokio::sync::oneshot::Sender<()>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<tokio::sync::oneshot::Sender<()>>(1);
-    let runtime = tokio::runtime::Handle::current();
-    let spawned = std::thread::Builder::new()
-        .name("shoal-manager".into())
-        .spawn(move || {
-            let _rt = runtime.enter(); // repairs are spawned as tasks
-            lower_priority();
-            while let Ok(done) = rx.recv() {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| round(&t, &ms)));
-                if r.is_err() {
-                    error!("a manager round panicked; the next one runs");
-                }
-                let _ = done.send(());
-            }
-        });
-    if let Err(e) = spawned {
-        error!(error = %e, "could not start the manager's thread");
-    }
-    tx
-}
-
-/// Nice +10 for the calling thread (on Linux the nice value is per thread: the process
-/// id "none" is the calling thread). Best effort.
-fn lower_priority() {
-    if let Err(e) = rustix::process::setpriority_process(None, 10) {
-        warn!(error = %e, "could not lower the manager thread's priority");
+        // Evaluation runs on a blocking thread: it takes the lock in slices, and steps
+        // aside between them (see `step_aside`).
+        let (t2, ms2) = (t.clone(), ms.clone());
+        let _ = tokio::task::spawn_blocking(move || round(&t2, &ms2)).await;
     }
 }
 
