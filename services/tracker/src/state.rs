@@ -502,18 +502,23 @@ impl State {
         for h in removed {
             self.remove_location(peer_id, &h);
         }
-        if full {
-            // A whole inventory, reconciled: a sign of life (a big one's parts may take
-            // longer than dead_after to send and apply; the peer is not dead meanwhile).
+        if full && part.is_some() {
+            // The last part of an inventory sent in parts, applied: a sign of life (a big
+            // one may take longer than dead_after to send and apply).
             self.refresh(peer_id);
         }
         Ok(())
     }
 
+    /// A part of a big inventory counts as a sign of life, on this replica only and
+    /// never over a goodbye (parts still arriving from a peer that said it stopped).
     fn refresh(&mut self, peer_id: &str) {
-        if let Some(p) = self.peers.get_mut(peer_id) {
+        let said_goodbye = self
+            .peers
+            .get(peer_id)
+            .is_some_and(|p| self.goodbye(p).is_some());
+        if let (false, Some(p)) = (said_goodbye, self.peers.get_mut(peer_id)) {
             p.last_seen = p.last_seen.max(Instant::now());
-            self.journal_seen(peer_id);
         }
     }
 
