@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, StreamExt};
 use shoal_common::hash::{ChainingValue, ChunkTree, Hash};
 use shoal_common::STREAM_MESSAGE_BYTES;
 use shoal_proto::v1 as pb;
@@ -24,6 +24,9 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::failover::{answer_deadline, Avoid, Clock};
 use crate::{Client, ClientError, Progress, Result};
+
+/// Chunks a renewal shows receipts for: the latest ones (one new receipt is proof).
+const RENEW_CHUNKS: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -308,9 +311,8 @@ impl Client {
                 })
             });
         }
-        let stored: Vec<pb::ChunkStored> = stream::iter(sends)
-            .buffer_unordered(self.options.put_parallelism.max(1))
-            .try_collect()
+        let stored = self
+            .store_all(&begin.upload_id, begin.expires_in_ms, sends)
             .await?;
         let committed = self
             .trackers
@@ -324,6 +326,62 @@ impl Client {
             .await?;
         progress.finish();
         Ok(result(committed.file))
+    }
+
+    /// Run the chunk sends, `put_parallelism` at once, and keep the upload alive while
+    /// they make progress: every third of its expiry, the receipts gathered since the
+    /// last renewal go to the tracker as proof (a long put outlives one expiry; an idle
+    /// one does not). A failed renewal is only logged: the commit says what counts.
+    async fn store_all(
+        &self,
+        upload_id: &str,
+        expires_in_ms: u64,
+        sends: Vec<impl std::future::Future<Output = Result<pb::ChunkStored>>>,
+    ) -> Result<Vec<pb::ChunkStored>> {
+        let mut sends = stream::iter(sends).buffer_unordered(self.options.put_parallelism.max(1));
+        let mut stored: Vec<pb::ChunkStored> = Vec::new();
+        // 0 (a tracker that does not renew): never renew.
+        let every = std::time::Duration::from_millis(expires_in_ms / 3)
+            .max(std::time::Duration::from_millis(100));
+        let mut renew = (expires_in_ms > 0)
+            .then(|| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+        let mut shown = 0;
+        loop {
+            let tick = async {
+                match renew.as_mut() {
+                    Some(r) => r.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                next = sends.next() => match next {
+                    Some(chunk) => stored.push(chunk?),
+                    None => return Ok(stored),
+                },
+                _ = tick => {
+                    if stored.len() > shown {
+                        let latest = stored[shown.max(stored.len().saturating_sub(RENEW_CHUNKS))..].to_vec();
+                        shown = stored.len();
+                        if let Err(e) = self.renew_upload(upload_id, latest).await {
+                            warn!(error = %e, "could not renew the upload; it may expire before the commit");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew_upload(&self, upload_id: &str, stored: Vec<pb::ChunkStored>) -> Result<()> {
+        self.trackers
+            .call("put: renew upload", |mut c| {
+                let req = pb::RenewUploadRequest {
+                    upload_id: upload_id.to_string(),
+                    stored: stored.clone(),
+                };
+                async move { c.renew_upload(req).await }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Store one chunk on min(R, 2) peers: down its pipeline, then, for every hop

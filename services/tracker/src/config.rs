@@ -41,8 +41,8 @@ pub struct StoreConfig {
     pub url: Option<String>,
     #[serde(default)]
     pub url_file: Option<PathBuf>,
-    /// CA certificate(s), PEM, to verify the PostgreSQL server with; unset: TLS (when the
-    /// URL's sslmode asks for it) encrypts without checking the certificate.
+    /// CA certificate(s), PEM, to verify the PostgreSQL server with (TLS is then always
+    /// on, verify-full); unset: see [`crate::pgtls`] for what a URL may ask.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// How often a replica reads the catalogue changes other replicas made.
@@ -67,11 +67,21 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// The PostgreSQL URL, if one is configured (the file wins, as for every secret).
+    /// The PostgreSQL URL, if one is configured (the file wins, as for every secret),
+    /// as the TLS policy makes it (see [`crate::pgtls::effective_url`]).
     pub fn url(&self) -> Result<Option<String>, crate::store::StoreError> {
-        shoal_common::config::secret(self.url.clone(), self.url_file.as_deref(), "store.url")
-            .map(|u| u.filter(|u| !u.is_empty()))
-            .map_err(|e| crate::store::StoreError(e.to_string()))
+        let url =
+            shoal_common::config::secret(self.url.clone(), self.url_file.as_deref(), "store.url")
+                .map(|u| u.filter(|u| !u.is_empty()))
+                .map_err(|e| crate::store::StoreError(e.to_string()))?;
+        match url {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                crate::pgtls::effective_url(&u, self.ca_file.is_some())
+                    .map(Some)
+                    .map_err(crate::store::StoreError)
+            }
+            other => Ok(other),
+        }
     }
 }
 
@@ -107,9 +117,20 @@ pub struct Liveness {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Uploads {
-    /// An upload not committed within this time is dropped.
+    /// An upload not committed within this time is dropped, unless the client renews
+    /// it with proof of progress (a new store receipt), which restarts this time.
     #[serde(default = "default_upload_expiry", with = "humantime_serde")]
     pub expiry: Duration,
+    /// The longest an upload can live, renewals included (its tickets' validity).
+    #[serde(default = "default_upload_max_lifetime", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Uploads in flight on this tracker at once; past it BeginUpload is refused
+    /// (RESOURCE_EXHAUSTED with a `retry-after`).
+    #[serde(default = "default_uploads_in_flight")]
+    pub max_in_flight: usize,
+    /// Uploads in flight at once per token (per remote address with auth off).
+    #[serde(default = "default_uploads_per_token")]
+    pub max_per_token: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +197,15 @@ fn default_dead() -> Duration {
 fn default_upload_expiry() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_upload_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_uploads_in_flight() -> usize {
+    10_000
+}
+fn default_uploads_per_token() -> usize {
+    1_000
+}
 fn default_repair_interval() -> Duration {
     Duration::from_secs(1)
 }
@@ -228,6 +258,9 @@ impl Default for Uploads {
     fn default() -> Self {
         Self {
             expiry: default_upload_expiry(),
+            max_lifetime: default_upload_max_lifetime(),
+            max_in_flight: default_uploads_in_flight(),
+            max_per_token: default_uploads_per_token(),
         }
     }
 }
@@ -288,6 +321,22 @@ impl TrackerConfig {
                 c.min_bytes,
                 "must not exceed SHOAL_CHUNK__MAX_BYTES",
             ));
+        }
+        let u = &self.upload;
+        if u.max_lifetime < u.expiry {
+            return Err(ConfigError::invalid(
+                "upload.max_lifetime",
+                humantime::format_duration(u.max_lifetime),
+                "must be at least SHOAL_UPLOAD__EXPIRY",
+            ));
+        }
+        for (key, v) in [
+            ("upload.max_in_flight", u.max_in_flight),
+            ("upload.max_per_token", u.max_per_token),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, v, "must be at least 1"));
+            }
         }
         let l = &self.liveness;
         if l.heartbeat.is_zero() {

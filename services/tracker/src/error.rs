@@ -14,6 +14,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A cap was reached; the status carries a `retry-after` (seconds) hint.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -26,6 +29,12 @@ impl From<Error> for Status {
             Error::InvalidArgument(m) => Status::invalid_argument(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Unavailable(m) => Status::unavailable(m),
+            Error::ResourceExhausted(m) => {
+                let mut s = Status::resource_exhausted(m);
+                s.metadata_mut()
+                    .insert("retry-after", crate::uploads::RETRY_AFTER_SECS.into());
+                s
+            }
             Error::Store(e) => Status::internal(e.to_string()),
         }
     }

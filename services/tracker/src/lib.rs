@@ -90,7 +90,7 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
         "ListFiles" | "SearchFiles" | "StatFile" | "ListPeers" | "ClusterInfo"
         | "ReportBadChunk" => Role::Read,
         "BeginUpload" | "PlaceChunks" | "ReplaceTargets" | "CommitUpload" | "AbortUpload"
-        | "DeleteFile" | "SetReplicas" | "DrainPeer" | "UndrainPeer" => Role::Write,
+        | "RenewUpload" | "DeleteFile" | "SetReplicas" | "DrainPeer" | "UndrainPeer" => Role::Write,
         _ => Role::Cluster,
     })
 }

@@ -172,7 +172,10 @@ impl TrackerRpc for TrackerService {
         &self,
         req: Request<pb::BeginUploadRequest>,
     ) -> R<pb::BeginUploadResponse> {
-        Ok(Response::new(self.tracker.begin_upload(req.into_inner())?))
+        let who = crate::badreport::caller(&req);
+        Ok(Response::new(
+            self.tracker.begin_upload(who, req.into_inner())?,
+        ))
     }
 
     async fn place_chunks(
@@ -190,6 +193,15 @@ impl TrackerRpc for TrackerService {
     ) -> R<pb::CommitUploadResponse> {
         Ok(Response::new(
             self.tracker.commit_upload(req.into_inner()).await?,
+        ))
+    }
+
+    async fn renew_upload(
+        &self,
+        req: Request<pb::RenewUploadRequest>,
+    ) -> R<pb::RenewUploadResponse> {
+        Ok(Response::new(
+            self.tracker.renew_upload(req.into_inner()).await?,
         ))
     }
 

@@ -85,6 +85,9 @@ impl Store {
     pub fn open(cfg: &crate::config::TrackerConfig) -> Result<Self, StoreError> {
         match cfg.store.url()? {
             Some(url) => {
+                if let Some(w) = crate::pgtls::weakness(&url, cfg.store.ca_file.is_some()) {
+                    tracing::warn!("{w}");
+                }
                 let tls = crate::pgtls::connector(cfg.store.ca_file.as_deref())?;
                 Ok(Store::Postgres(crate::pg::PgStore::connect(&url, tls)?))
             }

@@ -21,6 +21,7 @@ use crate::uploads::Upload;
 use crate::writer::{Planned, Writer};
 
 mod commit;
+mod inflight;
 mod put;
 
 /// Peer ids a client may name in one replacement request, and hints kept per upload.

@@ -318,7 +318,7 @@ impl PlannedBatch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::{CatalogueStore, MemoryStore, Store};
     use shoal_common::hash::Hash;
@@ -327,7 +327,14 @@ mod tests {
     use std::time::Duration;
 
     fn tracker(store: &MemoryStore) -> Arc<Tracker> {
-        let cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+        tracker_with(
+            TrackerConfig::for_data_dir(std::path::PathBuf::new()),
+            store,
+        )
+    }
+
+    /// A tracker on `store` with three peers (p0..p2, one per zone) registered.
+    pub(crate) fn tracker_with(cfg: TrackerConfig, store: &MemoryStore) -> Arc<Tracker> {
         let keys = shoal_common::ticket::TicketKeys::new(None, None, None);
         let t = Tracker::with_store(cfg, Store::Local(Box::new(store.clone())), None, keys)
             .expect("a memory store opens");
@@ -347,12 +354,15 @@ mod tests {
     /// Put `name` with one chunk of content `tag`, as a client would (copies claimed on
     /// every placed target).
     async fn put(t: &Arc<Tracker>, name: &str, tag: &[u8], overwrite: bool) -> Result<()> {
-        let up = t.begin_upload(pb::BeginUploadRequest {
-            name: name.into(),
-            size: tag.len() as u64,
-            replicas: 2,
-            overwrite,
-        })?;
+        let up = t.begin_upload(
+            [0; 32],
+            pb::BeginUploadRequest {
+                name: name.into(),
+                size: tag.len() as u64,
+                replicas: 2,
+                overwrite,
+            },
+        )?;
         let chunk = Hash::of(tag);
         let placed = t
             .place_chunks(pb::PlaceChunksRequest {

@@ -267,20 +267,21 @@ async fn garbage_waits_its_grace_and_for_uploads_to_end() {
         )],
     );
     let (ms, _) = settle(&t, &["p0"]).await;
-    t.state().uploads.begin(
-        "up".into(),
-        crate::uploads::Upload {
-            name: "u".into(),
-            size: 1,
-            chunk_size: 1,
-            replicas: 1,
-            overwrite: false,
-            expires_at: Instant::now() + t.cfg.upload.expiry,
-            file_id: None,
-            chunks: uploading.clone(),
-            avoid: HashSet::new(),
-        },
-    );
+    t.state()
+        .uploads
+        .begin(
+            "up".into(),
+            crate::uploads::Upload::for_test(
+                Instant::now() + t.cfg.upload.expiry,
+                uploading.clone(),
+                [0; 32],
+            ),
+            crate::uploads::Caps {
+                overall: 1,
+                per_owner: 1,
+            },
+        )
+        .unwrap();
     let collected = |t: &Arc<Tracker>| {
         t.expire_uploads();
         let held = t

@@ -6,7 +6,13 @@ use super::*;
 impl Tracker {
     // ---- uploads --------------------------------------------------------------
 
-    pub fn begin_upload(&self, req: pb::BeginUploadRequest) -> Result<pb::BeginUploadResponse> {
+    /// Begin an upload for `owner` (who is calling: see [`crate::badreport::caller`]),
+    /// within the caps on uploads in flight.
+    pub fn begin_upload(
+        &self,
+        owner: crate::uploads::Owner,
+        req: pb::BeginUploadRequest,
+    ) -> Result<pb::BeginUploadResponse> {
         shoal_common::names::validate(&req.name)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let cfg = &self.cfg;
@@ -46,8 +52,12 @@ impl Tracker {
         });
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         // A name clash is only known at PlaceChunks: the same content under the same name is fine.
-        let mut st = self.state();
-        st.uploads.begin(
+        let now = Instant::now();
+        let caps = crate::uploads::Caps {
+            overall: cfg.upload.max_in_flight,
+            per_owner: cfg.upload.max_per_token,
+        };
+        self.state().uploads.begin(
             upload_id.clone(),
             Upload {
                 name: req.name,
@@ -55,17 +65,22 @@ impl Tracker {
                 chunk_size: frag.chunk_size,
                 replicas,
                 overwrite: req.overwrite,
-                expires_at: Instant::now() + cfg.upload.expiry,
+                expires_at: now + cfg.upload.expiry,
                 file_id: None,
                 chunks: Vec::new(),
                 avoid: Default::default(),
+                owner,
+                begun: now,
+                proven: Default::default(),
             },
-        );
+            caps,
+        )?;
         Ok(pb::BeginUploadResponse {
             upload_id,
             chunk_size: frag.chunk_size,
             replicas,
             fragment_reason: frag.reason,
+            expires_in_ms: millis(cfg.upload.expiry),
         })
     }
 
@@ -144,7 +159,8 @@ impl Tracker {
         }
         // Other replicas' garbage collection must see these chunks held before any
         // peer stores one (the client learns the targets only from this answer).
-        self.hold_upload(&upload_id, &hashes).await?;
+        self.hold_upload(&upload_id, &hashes, self.cfg.upload.expiry)
+            .await?;
         let mut st = self.state();
         for (h, d) in hashes.iter().zip(decided) {
             st.placement_reasons.insert(*h, d.reason);
@@ -301,8 +317,10 @@ impl Tracker {
         })
     }
 
-    /// The placement ticket for one pipeline of an upload, valid for the upload's
-    /// expiry (`SHOAL_UPLOAD__EXPIRY`).
+    /// The placement ticket for one pipeline of an upload, valid for the longest an
+    /// upload can live (`SHOAL_UPLOAD__MAX_LIFETIME`): renewals keep the upload, and
+    /// its tickets must not run out under it. A ticket used after its upload ended
+    /// only stores an orphan, which garbage collection takes after its grace.
     fn ticket(
         &self,
         upload_id: &str,
@@ -315,62 +333,13 @@ impl Tracker {
             &h.to_hex(),
             len,
             targets.iter().map(|p| p.id.clone()).collect(),
-            self.cfg.upload.expiry,
+            self.cfg.upload.max_lifetime,
         )
     }
+}
 
-    pub fn expire_uploads(&self) -> usize {
-        self.state().uploads.expire(Instant::now())
-    }
-
-    /// The client gave up: the upload's chunks are no longer held (GC takes them after
-    /// its grace unless a file references them).
-    pub fn abort_upload(&self, upload_id: &str) {
-        if self.state().uploads.end(upload_id).is_some() {
-            self.release_upload(upload_id);
-        }
-    }
-
-    /// With a shared store, record the chunks `upload_id` may commit, for every
-    /// replica's garbage collection (until the upload would expire). Nothing to do on
-    /// redb: this tracker's own uploads are all there is.
-    async fn hold_upload(self: &Arc<Self>, upload_id: &str, chunks: &[Hash]) -> Result<()> {
-        if self.store.postgres().is_none() {
-            return Ok(());
-        }
-        let (t, id, chunks) = (self.clone(), upload_id.to_string(), chunks.to_vec());
-        let ttl = self.cfg.upload.expiry;
-        tokio::task::spawn_blocking(move || match t.store.postgres() {
-            Some(pg) => pg.hold_upload(&id, &chunks, ttl),
-            None => Ok(()),
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("recording the upload failed: {e}")))?
-        .map_err(|e| Error::Unavailable(format!("recording the upload: {e}")))
-    }
-
-    pub(super) fn release_upload(&self, upload_id: &str) {
-        if let Some(pg) = self.store.postgres() {
-            pg.release_upload(upload_id);
-        }
-    }
-
-    /// Chunks uploads in flight anywhere may still commit: this replica's, and with a
-    /// shared store every replica's (`None` if the store cannot be read — then nothing
-    /// may be collected). Blocking: for the manager's thread.
-    pub fn held_by_uploads(&self) -> Option<HashSet<Hash>> {
-        let mut held = self.state().uploads.held_chunks();
-        if let Some(pg) = self.store.postgres() {
-            match pg.held_chunks() {
-                Ok(shared) => held.extend(shared),
-                Err(e) => {
-                    warn!(error = %e, "uploads in flight unreadable; no garbage collected this round");
-                    return None;
-                }
-            }
-        }
-        Some(held)
-    }
+pub(super) fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
 }
 
 /// What placement needs of an upload, checked against the chunk list a client sent.
