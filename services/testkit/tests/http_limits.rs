@@ -125,3 +125,92 @@ async fn downloads_past_the_cap_get_503_with_retry_after() {
     .await
     .expect("a download after the first is served");
 }
+
+/// An HTTP body that stops moving gives its slot back after `SHOAL_HTTP_BODY_TIMEOUT`:
+/// a download nobody reads (one slot, so the next download shows it) and an upload
+/// whose body stalls (one slot; the stalled client reads 408 or a closed connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_give_their_slots_back_after_the_body_timeout() {
+    let mut o = ClusterOptions::zones(&["a"]).replication(1);
+    o.webserver = true;
+    o.webserver_tweak = |w| {
+        w.max_downloads = 1;
+        w.max_uploads = 1;
+        w.http_body_timeout = Duration::from_secs(1);
+    };
+    let c = TestCluster::start(o).await.expect("cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.bin");
+    // Larger than the socket and HTTP buffers: an unread download stays in flight.
+    shoal_testkit::random_file(&src, 32 << 20, 12).expect("file");
+    let opts = shoal_client::PutOptions {
+        name: "big.bin".into(),
+        ..Default::default()
+    };
+    c.client()
+        .put(&src, opts, Arc::new(shoal_client::Quiet))
+        .await
+        .expect("put");
+    let http = c.webserver.as_ref().expect("webserver").http;
+    let web = reqwest::Client::new();
+
+    // The unread download: the request, then never a byte read.
+    let mut unread = tokio::net::TcpStream::connect(http).await.expect("connect");
+    unread
+        .write_all(b"GET /download/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let url = format!("http://{http}/download/big.bin");
+    shoal_testkit::wait_for("the download slot", Duration::from_secs(20), || {
+        let (web, url) = (web.clone(), url.clone());
+        async move { web.head(&url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await
+    .expect("the unread download's slot is given back");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the body timeout: {:?}",
+        started.elapsed()
+    );
+    drop(unread);
+
+    // The stalled upload: a multipart head and part of the file, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(http).await.expect("connect");
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n\
+        --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.bin\"\r\n\r\n";
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    stalled.write_all(&[7u8; 1000]).await.expect("write");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut answer))
+        .await
+        .expect("the stalled upload is ended within 20 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the body timeout: {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_err() || answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Its slot is free: a whole upload goes through.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![1u8; 1000]).file_name("ok.bin"),
+    );
+    let r = web
+        .post(format!("http://{http}/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert!(
+        r.status().is_success() || r.status().is_redirection(),
+        "{}",
+        r.status()
+    );
+}

@@ -46,6 +46,11 @@ pub struct WebserverConfig {
     /// connection is closed (slowloris).
     #[serde(default = "default_http_header_timeout", with = "humantime_serde")]
     pub http_header_timeout: Duration,
+    /// An HTTP request body that delivers no byte for this long while it is being read
+    /// (a stalled upload), or a response the client reads no byte of for this long (an
+    /// unread download), ends the request and gives its upload or download slot back.
+    #[serde(default = "default_http_body_timeout", with = "humantime_serde")]
+    pub http_body_timeout: Duration,
     /// HTTP downloads served at once; more get 503 with `Retry-After`.
     #[serde(default = "default_max_transfers")]
     pub max_downloads: usize,
@@ -95,6 +100,9 @@ fn default_max_transfers() -> usize {
 fn default_http_header_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_http_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl WebserverConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -139,13 +147,17 @@ impl WebserverConfig {
                 return Err(ConfigError::invalid(key, n, "expected at least 1"));
             }
         }
-        let t = self.http_header_timeout;
-        if t < Duration::from_millis(100) || t > Duration::from_secs(3600) {
-            return Err(ConfigError::invalid(
-                "http_header_timeout",
-                format!("{t:?}"),
-                "must be between 100ms and 1h",
-            ));
+        for (key, t) in [
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_body_timeout", self.http_body_timeout),
+        ] {
+            if t < Duration::from_millis(100) || t > Duration::from_secs(3600) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{t:?}"),
+                    "must be between 100ms and 1h",
+                ));
+            }
         }
         if self.download_ahead == 0 || self.download_ahead > 64 {
             return Err(ConfigError::invalid(

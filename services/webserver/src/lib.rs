@@ -8,6 +8,7 @@
 pub mod config;
 pub mod grpc;
 pub mod http;
+mod idle;
 pub mod metrics;
 pub mod probe;
 mod serve;
@@ -81,13 +82,13 @@ pub async fn run(
     let app = http::router(state.clone());
     let stop_http = shutdown.clone().cancelled_owned();
     let http_server = async move {
-        let headers = state.cfg.http_header_timeout;
+        let (headers, bodies) = (state.cfg.http_header_timeout, state.cfg.http_body_timeout);
         if state.cfg.tls.cert_file.is_some() {
             let tls = shoal_common::tls::HttpsListener::new(http, &state.cfg.tls)?;
-            serve::serve(tls, app, headers, stop_http).await;
+            serve::serve(tls, app, headers, bodies, stop_http).await;
         } else {
             let plain = shoal_common::net::HttpListener::new(http);
-            serve::serve(plain, app, headers, stop_http).await;
+            serve::serve(plain, app, headers, bodies, stop_http).await;
         }
         anyhow::Ok(())
     };

@@ -1,7 +1,8 @@
 //! The HTTP accept loop: the axum router over hyper, with what `axum::serve` does not
 //! offer — a header-read timeout (`SHOAL_HTTP_HEADER_TIMEOUT`), so a client that
 //! never finishes its request head (slowloris) is disconnected instead of holding a
-//! connection and a task forever.
+//! connection and a task forever; and idle deadlines on bodies both ways
+//! (`SHOAL_HTTP_BODY_TIMEOUT`, see [`crate::idle`]).
 //!
 //! Owns connections only; routing, limits per route and handlers live in `http`.
 
@@ -16,12 +17,15 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 
+use crate::idle::{IdleBody, WriteIdle};
+
 /// Serve `app` on `listener` until `shutdown`, then let open connections finish
 /// (the caller bounds how long).
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
     header_timeout: Duration,
+    body_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) where
     L: Listener,
@@ -34,14 +38,20 @@ pub async fn serve<L>(
             conn = listener.accept() => conn,
             _ = &mut shutdown => break,
         };
-        let svc = TowerToHyperService::new(app.clone());
+        let app = tower::ServiceBuilder::new()
+            .map_request(move |req: axum::extract::Request<hyper::body::Incoming>| {
+                req.map(|b| axum::body::Body::new(IdleBody::new(b, body_timeout)))
+            })
+            .service(app.clone());
+        let svc = TowerToHyperService::new(app);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut b = Builder::new(TokioExecutor::new());
             b.http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            let io = TokioIo::new(WriteIdle::new(io, body_timeout));
+            let conn = b.serve_connection_with_upgrades(io, svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -71,6 +71,12 @@ fn spool_full(st: &crate::AppState) -> AppError {
 }
 
 fn bad_multipart(e: MultipartError) -> AppError {
+    if crate::idle::is_body_timeout(&e) {
+        return AppError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the upload stalled: {}", e.body_text()),
+        );
+    }
     let status = e.status();
     let status = if status.is_server_error() {
         StatusCode::BAD_REQUEST
