@@ -52,6 +52,21 @@ pub struct AuthConfig {
     pub write_token: Option<String>,
     #[serde(default)]
     pub write_token_file: Option<PathBuf>,
+    /// Former (or next) tokens, still accepted for their role while clients move over:
+    /// set, swap, remove — a rotation without downtime (docs/security.md). Only ever
+    /// accepted, never sent.
+    #[serde(default)]
+    pub cluster_token_previous: Option<String>,
+    #[serde(default)]
+    pub cluster_token_previous_file: Option<PathBuf>,
+    #[serde(default)]
+    pub read_token_previous: Option<String>,
+    #[serde(default)]
+    pub read_token_previous_file: Option<PathBuf>,
+    #[serde(default)]
+    pub write_token_previous: Option<String>,
+    #[serde(default)]
+    pub write_token_previous_file: Option<PathBuf>,
     /// The key placement tickets are signed with (`SHOAL_AUTH__TICKET_KEY`); unset,
     /// it is derived from the cluster token (see `ticket`).
     #[serde(default)]
@@ -71,6 +86,8 @@ pub struct Tokens {
     pub cluster: Option<String>,
     pub read: Option<String>,
     pub write: Option<String>,
+    /// Tokens also accepted during a rotation, with their role.
+    pub previous: Vec<(String, Role)>,
 }
 
 fn check_token(key: &str, t: &Option<String>) -> Result<(), ConfigError> {
@@ -126,10 +143,38 @@ impl AuthConfig {
                 self.write_token_file.as_deref(),
                 "auth.write_token",
             )?,
+            previous: Vec::new(),
         };
         check_token("auth.cluster_token", &t.cluster)?;
         check_token("auth.read_token", &t.read)?;
         check_token("auth.write_token", &t.write)?;
+        let mut t = t;
+        for (key, value, file, role) in [
+            (
+                "auth.cluster_token_previous",
+                &self.cluster_token_previous,
+                &self.cluster_token_previous_file,
+                Role::Cluster,
+            ),
+            (
+                "auth.read_token_previous",
+                &self.read_token_previous,
+                &self.read_token_previous_file,
+                Role::Read,
+            ),
+            (
+                "auth.write_token_previous",
+                &self.write_token_previous,
+                &self.write_token_previous_file,
+                Role::Write,
+            ),
+        ] {
+            let prev = secret(value.clone(), file.as_deref(), key)?;
+            check_token(key, &prev)?;
+            if let Some(p) = prev {
+                t.previous.push((p, role));
+            }
+        }
         if self.required && t.cluster.is_none() {
             return Err(ConfigError(
                 "SHOAL_AUTH__REQUIRED=true needs SHOAL_AUTH__CLUSTER_TOKEN (or _FILE)".into(),
@@ -157,13 +202,15 @@ impl Tokens {
     pub fn role_of(&self, presented: &str) -> Option<Role> {
         let mut role = None;
         // Check every token, always: no early exit that would time which one matched.
-        for (t, r) in [
-            (&self.read, Role::Read),
-            (&self.write, Role::Write),
-            (&self.cluster, Role::Cluster),
-        ] {
-            if t.as_deref().is_some_and(|t| same(t, presented)) {
-                role = Some(r);
+        let current = [
+            (self.read.as_deref(), Role::Read),
+            (self.write.as_deref(), Role::Write),
+            (self.cluster.as_deref(), Role::Cluster),
+        ];
+        let previous = self.previous.iter().map(|(t, r)| (Some(t.as_str()), *r));
+        for (t, r) in current.into_iter().chain(previous) {
+            if t.is_some_and(|t| same(t, presented)) {
+                role = role.max(Some(r));
             }
         }
         role
@@ -288,7 +335,52 @@ mod tests {
             cluster: Some("c".repeat(16)),
             read: Some("r".repeat(16)),
             write: Some("w".repeat(16)),
+            previous: Vec::new(),
         }
+    }
+
+    /// During a rotation both the current and the previous token of a role are
+    /// accepted, each for its own role only; without the previous one, only the current.
+    #[test]
+    fn previous_tokens_are_accepted_for_their_role_during_a_rotation() {
+        let cfg = AuthConfig {
+            cluster_token: Some("new-cluster-token-0123".into()),
+            write_token: Some("new-write-token-0123".into()),
+            write_token_previous: Some("old-write-token-0123".into()),
+            read_token_previous: Some("old-read-token-01234".into()),
+            ..Default::default()
+        };
+        let t = cfg.resolve().unwrap();
+        let bearer = |s: &str| format!("Bearer {s}");
+        for token in ["new-write-token-0123", "old-write-token-0123"] {
+            assert!(
+                t.authorize(Some(&bearer(token)), Role::Write).is_ok(),
+                "{token}"
+            );
+            assert_eq!(
+                t.authorize(Some(&bearer(token)), Role::Cluster)
+                    .unwrap_err()
+                    .code(),
+                tonic::Code::PermissionDenied
+            );
+        }
+        assert_eq!(t.role_of("old-read-token-01234"), Some(Role::Read));
+        let without = AuthConfig {
+            write_token_previous: None,
+            ..cfg.clone()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(without.role_of("old-write-token-0123"), None);
+        let short = AuthConfig {
+            cluster_token_previous: Some("short".into()),
+            ..cfg
+        };
+        assert!(short
+            .resolve()
+            .unwrap_err()
+            .0
+            .contains("CLUSTER_TOKEN_PREVIOUS"));
     }
 
     #[test]
