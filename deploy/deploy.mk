@@ -13,7 +13,7 @@
 # Targets:
 #   deploy-tools   install helm, kubectl, kubernetes-validate, checkov, python-hcl2 into .tools/
 #   helm-check     offline chart checks: lint, kubernetes-validate (2 versions), dry-run install,
-#                  schema rejects bad values, manifest test
+#                  schema rejects bad values, manifest test, generated TLS certificates across upgrades
 #   tf-check       offline Terraform checks: terraform fmt (if installed), checkov, python-hcl2 tests
 #   deploy         make images, tag + push to REGISTRY, helm upgrade --install into the current context
 #                  DRY_RUN=1: lint + template | kubernetes-validate + install --dry-run=client, no images

@@ -13,6 +13,8 @@
 #      the real kubectl against a fake API server on 127.0.0.1)
 #   7. deploy/tests/test_deploy.py (`make deploy`: the commit tag in the dry run, and the
 #      preflight failing in under 10 s with one line, against a fake API server)
+#   8. deploy/tests/test_tls_upgrade.py (tls.enabled without cert-manager: the generated
+#      CA and certificates kept across upgrades, replaced when due, against a fake API server)
 #
 # Environment: HELM, KUBERNETES_VALIDATE, PYTHON (default: .tools/bin/*),
 # CHART (helm/shoal), K8S_VERSIONS ("1.29.0 1.31.0").
@@ -57,7 +59,8 @@ run() {
 }
 
 # validate NAME KUBE_VERSION HELM_ARGS...: render for that version and validate strictly.
-# Only ServiceMonitor and PrometheusRule (CRDs) may lack a schema; any other unknown kind fails.
+# Only CRD kinds may lack a schema: ServiceMonitor and PrometheusRule (Prometheus Operator),
+# Certificate and Issuer (cert-manager); any other unknown kind fails.
 validate() {
   local name="$1" kv="$2"; shift 2
   if ! "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$kv" "$@" \
@@ -69,13 +72,13 @@ validate() {
   if ! "$KUBERNETES_VALIDATE" --strict --quiet -k "$kv" "$TMP/manifest.yaml" >"$TMP/out" 2>&1; then
     ko "$name: kubernetes-validate --strict -k $kv ($n resources)"; return
   fi
-  if grep "Couldn't find schema" "$TMP/out" | grep -Ev 'kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1' >"$TMP/unknown"; then
+  if grep "Couldn't find schema" "$TMP/out" | grep -Ev 'kind ((ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com|(Certificate|Issuer) with api version cert-manager.io)/v1' >"$TMP/unknown"; then
     mv "$TMP/unknown" "$TMP/out"
     ko "$name: kinds without a schema for $kv"; return
   fi
   local crds note=""
   crds="$(grep -c "Couldn't find schema" "$TMP/out" || true)"
-  [[ "$crds" != "0" ]] && note=", $crds ServiceMonitors/PrometheusRules (CRDs) not schema-checked"
+  [[ "$crds" != "0" ]] && note=", $crds CRD resources not schema-checked"
   ok "$name: kubernetes-validate --strict -k $kv ($n resources$note)"
 }
 
@@ -98,6 +101,8 @@ run "lint (default values)" "$HELM" lint --strict "$CHART"
 run "lint (values-production.yaml)" "$HELM" lint --strict "$CHART" -f "$PROD_VALUES"
 run "lint (replicated tracker with store)" "$HELM" lint --strict "$CHART" \
   --set tracker.replicas=3 --set store.url=postgres://shoal:secret@db:5432/shoal
+run "lint (tls, generated CA)" "$HELM" lint --strict "$CHART" --set tls.enabled=true --set tls.certManager.enabled=false
+run "lint (tls, cert-manager)" "$HELM" lint --strict "$CHART" --set tls.enabled=true --set tls.certManager.enabled=true
 
 section "helm template | kubernetes-validate --strict ($K8S_VERSIONS)"
 for kv in $K8S_VERSIONS; do
@@ -120,6 +125,12 @@ for kv in $K8S_VERSIONS; do
   validate "backup CronJob to S3 (IRSA, SSE-KMS)" "$kv" --set backup.enabled=true \
     --set backup.destination=s3 --set backup.s3.bucket=shoal-backups --set backup.s3.kmsKeyId=alias/shoal \
     --set 'backup.serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::123456789012:role/b'
+  validate "tls, generated CA, backup, ServiceMonitor" "$kv" --set tls.enabled=true --set backup.enabled=true \
+    --set observability.serviceMonitor.enabled=true
+  validate "tls, cert-manager API present" "$kv" --set tls.enabled=true --api-versions cert-manager.io/v1/Certificate
+  validate "tls, cert-manager ClusterIssuer, extra names" "$kv" --set tls.enabled=true --set tls.certManager.enabled=true \
+    --set tls.certManager.issuerRef.name=corp-ca --set tls.certManager.issuerRef.kind=ClusterIssuer \
+    --set 'tls.extraDnsNames[0]=tracker.example.com'
 done
 
 section "helm install --dry-run=client"
@@ -127,6 +138,8 @@ run "install --dry-run=client (default values)" \
   "$HELM" install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client
 run "install --dry-run=client (values-production.yaml)" \
   "$HELM" install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client -f "$PROD_VALUES"
+run "install --dry-run=client (tls, generated CA)" \
+  "$HELM" install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client --set tls.enabled=true
 
 section "values.schema.json and template guards reject bad values"
 reject "negative tracker.replicas" "at '/tracker/replicas'" --set tracker.replicas=-1
@@ -157,6 +170,13 @@ reject "bad backup.schedule" "at '/backup/schedule'" --set backup.schedule=hourl
 reject "backup.keep 0" "at '/backup/keep'" --set backup.keep=0
 reject "webserver.uploadSpool.bytes below 1 MiB" "at '/webserver/uploadSpool/bytes'" --set webserver.uploadSpool.bytes=1000
 reject "bad persistence size" "at '/peer/persistence/size'" --set peer.persistence.size=lots
+reject "bad tls.certManager.enabled" "at '/tls/certManager/enabled'" --set tls.certManager.enabled=maybe
+reject "bad tls.certManager.issuerRef.kind" "at '/tls/certManager/issuerRef/kind'" \
+  --set tls.certManager.issuerRef.name=x --set tls.certManager.issuerRef.kind=Vault
+reject "bad tls.certManager.duration" "at '/tls/certManager/duration'" --set tls.certManager.duration=1y
+reject "tls.generated.validityDays 0" "at '/tls/generated/validityDays'" --set tls.generated.validityDays=0
+reject "http:// trackerPublicUrl with tls" "must be https:// with tls.enabled" --set tls.enabled=true \
+  --set webserver.trackerPublicUrl=http://tracker.example.com:50052
 
 section "Grafana dashboards"
 if compgen -G "deploy/grafana/*.json" >/dev/null; then
@@ -202,6 +222,14 @@ if "$PYTHON" deploy/tests/test_deploy.py --helm "$HELM" --kubectl "$(dirname "$H
 else
   cp "$TMP/deploy-test.log" "$TMP/out"
   ko "deploy test: $(tail -n 1 "$TMP/deploy-test.log")"
+fi
+
+section "generated TLS certificates across upgrades (deploy/tests/test_tls_upgrade.py)"
+if "$PYTHON" deploy/tests/test_tls_upgrade.py --helm "$HELM" --chart "$CHART" >"$TMP/tls-test.log" 2>&1; then
+  ok "tls upgrade test: $(tail -n 1 "$TMP/tls-test.log")"
+else
+  cp "$TMP/tls-test.log" "$TMP/out"
+  ko "tls upgrade test: $(tail -n 1 "$TMP/tls-test.log")"
 fi
 
 printf '\n'

@@ -10,7 +10,11 @@ tracker and peer, enableServiceLinks: false on every pod, zone spreading of
 peers, PDBs, NetworkPolicies, the config checksum (and that it changes with the
 config), the Kubernetes recommended labels, the peer advertise address, the
 ServiceMonitor only when enabled, the PrometheusRule (the alert rules with this
-release's job names), Grafana dashboards, and the helm test pod.
+release's job names), Grafana dashboards, the helm test pod, and tls.enabled:
+SHOAL_TLS__* files mounted from the release's Secrets in every shoal container,
+https URLs, probes that speak TLS, certificates valid for every name the chart
+dials (mutual handshakes in memory for the Helm-generated ones; dnsNames of the
+cert-manager Certificates), and nothing of it with TLS off.
 
 Needs PyYAML (the deploy venv from deploy/scripts/install-tools.sh has it).
 Prints one line per check and a closing "N passed, N failed"; exits 1 when
@@ -30,6 +34,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+import tlscheck
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = "ci"
 NAMESPACE = "shoal-ci"
@@ -44,6 +50,10 @@ RECOMMENDED = [
 ]
 GRPC_PORT = {"tracker": 50052, "peer": 50053, "webserver": 50051}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+TLS_ENV = ("SHOAL_TLS__CERT_FILE", "SHOAL_TLS__KEY_FILE", "SHOAL_TLS__CA_FILE")
+# Which certificate each pod presents: its service's, or the chart's client certificate.
+TLS_IDENTITY = {"tracker": "tracker", "peer": "peer", "webserver": "webserver", "backup": "client", "test": "client"}
+PORT_COMPONENT = {port: comp for comp, port in GRPC_PORT.items()}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -53,6 +63,7 @@ class Render:
     name: str
     docs: list[dict]
     args: list[str] = field(default_factory=list)
+    tls: bool = False  # rendered with tls.enabled
 
     def kind(self, kind: str) -> list[dict]:
         return [d for d in self.docs if d.get("kind") == kind]
@@ -116,6 +127,10 @@ class Checker:
         else:
             self.passed += 1
             print(f"ok   {name}")
+
+
+def scheme(r: Render) -> str:
+    return "https" if r.tls else "http"
 
 
 def component_of(meta: dict) -> str:
@@ -185,21 +200,39 @@ def c_probes(r: Render) -> list[str]:
             if port is None:
                 continue
             live = c.get("livenessProbe") or {}
+            ready = c.get("readinessProbe") or {}
             if comp == "webserver":
                 # Liveness is the process alone: a tracker outage must not restart webservers.
                 if live.get("httpGet", {}).get("path") != "/healthz":
                     bad.append(f"{where}: livenessProbe is not HTTP /healthz (it must not depend on the tracker)")
-            elif live.get("grpc", {}).get("port") != port:
-                bad.append(f"{where}: livenessProbe is not a native gRPC probe on {port}")
-            ready = c.get("readinessProbe") or {}
-            if comp == "webserver":
                 if not (ready.get("grpc", {}).get("port") == port or ready.get("httpGet", {}).get("path") == "/readyz"):
                     bad.append(f"{where}: readinessProbe neither gRPC {port} nor HTTP /readyz")
-            elif ready.get("grpc", {}).get("port") != port:
-                bad.append(f"{where}: readinessProbe is not a native gRPC probe on {port}")
+                # With TLS the HTTP port serves HTTPS only.
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    get = (c.get(probe) or {}).get("httpGet")
+                    if get and (get.get("scheme", "HTTP") == "HTTPS") != r.tls:
+                        bad.append(f'{where}: {probe} scheme {get.get("scheme", "HTTP")} with tls {r.tls}')
+            else:
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    bad += [f"{where}: {p}" for p in grpc_probe_problems(c.get(probe) or {}, port, r.tls)]
             if comp in ("tracker", "peer") and not c.get("startupProbe"):
                 bad.append(f"{where}: no startupProbe")
     return bad
+
+
+def grpc_probe_problems(probe: dict, port: int, tls: bool) -> list[str]:
+    """A gRPC service's probe: native gRPC (plaintext); with TLS, which native gRPC
+    probes cannot speak, the image's `shoal health` against 127.0.0.1:<port>."""
+    if not tls:
+        return [] if probe.get("grpc", {}).get("port") == port else [f"probe is not a native gRPC probe on {port}"]
+    cmd = (probe.get("exec") or {}).get("command") or []
+    if "grpc" in probe:
+        return ["native gRPC probe with TLS on (it cannot speak TLS)"]
+    if "shoal" not in cmd or cmd[cmd.index("shoal") + 1:cmd.index("shoal") + 3] != ["health", f"127.0.0.1:{port}"]:
+        return [f"probe {cmd} is not `shoal health 127.0.0.1:{port}`"]
+    if "OTEL_SDK_DISABLED=true" not in cmd:
+        return ["probe would export a span per run (OTEL_SDK_DISABLED not set)"]
+    return []
 
 
 def c_security(r: Render) -> list[str]:
@@ -374,7 +407,7 @@ def c_envfrom(r: Render) -> list[str]:
         for k, v in data.items():
             if k.endswith("_BYTES") and not re.fullmatch(r"[0-9]+", v):
                 bad.append(f"{comp}: {k}={v!r} is not a plain integer")
-        want = f"http://{FULL}-tracker.{NAMESPACE}.svc.cluster.local:50052"
+        want = f"{scheme(r)}://{FULL}-tracker.{NAMESPACE}.svc.cluster.local:50052"
         if comp in ("peer", "webserver") and data.get("SHOAL_TRACKER_URL") != want:
             bad.append(f"{comp}: SHOAL_TRACKER_URL={data.get('SHOAL_TRACKER_URL')!r}, want {want}")
     return bad
@@ -744,12 +777,13 @@ def c_backup_common(r: Render) -> list[str]:
     if "shoal-tracker backup" not in script:
         bad.append("the backup container does not run `shoal-tracker backup`")
     env = env_of(c)
-    want = f"http://{FULL}-tracker.{NAMESPACE}.svc.cluster.local:50052"
+    want = f"{scheme(r)}://{FULL}-tracker.{NAMESPACE}.svc.cluster.local:50052"
     if env.get("SHOAL_TRACKER_URL") != want:
         bad.append(f"SHOAL_TRACKER_URL={env.get('SHOAL_TRACKER_URL')!r}, want {want}")
     # Strict config: the backup command refuses SHOAL_* variables that are not tracker
     # settings; only these reach it.
-    extra = [k for k in env if k.startswith("SHOAL_") and k not in ("SHOAL_TRACKER_URL", "SHOAL_AUTH__CLUSTER_TOKEN_FILE")]
+    extra = [k for k in env if k.startswith("SHOAL_") and k not in ("SHOAL_TRACKER_URL", "SHOAL_AUTH__CLUSTER_TOKEN_FILE")
+             and not (r.tls and k in TLS_ENV)]
     if extra:
         bad.append(f"unexpected SHOAL_ variables {extra}")
     mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
@@ -841,6 +875,287 @@ def checksum_of(r: Render, comp: str) -> str:
     return r.get(kind, f"{FULL}-{comp}")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
 
+
+# ---- TLS (tls.enabled)
+
+def shoal_containers(r: Render) -> Iterable[tuple[str, str, dict, dict]]:
+    """(where, component, pod spec, container) for every container running a shoal image."""
+    for where, meta, spec in r.pod_specs():
+        for c in containers(spec):
+            if re.search(r"(^|/)shoal-(tracker|peer|webserver)[:@]", c["image"]):
+                yield f'{where}/{c["name"]}', component_of(meta), spec, c
+
+
+def full_env(r: Render, c: dict) -> dict[str, Any]:
+    """The container's environment: its envFrom ConfigMaps, then env."""
+    env: dict[str, Any] = {}
+    for ref in c.get("envFrom") or []:
+        if "configMapRef" in ref:
+            cm = r.get("ConfigMap", ref["configMapRef"]["name"])
+            env.update((cm or {}).get("data") or {})
+    env.update(env_of(c))
+    return env
+
+
+def tls_sources(r: Render) -> dict[str, set[str]]:
+    """Secret name -> the keys it will hold: rendered Secrets, and the secretName of
+    every cert-manager Certificate (tls.crt, tls.key, ca.crt)."""
+    out = {s["metadata"]["name"]: set((s.get("data") or {}) | (s.get("stringData") or {})) for s in r.kind("Secret")}
+    for cert in r.kind("Certificate"):
+        out.setdefault(cert["spec"]["secretName"], set()).update({"tls.crt", "tls.key", "ca.crt"})
+    return out
+
+
+def c_no_tls(r: Render) -> list[str]:
+    """tls.enabled false renders as before: no SHOAL_TLS__*, no certificate, plain http."""
+    bad = []
+    for where, _, spec, c in shoal_containers(r):
+        env = full_env(r, c)
+        bad += [f"{where}: {k} set" for k in env if k.startswith("SHOAL_TLS__")]
+        bad += [f"{where}: {k}={v}" for k, v in env.items() if isinstance(v, str) and v.startswith("https://")
+                and k in ("SHOAL_TRACKER_URL",)]
+        if any(v["name"] == "tls" for v in spec.get("volumes") or []):
+            bad.append(f"{where}: a tls volume")
+    bad += [f'{d["kind"]}/{d["metadata"]["name"]}' for d in r.docs
+            if component_of(d["metadata"]) == "tls" or d["kind"] in ("Certificate", "Issuer")]
+    return bad
+
+
+def c_tls_wiring(r: Render) -> list[str]:
+    """Every shoal container (services, backup, helm test) has SHOAL_TLS__CERT_FILE,
+    KEY_FILE and CA_FILE naming files of a mounted Secret that the release provides
+    (rendered, or issued by cert-manager): its service's, or the client certificate."""
+    bad = []
+    sources = tls_sources(r)
+    seen = set()
+    for where, comp, spec, c in shoal_containers(r):
+        seen.add(comp)
+        env = full_env(r, c)
+        vols = {v["name"]: v for v in spec.get("volumes") or []}
+        mounts = {m["mountPath"].rstrip("/"): m["name"] for m in c.get("volumeMounts") or []}
+        for var in TLS_ENV:
+            path = env.get(var)
+            if not isinstance(path, str) or not path.startswith("/"):
+                bad.append(f"{where}: {var}={path!r}")
+                continue
+            d, key = os.path.split(path)
+            vol = vols.get(mounts.get(d, ""), {})
+            secret = vol.get("secret") or {}
+            name = secret.get("secretName")
+            want = f"{FULL}-{TLS_IDENTITY.get(comp, '?')}-tls"
+            if name != want:
+                bad.append(f"{where}: {var}={path} is not in a mounted Secret {want} (volume {vol.get('name')}: {name})")
+                continue
+            items = {i["path"]: i["key"] for i in secret.get("items") or []}
+            skey = items.get(key, key) if items else key
+            if items and key not in items:
+                bad.append(f"{where}: {path}: the volume does not project {key}")
+            if skey not in sources.get(name, set()):
+                bad.append(f"{where}: {path}: Secret {name} key {skey} is not provided by the release")
+    missing = {"tracker", "peer", "webserver", "test"} - seen
+    if missing:
+        bad.append(f"no shoal container for {sorted(missing)}")
+    return bad
+
+
+def c_tls_urls(r: Render) -> list[str]:
+    """With TLS every URL the chart sets is https:// (the services refuse http:// then),
+    and the helm test dials through it."""
+    bad = []
+    for where, _, _, c in shoal_containers(r):
+        for k, v in full_env(r, c).items():
+            if k.startswith("SHOAL_") and k.endswith(("_URL", "_URLS")) and isinstance(v, str):
+                bad += [f"{where}: {k}={v}" for u in v.split(",") if not u.strip().startswith("https://")]
+    return bad
+
+
+def dialled(r: Render) -> list[tuple[str, str, str]]:
+    """(component, DNS name or IP, where) for every name the chart makes something dial."""
+    out = []
+    peers = r.get("StatefulSet", f"{FULL}-peer")["spec"]["replicas"]
+    for where, comp, spec, c in shoal_containers(r):
+        env = full_env(r, c)
+        for k in ("SHOAL_TRACKER_URL", "SHOAL_TRACKER_PUBLIC_URL"):
+            for u in str(env.get(k) or "").split(","):
+                m = re.match(r"\w+://([^:/]+)", u.strip())
+                if m and ".svc" in m.group(1):
+                    out.append(("tracker", m.group(1), f"{where} {k}"))
+        adv = env.get("SHOAL_ADVERTISE_ADDR")
+        if isinstance(adv, str):
+            host = adv.rsplit(":", 1)[0]
+            out += [("peer", host.replace("$(POD_NAME)", f"{FULL}-peer-{i}"), f"{where} SHOAL_ADVERTISE_ADDR")
+                    for i in range(peers)]
+        script = " ".join(str(x) for x in (c.get("command") or []) + (c.get("args") or []))
+        # the helm test's `check <host>:<port>` (shoal health) targets
+        for host, port in re.findall(r"([\w-]+(?:\.[\w-]+)+):(\d+)", script):
+            if int(port) in PORT_COMPONENT:
+                out.append((PORT_COMPONENT[int(port)], host, f"{where} script"))
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            cmd = ((c.get(probe) or {}).get("exec") or {}).get("command") or []
+            if "health" in cmd:
+                host, port = cmd[cmd.index("health") + 1].rsplit(":", 1)
+                out.append((PORT_COMPONENT[int(port)], host, f"{where} {probe}"))
+    for sm in r.kind("ServiceMonitor"):
+        for ep in sm["spec"]["endpoints"]:
+            name = (ep.get("tlsConfig") or {}).get("serverName")
+            if name:
+                out.append((component_of(sm["metadata"]), name, f'ServiceMonitor/{sm["metadata"]["name"]}'))
+    return out
+
+
+def c_tls_dialled(r: Render) -> list[str]:
+    """The names are the ones the chart uses (tracker Service, per-pod peer names,
+    127.0.0.1 for probes, the helm test's targets)."""
+    got = {(comp, name) for comp, name, _ in dialled(r)}
+    want = {("tracker", f"{FULL}-tracker.{NAMESPACE}.svc.cluster.local"),
+            ("peer", f"{FULL}-peer-0.{FULL}-peer-headless.{NAMESPACE}.svc.cluster.local"),
+            ("webserver", f"{FULL}-webserver.{NAMESPACE}.svc.cluster.local"),
+            ("tracker", "127.0.0.1"), ("peer", "127.0.0.1")}
+    return [f"{comp} is never dialled as {name}" for comp, name in sorted(want - got)]
+
+
+def covers(sans: list[str], name: str) -> bool:
+    """A certificate name matches `name`: exactly, or as a wildcard for one leftmost label."""
+    for s in sans:
+        if s == name or (s.startswith("*.") and "." in name and name.split(".", 1)[1] == s[2:]
+                         and name.split(".", 1)[0]):
+            return True
+    return False
+
+
+def generated_identities(r: Render) -> dict[str, tlscheck.Identity]:
+    return {comp: tlscheck.Identity.from_secret(r.get("Secret", f"{FULL}-{comp}-tls"))
+            for comp in ("tracker", "peer", "webserver", "client")}
+
+
+def c_tls_generated(r: Render) -> list[str]:
+    """No cert-manager: a CA Secret and one kubernetes.io/tls Secret per service plus the
+    client's, all from that CA; for every name the chart dials, every identity of the
+    release completes a mutual TLS handshake with the service's certificate; a client
+    without a certificate, or a name the certificate does not carry, is refused."""
+    bad = []
+    if r.kind("Certificate") or r.kind("Issuer"):
+        bad.append("cert-manager resources without the cert-manager API")
+    ca = r.get("Secret", f"{FULL}-ca-tls")
+    if not ca or set(ca.get("data") or {}) != {"tls.crt", "tls.key"}:
+        return bad + [f"no CA Secret {FULL}-ca-tls with tls.crt, tls.key"]
+    for comp in ("tracker", "peer", "webserver", "client"):
+        sec = r.get("Secret", f"{FULL}-{comp}-tls")
+        if not sec or set(sec.get("data") or {}) != {"tls.crt", "tls.key", "ca.crt"}:
+            return bad + [f"no Secret {FULL}-{comp}-tls with tls.crt, tls.key, ca.crt"]
+        if sec.get("type") != "kubernetes.io/tls":
+            bad.append(f"{FULL}-{comp}-tls: type {sec.get('type')}")
+        if sec["data"]["ca.crt"] != ca["data"]["tls.crt"]:
+            bad.append(f"{FULL}-{comp}-tls: ca.crt is not the release CA")
+    ids = generated_identities(r)
+    for comp, name, where in sorted(set(dialled(r))):
+        for client in ("tracker", "peer", "webserver", "client"):
+            err, cert = tlscheck.handshake(ids[comp], ids[client], name)
+            if err:
+                bad.append(f"{where}: {client} dialling {comp} as {name}: {err}")
+    err, _ = tlscheck.handshake(ids["tracker"], None, f"{FULL}-tracker.{NAMESPACE}.svc.cluster.local")
+    if not err:
+        bad.append("the tracker accepted a client without a certificate (not mutual)")
+    err, _ = tlscheck.handshake(ids["peer"], ids["client"], f"{FULL}-tracker.{NAMESPACE}.svc.cluster.local")
+    if not err:
+        bad.append("the peer's certificate is valid for the tracker's name")
+    return bad
+
+
+def c_tls_validity(r: Render, days: int) -> list[str]:
+    import datetime as dt
+    err, cert = tlscheck.handshake(generated_identities(r)["tracker"], generated_identities(r)["client"], "127.0.0.1")
+    if err:
+        return [err]
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    left = dt.datetime.strptime(cert["notAfter"], "%b %d %H:%M:%S %Y %Z") - now
+    return [] if abs(left.days - days) <= 2 else [f"the tracker certificate is valid {left.days} more days, want {days}"]
+
+
+def c_tls_checksum(r: Render) -> list[str]:
+    """Each workload's checksum/tls is over the certificate its Secret holds (computed
+    once per render), so a replaced certificate rolls exactly its pods."""
+    bad = []
+    for w in r.workloads():
+        comp = component_of(w["metadata"])
+        sec = r.get("Secret", f"{FULL}-{comp}-tls")
+        ann = sec["metadata"].get("annotations") or {}
+        d = sec["data"]
+        want = hashlib.sha256(json.dumps(
+            {"ca": d["ca.crt"], "crt": d["tls.crt"], "key": d["tls.key"], "names": ann.get("shoal.io/tls-names"),
+             "renewAt": ann.get("shoal.io/tls-renew-at")}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        got = (w["spec"]["template"]["metadata"].get("annotations") or {}).get("checksum/tls")
+        if got != want:
+            bad.append(f"{comp}: checksum/tls {got} is not over its Secret's certificate ({want})")
+    return bad
+
+
+def c_tls_cert_manager(r: Render, issuer: dict | None = None) -> list[str]:
+    """cert-manager: no Helm-made key material; one Certificate per Secret the pods mount,
+    for every name the chart dials (127.0.0.1 as an IP SAN), server and client usages,
+    issued by the chart's chain (self-signed Issuer -> CA Certificate -> CA Issuer) or
+    by `issuer`."""
+    bad = []
+    if any(component_of(s["metadata"]) == "tls" for s in r.kind("Secret")):
+        bad.append("a Helm-generated TLS Secret although cert-manager issues them")
+    certs = {c["spec"]["secretName"]: c for c in r.kind("Certificate")}
+    issuers = {i["metadata"]["name"]: i for i in r.kind("Issuer")}
+    if issuer is None:
+        ca = certs.get(f"{FULL}-ca-tls")
+        ca_issuer = issuers.get(f"{FULL}-ca")
+        if not ca or not ca["spec"].get("isCA"):
+            return bad + [f"no CA Certificate into Secret {FULL}-ca-tls"]
+        root = issuers.get(ca["spec"]["issuerRef"]["name"])
+        if not root or "selfSigned" not in root["spec"]:
+            bad.append("the CA Certificate is not issued by a self-signed Issuer")
+        if not ca_issuer or ca_issuer["spec"].get("ca", {}).get("secretName") != f"{FULL}-ca-tls":
+            bad.append(f"no CA Issuer {FULL}-ca over Secret {FULL}-ca-tls")
+        issuer = {"name": f"{FULL}-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    elif issuers:
+        bad.append(f"Issuers {sorted(issuers)} rendered although tls.certManager.issuerRef is set")
+    for comp in ("tracker", "peer", "webserver", "client"):
+        cert = certs.get(f"{FULL}-{comp}-tls")
+        if not cert:
+            bad.append(f"no Certificate into Secret {FULL}-{comp}-tls")
+            continue
+        if cert["spec"]["issuerRef"] != issuer:
+            bad.append(f'{comp}: issuerRef {cert["spec"]["issuerRef"]}, want {issuer}')
+        usages = set(cert["spec"].get("usages") or [])
+        want = {"client auth"} | ({"server auth"} if comp != "client" else set())
+        if not want <= usages:
+            bad.append(f"{comp}: usages {sorted(usages)} lack {sorted(want - usages)}")
+    for comp, name, where in sorted(set(dialled(r))):
+        spec = (certs.get(f"{FULL}-{comp}-tls") or {}).get("spec") or {}
+        sans = (spec.get("ipAddresses") or []) if re.fullmatch(r"[0-9.]+", name) else (spec.get("dnsNames") or [])
+        if not covers(sans, name):
+            bad.append(f"{where}: the {comp} Certificate does not cover {name} ({sans})")
+    return bad
+
+
+def c_tls_monitoring(r: Render) -> list[str]:
+    """Metrics ports serve HTTPS: the ServiceMonitors scrape https, verifying with the
+    release CA; Services and pod annotations say https."""
+    bad = []
+    sources = tls_sources(r)
+    for sm in r.kind("ServiceMonitor"):
+        for ep in sm["spec"]["endpoints"]:
+            tc = ep.get("tlsConfig") or {}
+            ca = (tc.get("ca") or {}).get("secret") or {}
+            if ep.get("scheme") != "https" or ca.get("key") not in sources.get(ca.get("name"), set()):
+                bad.append(f'ServiceMonitor {sm["metadata"]["name"]}: scheme {ep.get("scheme")}, CA {ca}')
+            if tc.get("insecureSkipVerify"):
+                bad.append(f'ServiceMonitor {sm["metadata"]["name"]}: insecureSkipVerify')
+    for name, port in ((f"{FULL}-tracker", "metrics"), (f"{FULL}-peer", "metrics"), (f"{FULL}-webserver", "http")):
+        p = [x for x in r.get("Service", name)["spec"]["ports"] if x["name"] == port]
+        if not p or p[0].get("appProtocol") != "https":
+            bad.append(f"Service {name} port {port}: appProtocol {p and p[0].get('appProtocol')}")
+    for w in r.workloads():
+        ann = w["spec"]["template"]["metadata"].get("annotations") or {}
+        if "prometheus.io/scrape" in ann and ann.get("prometheus.io/scheme") != "https":
+            bad.append(f'{w["metadata"]["name"]}: prometheus.io/scheme {ann.get("prometheus.io/scheme")}')
+    return bad
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> int:
@@ -853,18 +1168,19 @@ def main() -> int:
     t = Checker()
     renders: dict[str, Render] = {}
 
-    def render(name: str, args: list[str]) -> Render | None:
+    def render(name: str, args: list[str], tls: bool = False) -> Render | None:
         def go() -> None:
-            renders[name] = Render(name, helm_template(a.helm, a.chart, args), args)
+            renders[name] = Render(name, helm_template(a.helm, a.chart, args), args, tls)
         t.check(f"[{name}] helm template {' '.join(args)}".rstrip(), go)
         return renders.get(name)
 
     default = render("default", [])
-    prod = render("production", ["-f", prod_values])
+    prod = render("production", ["-f", prod_values], tls=True)
     generic = [
         ("recommended labels on every resource and pod", c_labels),
         ("enableServiceLinks: false on every pod spec", c_service_links),
-        ("liveness + readiness probes on every container (native gRPC; webserver liveness on HTTP /healthz)", c_probes),
+        ("liveness + readiness probes on every container (native gRPC, `shoal health` with TLS; webserver "
+         "liveness on HTTP(S) /healthz)", c_probes),
         ("non-root uid 10001, readOnlyRootFilesystem, drop ALL, no escalation, RuntimeDefault", c_security),
         ("resource requests and limits on every container", c_resources),
         ("images have a tag or digest and a pull policy", c_images),
@@ -962,6 +1278,60 @@ def main() -> int:
     if bs3:
         t.check("[backup-s3] snapshot in an emptyDir, uploaded by the AWS CLI with SSE-KMS, IRSA role on the "
                 "ServiceAccount", lambda: c_backup_s3(bs3))
+
+    # TLS: off by default (above: plaintext probes and URLs); on, with the CA generated by
+    # Helm (no cert-manager API), from cert-manager when its API is there, or from an
+    # existing issuer.
+    if default:
+        t.check("[default] tls off: no SHOAL_TLS__*, no certificates, http:// URLs", lambda: c_no_tls(default))
+    tls_gen = render("tls", ["--set", "tls.enabled=true", "--set", "backup.enabled=true", "--set", "auth.enabled=true",
+                             "--set", "observability.serviceMonitor.enabled=true"], tls=True)
+    tls_cm = render("tls-cert-manager", ["--set", "tls.enabled=true", "--set", "backup.enabled=true",
+                                         "--api-versions", "cert-manager.io/v1/Certificate"], tls=True)
+    tls_issuer = render("tls-issuer", ["--set", "tls.enabled=true", "--set", "tls.certManager.enabled=true",
+                                       "--set", "tls.certManager.issuerRef.name=corp-ca",
+                                       "--set", "tls.certManager.issuerRef.kind=ClusterIssuer",
+                                       "--set", "tls.extraDnsNames[0]=tracker.example.com"], tls=True)
+    tls_off = render("tls-cert-manager-off", ["--set", "tls.enabled=true", "--set", "tls.certManager.enabled=false",
+                                              "--set", "tls.generated.validityDays=30",
+                                              "--api-versions", "cert-manager.io/v1/Certificate"], tls=True)
+    for name, r in (("tls", tls_gen), ("tls-cert-manager", tls_cm), ("tls-issuer", tls_issuer),
+                    ("tls-cert-manager-off", tls_off), ("production", prod)):
+        if r is None:
+            continue
+        if name.startswith("tls"):
+            for title, fn in generic:
+                t.check(f"[{name}] {title}", lambda fn=fn, r=r: fn(r))
+        t.check(f"[{name}] every shoal container (services, backup, helm test) has SHOAL_TLS__CERT_FILE/KEY_FILE/"
+                "CA_FILE in a mounted Secret the release provides", lambda r=r: c_tls_wiring(r))
+        t.check(f"[{name}] every URL is https://", lambda r=r: c_tls_urls(r))
+        t.check(f"[{name}] the chart dials the tracker Service, per-pod peer names, 127.0.0.1 (probes), the webserver",
+                lambda r=r: c_tls_dialled(r))
+    for name, r in (("tls", tls_gen), ("tls-cert-manager-off", tls_off), ("production", prod)):
+        if r is None:
+            continue
+        t.check(f"[{name}] Helm-generated CA and certificates: mutual handshakes for every name dialled, "
+                "refused without a client certificate or for a foreign name", lambda r=r: c_tls_generated(r))
+        t.check(f"[{name}] checksum/tls is over the certificate in the pod's Secret", lambda r=r: c_tls_checksum(r))
+    if tls_gen:
+        t.check("[tls] generated certificates are valid 365 days (tls.generated.validityDays)",
+                lambda: c_tls_validity(tls_gen, 365))
+        t.check("[tls] backup CronJob: tracker image runs `shoal-tracker backup` over TLS", lambda: c_backup_common(tls_gen))
+    if tls_off:
+        t.check("[tls-cert-manager-off] tls.generated.validityDays=30 gives 30-day certificates",
+                lambda: c_tls_validity(tls_off, 30))
+    for name, r in (("tls", tls_gen), ("production", prod)):
+        if r is not None:
+            t.check(f"[{name}] metrics scraped over https, verified with the release CA", lambda r=r: c_tls_monitoring(r))
+    if tls_cm:
+        t.check("[tls-cert-manager] cert-manager Certificates from the chart's CA chain cover every name dialled",
+                lambda: c_tls_cert_manager(tls_cm))
+    if tls_issuer:
+        t.check("[tls-issuer] Certificates from the given ClusterIssuer, no Issuers, tls.extraDnsNames on the "
+                "service certificates", lambda: c_tls_cert_manager(tls_issuer, {
+                    "name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}) + [
+                    f"{c} lacks tracker.example.com" for c in ("tracker", "peer", "webserver")
+                    if "tracker.example.com" not in tls_issuer.get("Certificate", f"{FULL}-{c}-tls")["spec"]["dnsNames"]])
 
     print(f"{t.passed} passed, {t.failed} failed")
     return 1 if t.failed else 0

@@ -35,9 +35,9 @@
 {{- printf "%s-tracker-headless" (include "shoal.fullname" .) }}
 {{- end }}
 
-{{/* In-cluster tracker URL (the ClusterIP Service). */}}
+{{/* In-cluster tracker URL (the ClusterIP Service); https with tls.enabled. */}}
 {{- define "shoal.trackerUrl" -}}
-{{- printf "http://%s-tracker.%s.svc.%s:50052" (include "shoal.fullname" .) .Release.Namespace .Values.clusterDomain }}
+{{- printf "%s://%s-tracker.%s.svc.%s:50052" (include "shoal.scheme" .) (include "shoal.fullname" .) .Release.Namespace .Values.clusterDomain }}
 {{- end }}
 
 {{- define "shoal.clientLabel" -}}
@@ -173,6 +173,11 @@ call with (dict "ctx" $ "component" "peer")
 {{- $_ := set $data "SHOAL_AUTH__READ_TOKEN_FILE" "/etc/shoal/auth/read-token" }}
 {{- $_ := set $data "SHOAL_AUTH__WRITE_TOKEN_FILE" "/etc/shoal/auth/write-token" }}
 {{- end }}
+{{- if $v.tls.enabled }}
+{{- $_ := set $data "SHOAL_TLS__CERT_FILE" "/etc/shoal/tls/tls.crt" }}
+{{- $_ := set $data "SHOAL_TLS__KEY_FILE" "/etc/shoal/tls/tls.key" }}
+{{- $_ := set $data "SHOAL_TLS__CA_FILE" "/etc/shoal/tls/ca.crt" }}
+{{- end }}
 {{- if eq .component "tracker" }}
 {{- $_ := set $data "SHOAL_LISTEN_ADDR" "0.0.0.0:50052" }}
 {{- $_ := set $data "SHOAL_METRICS_ADDR" "0.0.0.0:9102" }}
@@ -253,10 +258,17 @@ call with (dict "ctx" $ "component" "peer")
 call with (dict "ctx" $ "component" "peer" "metricsPort" 9103) */}}
 {{- define "shoal.podAnnotations" -}}
 checksum/config: {{ include "shoal.configData" . | sha256sum }}
+{{- if and .ctx.Values.tls.enabled (not (include "shoal.tlsCertManager" .ctx)) }}
+{{- /* A replaced generated certificate rolls the pods (they read it at start). */}}
+checksum/tls: {{ index (include "shoal.tlsGenerated" .ctx | fromJson) .component | toJson | sha256sum }}
+{{- end }}
 {{- if .ctx.Values.observability.prometheusAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .metricsPort | quote }}
 prometheus.io/path: /metrics
+{{- if .ctx.Values.tls.enabled }}
+prometheus.io/scheme: https
+{{- end }}
 {{- end }}
 {{- with (index .ctx.Values .component).podAnnotations }}
 {{ toYaml . }}
@@ -333,6 +345,169 @@ volumeClaimTemplates:
       resources:
         requests:
           storage: {{ $p.size | quote }}
+{{- end }}
+{{- end }}
+
+{{/* ------------------------------------------------------------------- TLS */}}
+
+{{/* "true" when the certificates come from cert-manager (tls.certManager.enabled true,
+or auto and the cert-manager.io/v1 API is installed), else empty. */}}
+{{- define "shoal.tlsCertManager" -}}
+{{- $want := toString .Values.tls.certManager.enabled }}
+{{- if and .Values.tls.enabled (or (eq $want "true") (and (eq $want "auto") (.Capabilities.APIVersions.Has "cert-manager.io/v1/Certificate"))) }}true{{ end }}
+{{- end }}
+
+{{/* Secret holding a component's certificate: tls.crt, tls.key, ca.crt.
+call with (dict "ctx" $ "component" "peer"); component "client" is the certificate
+of the chart's own clients (backup CronJob, helm test). */}}
+{{- define "shoal.tlsSecretName" -}}
+{{- printf "%s-%s-tls" (include "shoal.fullname" .ctx) .component }}
+{{- end }}
+
+{{- define "shoal.tlsCaSecretName" -}}
+{{- printf "%s-ca-tls" (include "shoal.fullname" .) }}
+{{- end }}
+
+{{/* Every DNS name a component is dialled by, as JSON (a list): its Service under
+every suffix, the per-pod names of its headless Service (peers advertise
+<pod>.<fullname>-peer-headless.<ns>.svc.<clusterDomain>), localhost (probes, port-forward)
+and tls.extraDnsNames. call with (dict "ctx" $ "component" "peer") */}}
+{{- define "shoal.tlsDnsNames" -}}
+{{- $ctx := .ctx }}
+{{- $ns := $ctx.Release.Namespace }}
+{{- $domain := $ctx.Values.clusterDomain }}
+{{- $svc := include "shoal.componentName" . }}
+{{- $names := list }}
+{{- if eq .component "client" }}
+{{- $names = list $svc }}
+{{- else }}
+{{- $names = list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns $domain) }}
+{{- if has .component (list "tracker" "peer") }}
+{{- $headless := printf "%s-headless.%s.svc.%s" $svc $ns $domain }}
+{{- $names = concat $names (list $headless (printf "*.%s" $headless)) }}
+{{- end }}
+{{- $names = concat $names (list "localhost") $ctx.Values.tls.extraDnsNames }}
+{{- end }}
+{{- toJson (uniq $names) }}
+{{- end }}
+
+{{- define "shoal.tlsIps" -}}
+{{- if eq .component "client" }}[]{{ else }}["127.0.0.1"]{{ end }}
+{{- end }}
+
+{{/*
+The Helm-generated CA and certificates (no cert-manager), as a dict component ->
+{crt, key, ca} (base64) plus "ca" -> {crt, key}. Stable across upgrades: the live
+Secrets are reused (lookup) as long as they were signed by the current CA, carry the
+current names and are not in the last third of their life. Computed once per render
+and kept in .Values.tls, so the Secrets and the pods' checksum/tls agree.
+*/}}
+{{- define "shoal.tlsGenerated" -}}
+{{- if not (hasKey .Values.tls "_generated") }}
+{{- $ns := .Release.Namespace }}
+{{- $g := .Values.tls.generated }}
+{{- $out := dict }}
+{{- $live := (lookup "v1" "Secret" $ns (include "shoal.tlsCaSecretName" .)).data | default dict }}
+{{- $ca := dict }}
+{{- if and (get $live "tls.crt") (get $live "tls.key") }}
+{{- $ca = buildCustomCert (get $live "tls.crt") (get $live "tls.key") }}
+{{- else }}
+{{- $ca = genCA (printf "%s-ca" (include "shoal.fullname" .)) (int $g.caValidityDays) }}
+{{- end }}
+{{- $caCrt := $ca.Cert | b64enc }}
+{{- $_ := set $out "ca" (dict "crt" $caCrt "key" ($ca.Key | b64enc)) }}
+{{- $now := now | unixEpoch | int64 }}
+{{- range $component := list "tracker" "peer" "webserver" "client" }}
+{{- $args := dict "ctx" $ "component" $component }}
+{{- $names := include "shoal.tlsDnsNames" $args | fromJsonArray }}
+{{- $ips := include "shoal.tlsIps" $args | fromJsonArray }}
+{{- $namesSum := printf "%s %s" (join "," $names) (join "," $ips) | sha256sum | trunc 16 }}
+{{- $old := lookup "v1" "Secret" $ns (include "shoal.tlsSecretName" $args) | default dict }}
+{{- $oldData := $old.data | default dict }}
+{{- $oldAnn := dig "metadata" "annotations" dict $old }}
+{{- $renewAt := get $oldAnn "shoal.io/tls-renew-at" | default "0" | int64 }}
+{{- if and (get $oldData "tls.crt") (get $oldData "tls.key") (eq (get $oldData "ca.crt") $caCrt) (eq (get $oldAnn "shoal.io/tls-names") $namesSum) (gt $renewAt $now) }}
+{{- $_ := set $out $component (dict "crt" (get $oldData "tls.crt") "key" (get $oldData "tls.key") "ca" $caCrt "names" $namesSum "renewAt" (toString $renewAt)) }}
+{{- else }}
+{{- $days := int $g.validityDays }}
+{{- $cert := genSignedCert (include "shoal.componentName" $args) $ips $names $days $ca }}
+{{- $renewAt = add $now (div (mul $days 86400 2) 3) }}
+{{- $_ := set $out $component (dict "crt" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc) "ca" $caCrt "names" $namesSum "renewAt" (toString $renewAt)) }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values.tls "_generated" $out }}
+{{- end }}
+{{- toJson .Values.tls._generated }}
+{{- end }}
+
+{{/* Volume with a component's certificate; call with (dict "ctx" $ "component" "peer") */}}
+{{- define "shoal.tlsVolume" -}}
+{{- if .ctx.Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "shoal.tlsSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "shoal.tlsVolumeMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/shoal/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* SHOAL_TLS__* as env entries (for pods without a component ConfigMap). */}}
+{{- define "shoal.tlsEnv" -}}
+{{- if .Values.tls.enabled }}
+- name: SHOAL_TLS__CERT_FILE
+  value: /etc/shoal/tls/tls.crt
+- name: SHOAL_TLS__KEY_FILE
+  value: /etc/shoal/tls/tls.key
+- name: SHOAL_TLS__CA_FILE
+  value: /etc/shoal/tls/ca.crt
+{{- end }}
+{{- end }}
+
+{{/* http or https, for URLs, probes and scrapes of the services. */}}
+{{- define "shoal.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+Probes of a gRPC service (tracker, peer). Native gRPC probes cannot speak TLS: with
+tls.enabled the kubelet runs the image's `shoal health` against 127.0.0.1 (in the
+certificate) with the pod's own certificate, without span export.
+call with (dict "ctx" $ "port" 50053 "service" "shoal.v1.Peer"); without "service" for liveness
+*/}}
+{{- define "shoal.grpcProbe" -}}
+{{- if .ctx.Values.tls.enabled }}
+exec:
+  command:
+    - /usr/bin/env
+    - OTEL_SDK_DISABLED=true
+    - RUST_LOG=error
+    - shoal
+    - health
+    - {{ printf "127.0.0.1:%d" (int .port) | quote }}
+    {{- if .service }}
+    - --service
+    - {{ .service | quote }}
+    {{- end }}
+{{- else }}
+grpc:
+  port: {{ .port }}
+  {{- if hasKey . "service" }}
+  service: {{ .service | quote }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
