@@ -1,13 +1,37 @@
 //! The admin HTTP listener every service may expose (`SHOAL_METRICS_ADDR`):
-//! `/metrics` in Prometheus text and `/healthz`.
+//! `/metrics` and `/healthz`.
+//!
+//! Every `/metrics` is one `prometheus-client` [`Registry`] per process, encoded in the
+//! Prometheus text format (version 0.0.4): names, types, label escaping and histogram
+//! series come from the library, never from text written by hand.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+/// Produces the body of one scrape.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `registry` in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; only a collector could, and then the scrape is
+    // partial rather than missing.
+    if let Err(e) = prometheus_text::encode(&mut out, registry) {
+        tracing::warn!(error = %e, "encoding the metrics failed; this scrape is partial");
+    }
+    out
+}
+
+/// A [`Render`] of `registry`, for services with nothing to update before a scrape
+/// (values read from state at scrape time come from the registry's collectors).
+pub fn render(registry: Registry) -> Render {
+    Arc::new(move || encode(&registry))
+}
 
 /// The `/metrics` route, for servers that mount it on their own router.
 pub fn metrics_route<S: Clone + Send + Sync + 'static>(render: Render) -> axum::Router<S> {
@@ -15,7 +39,7 @@ pub fn metrics_route<S: Clone + Send + Sync + 'static>(render: Render) -> axum::
         "/metrics",
         get(move || {
             let render = render.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4")], render()) }
+            async move { ([("content-type", prometheus_text::CONTENT_TYPE)], render()) }
         }),
     )
 }

@@ -4,35 +4,55 @@
 //!
 //! Labels are never raw request paths: a method is recorded under its own name only
 //! if the shoal API (its file descriptor set) defines it, else as `unknown`. So no
-//! client, authenticated or not, can break the text format (a `"` in a path) or grow
-//! the series without bound (many distinct paths).
+//! client, authenticated or not, can grow the series without bound (many distinct
+//! paths); escaping is the encoder's.
+//!
+//! The families are process-wide (every server of the process records into them);
+//! each service adds them to its registry with [`register`].
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    code: &'static str,
 }
 
-#[derive(Default)]
-struct Registry {
-    calls: BTreeMap<(String, String), u64>,
-    latency: BTreeMap<String, Histogram>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
 }
 
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Both label sets are bounded (the API's methods and `unknown`, times the status
+/// codes), so a call takes the families' read locks only, after its first time.
+struct Rpc {
+    calls: Family<CallLabels, Counter>,
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+}
+
+static RPC: LazyLock<Rpc> = LazyLock::new(|| Rpc {
+    calls: Family::default(),
+    latency: Family::new_with_constructor(latency_histogram),
+});
 
 /// Every `package.Service/Method` of the shoal API.
 static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
@@ -57,56 +77,25 @@ fn label(path: &str) -> &'static str {
         .map_or("unknown", String::as_str)
 }
 
-fn record(method: &str, code: &str, seconds: f64) {
-    let mut r = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    *r.calls
-        .entry((method.to_string(), code.to_string()))
-        .or_default() += 1;
-    let h = r.latency.entry(method.to_string()).or_default();
-    for (i, b) in BUCKETS.iter().enumerate() {
-        if seconds <= *b {
-            h.counts[i] += 1;
-        }
-    }
-    h.sum += seconds;
-    h.count += 1;
+fn record(method: &'static str, code: &'static str, seconds: f64) {
+    RPC.calls.get_or_create(&CallLabels { method, code }).inc();
+    RPC.latency
+        .get_or_create(&MethodLabels { method })
+        .observe(seconds);
 }
 
-/// Prometheus text for the RPC metrics of this process.
-pub fn render(out: &mut String) {
-    let r = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = writeln!(out, "# HELP shoal_rpc_requests_total gRPC calls served, by method and status code.\n# TYPE shoal_rpc_requests_total counter");
-    for ((m, c), n) in &r.calls {
-        let _ = writeln!(
-            out,
-            "shoal_rpc_requests_total{{method=\"{m}\",code=\"{c}\"}} {n}"
-        );
-    }
-    let _ = writeln!(out, "# HELP shoal_rpc_duration_seconds gRPC call latency to response headers, by method.\n# TYPE shoal_rpc_duration_seconds histogram");
-    for (m, h) in &r.latency {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "shoal_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {}",
-                h.counts[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "shoal_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "shoal_rpc_duration_seconds_sum{{method=\"{m}\"}} {}",
-            h.sum
-        );
-        let _ = writeln!(
-            out,
-            "shoal_rpc_duration_seconds_count{{method=\"{m}\"}} {}",
-            h.count
-        );
-    }
+/// Add this process's RPC metrics to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.register(
+        "shoal_rpc_requests",
+        "gRPC calls served, by method and status code",
+        RPC.calls.clone(),
+    );
+    registry.register(
+        "shoal_rpc_duration_seconds",
+        "gRPC call latency to response headers, by method",
+        RPC.latency.clone(),
+    );
 }
 
 fn code_name(code: &str) -> &'static str {
@@ -203,6 +192,12 @@ mod tests {
         }
     }
 
+    fn scrape() -> String {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        crate::admin::encode(&registry)
+    }
+
     async fn call(path: &str) {
         let mut svc = RpcMetricsLayer.layer(Ok200);
         let uri = http::Uri::builder()
@@ -270,13 +265,23 @@ mod tests {
     async fn unknown_paths_neither_break_nor_grow_the_metrics() {
         call("/shoal.v1.Tracker/ListFiles").await;
         call("/shoal.v1.Nope/First").await;
-        let mut before = String::new();
-        render(&mut before);
+        let before = scrape();
         let count = series(&before);
         assert!(
             before.contains("method=\"shoal.v1.Tracker/ListFiles\""),
             "{before}"
         );
+        // The names and types dashboards and alerts query.
+        for line in [
+            "# TYPE shoal_rpc_requests_total counter",
+            "shoal_rpc_requests_total{method=\"shoal.v1.Tracker/ListFiles\",code=\"OK\"} ",
+            "# TYPE shoal_rpc_duration_seconds histogram",
+            "shoal_rpc_duration_seconds_bucket{method=\"shoal.v1.Tracker/ListFiles\",le=\"0.0005\"} ",
+            "shoal_rpc_duration_seconds_bucket{method=\"shoal.v1.Tracker/ListFiles\",le=\"+Inf\"} ",
+            "shoal_rpc_duration_seconds_count{method=\"shoal.v1.Tracker/ListFiles\"} ",
+        ] {
+            assert!(before.contains(line), "no {line:?} in\n{before}");
+        }
         for i in 0..10_000 {
             let path = match i % 4 {
                 0 => format!("/shoal.v1.Tracker/Nope{i}"),
@@ -286,8 +291,7 @@ mod tests {
             };
             call(&path).await;
         }
-        let mut after = String::new();
-        render(&mut after);
+        let after = scrape();
         assert_eq!(
             series(&after),
             count,

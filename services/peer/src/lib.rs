@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod config;
 pub mod directory;
+pub mod metrics;
 pub mod service;
 pub mod store;
 
@@ -109,14 +110,8 @@ pub async fn run(
     });
 
     if let Some(addr) = cfg.metrics_addr {
-        let (c, zone) = (core.clone(), cfg.zone.clone());
-        shoal_common::admin::spawn(
-            addr,
-            Arc::new(move || render_metrics(&c, &zone)),
-            &cfg.tls,
-            shutdown.clone(),
-        )
-        .await?;
+        let render = shoal_common::admin::render(metrics::registry(core.clone(), &cfg.zone));
+        shoal_common::admin::spawn(addr, render, &cfg.tls, shutdown.clone()).await?;
     }
     // Background loops stop on their own token so in-flight transfers can finish first.
     let background = CancellationToken::new();
@@ -180,84 +175,4 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
         "PutChunk" => Role::Write,
         _ => Role::Cluster,
     })
-}
-
-/// Prometheus text for the peer; every series carries the peer's id and zone, so
-/// alerts and dashboards can group by zone (the zone passed config validation: no
-/// character needs escaping).
-pub fn render_metrics(core: &service::PeerCore, zone: &str) -> String {
-    use std::fmt::Write as _;
-    let c = &core.counters;
-    let mut out = String::new();
-    let rows: [(&str, &str, &str, u64); 10] = [
-        (
-            "shoal_peer_capacity_bytes",
-            "gauge",
-            "Bytes this peer offers.",
-            core.store.capacity(),
-        ),
-        (
-            "shoal_peer_used_bytes",
-            "gauge",
-            "Bytes of chunks stored.",
-            core.store.used(),
-        ),
-        (
-            "shoal_peer_chunks",
-            "gauge",
-            "Chunks stored.",
-            core.store.len() as u64,
-        ),
-        (
-            "shoal_peer_active_transfers",
-            "gauge",
-            "Chunk transfers in progress.",
-            c.active_transfers.load(Relaxed) as u64,
-        ),
-        (
-            "shoal_peer_bytes_received_total",
-            "counter",
-            "Chunk bytes received.",
-            c.bytes_in.load(Relaxed),
-        ),
-        (
-            "shoal_peer_bytes_sent_total",
-            "counter",
-            "Chunk bytes sent.",
-            c.bytes_out.load(Relaxed),
-        ),
-        (
-            "shoal_peer_chunks_received_total",
-            "counter",
-            "Chunks received and verified.",
-            c.chunks_received.load(Relaxed),
-        ),
-        (
-            "shoal_peer_verify_failures_total",
-            "counter",
-            "Chunks that failed verification on write or read.",
-            c.verify_failures.load(Relaxed),
-        ),
-        (
-            "shoal_peer_scrubbed_bytes_total",
-            "counter",
-            "Bytes re-hashed by scrub.",
-            c.scrubbed_bytes.load(Relaxed),
-        ),
-        (
-            "shoal_peer_scrub_failures_total",
-            "counter",
-            "Corrupt chunks found by scrub.",
-            c.scrub_failures.load(Relaxed),
-        ),
-    ];
-    for (name, kind, help, v) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{peer=\"{}\",zone=\"{zone}\"}} {v}",
-            core.id
-        );
-    }
-    shoal_common::rpcmetrics::render(&mut out);
-    out
 }

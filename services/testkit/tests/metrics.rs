@@ -1,13 +1,14 @@
 //! Every metric a Grafana panel or an alert rule queries exists in a real scrape of a
 //! running cluster (real processes: tracker, peer, webserver, after a put and a get);
-//! a peer stopped with a real SIGTERM shows as restarting in the metrics and the CLI.
+//! a peer stopped with a real SIGTERM shows as restarting in the metrics and the CLI;
+//! calls to paths the API does not define neither break a scrape nor grow it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use shoal_testkit::procs::{bin, free_addr, Proc};
-use shoal_testkit::{random_file, wait_for, wait_serving};
+use shoal_testkit::{random_file, wait_for, wait_serving, ClusterOptions, TestCluster};
 
 fn names_in(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -239,4 +240,124 @@ async fn a_peer_stopped_with_sigterm_is_restarting_in_metrics_and_cli() {
     );
     let peers: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(peers[0]["state"], "restarting", "{stdout}");
+}
+
+/// One gRPC call to `path` (any path, as a client may send it); the answer is not read.
+async fn call_path(mut ch: tonic::transport::Channel, path: &str) {
+    use tonic::codegen::{http, Service};
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::empty())
+        .unwrap();
+    std::future::poll_fn(|cx| ch.poll_ready(cx)).await.unwrap();
+    let _ = ch.call(req).await;
+}
+
+/// Series in a Prometheus text scrape; panics on a line that is not a comment or
+/// `name{label="value",...} number` with label values escaped.
+fn series(text: &str) -> usize {
+    let mut n = 0;
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (head, value) = line.rsplit_once(' ').expect("name and value");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, mut labels) = head.split_once('{').unwrap_or((head, "}"));
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name in {line:?}"
+        );
+        while labels != "}" {
+            let (key, rest) = labels
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("bad label in {line:?}"));
+            assert!(
+                key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "bad label name in {line:?}"
+            );
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => assert!(
+                        matches!(chars.next(), Some((_, '\\' | '"' | 'n'))),
+                        "bad escape in {line:?}"
+                    ),
+                    Some((i, '"')) => break i,
+                    Some(_) => {}
+                    None => panic!("unterminated label value in {line:?}"),
+                }
+            };
+            labels = &rest[end + 1..];
+            labels = labels.strip_prefix(',').unwrap_or(labels);
+        }
+        n += 1;
+    }
+    n
+}
+
+/// 10,000 calls to paths the API does not define (some with `"`, braces or a `%22`)
+/// neither break a real tracker's `/metrics` nor add a series to it: they are all
+/// recorded as `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_neither_break_nor_grow_a_real_scrape() {
+    use futures::StreamExt as _;
+    let metrics = free_addr();
+    let mut opts = ClusterOptions::zones(&[]);
+    opts.tracker.metrics_addr = Some(metrics);
+    let cluster = TestCluster::start(opts).await.unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.tracker_addr))
+        .unwrap()
+        .connect_lazy();
+    let get = || async {
+        reqwest::get(format!("http://{metrics}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let paths = |range: std::ops::Range<usize>| {
+        range.map(|i| match i % 4 {
+            0 => format!("/shoal.v1.Tracker/Nope{i}"),
+            1 => format!("/x\"y/{i}\""),
+            2 => format!("/shoal.v1.Peer{i}/GetChunk"),
+            _ => format!("/{{{i}}}%22%0A"),
+        })
+    };
+    // Every kind of unknown call once, so its series exists before the count.
+    for p in paths(0..4) {
+        call_path(ch.clone(), &p).await;
+    }
+    call_path(ch.clone(), "/shoal.v1.Tracker/ListFiles").await;
+    let before = get().await;
+    let count = series(&before);
+    assert!(
+        before.contains("shoal_rpc_requests_total{method=\"unknown\",")
+            && before.contains("method=\"shoal.v1.Tracker/ListFiles\""),
+        "{before}"
+    );
+    futures::stream::iter(paths(4..10_004))
+        .for_each_concurrent(32, |p| {
+            let ch = ch.clone();
+            async move { call_path(ch, &p).await }
+        })
+        .await;
+    let after = get().await;
+    assert_eq!(
+        series(&after),
+        count,
+        "unknown paths added series:\n{after}"
+    );
+    let unknown: u64 = after
+        .lines()
+        .filter(|l| l.starts_with("shoal_rpc_requests_total{method=\"unknown\","))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(unknown, 10_004, "{after}");
 }

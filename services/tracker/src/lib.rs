@@ -28,8 +28,6 @@ pub mod tracker;
 pub mod uploads;
 pub mod writer;
 
-use std::sync::Arc;
-
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -49,8 +47,7 @@ pub async fn run(
     let tickets = cfg.auth.ticket_keys()?;
     let tracker = Tracker::open(cfg.clone(), cluster_token, tickets)?;
     if let Some(addr) = cfg.metrics_addr {
-        let t = tracker.clone();
-        let render = Arc::new(move || render_metrics(&t));
+        let render = shoal_common::admin::render(metrics::registry(tracker.clone()));
         shoal_common::admin::spawn(addr, render, &cfg.tls, shutdown.clone()).await?;
     }
     if let Some(pg) = tracker.store.postgres() {
@@ -93,71 +90,4 @@ pub fn policy(path: &str) -> Option<shoal_common::auth::Role> {
         | "RenewUpload" | "DeleteFile" | "SetReplicas" | "DrainPeer" | "UndrainPeer" => Role::Write,
         _ => Role::Cluster,
     })
-}
-
-/// Prometheus text for the tracker.
-pub fn render_metrics(t: &Tracker) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let info = manager::cluster_info(t);
-    let gauges = [
-        ("shoal_tracker_files", "Names in the catalogue.", info.files),
-        (
-            "shoal_tracker_chunks",
-            "Distinct chunks referenced by files.",
-            info.chunks,
-        ),
-        (
-            "shoal_tracker_under_replicated_chunks",
-            "Chunks with fewer live copies than their target.",
-            info.under_replicated_chunks,
-        ),
-        (
-            "shoal_tracker_lost_chunks",
-            "Chunks with no live copy.",
-            info.lost_chunks,
-        ),
-        (
-            "shoal_tracker_repair_queue_depth",
-            "Chunks waiting for repair.",
-            info.repair_queue,
-        ),
-    ];
-    let leader = (
-        "shoal_tracker_leader",
-        "1 while this replica runs the background manager (always with redb).",
-        t.is_leader() as u64,
-    );
-    for (name, help, v) in gauges.into_iter().chain([leader]) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    }
-    let st = t.state();
-    let now = tokio::time::Instant::now();
-    let mut by: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
-    for p in st.peers.values() {
-        let state = match st.peer_state(p, &t.cfg, now) {
-            shoal_proto::v1::PeerState::Alive => "alive",
-            shoal_proto::v1::PeerState::Suspect => "suspect",
-            shoal_proto::v1::PeerState::Dead => "dead",
-            shoal_proto::v1::PeerState::Draining => "draining",
-            shoal_proto::v1::PeerState::Drained => "drained",
-            shoal_proto::v1::PeerState::Restarting => "restarting",
-            shoal_proto::v1::PeerState::Unspecified => "unknown",
-        };
-        *by.entry((p.zone.clone(), state)).or_default() += 1;
-    }
-    drop(st);
-    let _ = writeln!(
-        out,
-        "# HELP shoal_tracker_peers Peers by zone and state.\n# TYPE shoal_tracker_peers gauge"
-    );
-    for ((zone, state), n) in by {
-        let _ = writeln!(
-            out,
-            "shoal_tracker_peers{{zone=\"{zone}\",state=\"{state}\"}} {n}"
-        );
-    }
-    t.metrics.render(&mut out);
-    shoal_common::rpcmetrics::render(&mut out);
-    out
 }

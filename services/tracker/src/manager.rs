@@ -17,7 +17,6 @@
 //! the ones found below target are evaluated again, and queued.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -454,7 +453,7 @@ fn trim(
         m.above.remove(&h);
         for (id, addr) in victims {
             info!(chunk = %h, peer = %id, "trimming a copy above target");
-            t.metrics.trimmed_copies.fetch_add(1, Relaxed);
+            t.metrics.trimmed_copies.inc();
             st.remove_location(&id, &h);
             deletions.push(Deletion {
                 peer_id: id,
@@ -502,7 +501,7 @@ fn collect(
                 });
             }
             st.remove_location(&id, &h);
-            t.metrics.gc_deleted_chunks.fetch_add(1, Relaxed);
+            t.metrics.gc_deleted_chunks.inc();
         }
         info!("unreferenced chunk collected");
     }

@@ -73,9 +73,7 @@ impl TrackerRpc for TrackerService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::HeartbeatResponse> {
         let req = req.into_inner();
         let t = &self.tracker;
-        t.metrics
-            .heartbeats
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        t.metrics.heartbeats.inc();
         let interval = t.cfg.liveness.heartbeat.as_millis() as u64;
         let beat = crate::state::Beat {
             capacity: req.capacity_bytes,

@@ -71,9 +71,7 @@ fn trim_log(t: &Tracker) -> Result<()> {
     }
     let _span = info_span!("log.trim", retention = ?t.cfg.store.log_retention).entered();
     let n = pg.trim_log(t.cfg.store.log_retention)?;
-    t.metrics
-        .log_trimmed
-        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    t.metrics.log_trimmed.inc_by(n);
     if n > 0 {
         info!(trimmed = n, "catalogue log trimmed");
     }

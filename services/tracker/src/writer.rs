@@ -323,7 +323,6 @@ pub(crate) mod tests {
     use crate::store::{CatalogueStore, MemoryStore, Store};
     use shoal_common::hash::Hash;
     use shoal_proto::v1 as pb;
-    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     fn tracker(store: &MemoryStore) -> Arc<Tracker> {
@@ -454,7 +453,7 @@ pub(crate) mod tests {
             crate::manager::round(&t, &ms);
         }
         assert_eq!(copies(&t), 2, "GC kept the copies of the file still named");
-        let collected = t.metrics.gc_deleted_chunks.load(Ordering::Relaxed);
+        let collected = t.metrics.gc_deleted_chunks.get();
         assert_eq!(collected, 1, "the orphan, and only it");
         assert!(!t.state().locations.has(&orphan));
         // An upload that cannot commit stays open, and is committed on a retry.

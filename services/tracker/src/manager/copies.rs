@@ -22,12 +22,12 @@ pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, star
                 match result {
                     Ok(resp) => {
                         t.state().add_location(&target.id, h);
-                        t.metrics.repaired_chunks.fetch_add(1, Relaxed);
-                        t.metrics.repaired_bytes.fetch_add(resp.bytes, Relaxed);
+                        t.metrics.repaired_chunks.inc();
+                        t.metrics.repaired_bytes.inc_by(resp.bytes);
                         info!(source = %resp.source_peer_id, bytes = resp.bytes, "repaired");
                     }
                     Err(e) => {
-                        t.metrics.repair_failures.fetch_add(1, Relaxed);
+                        t.metrics.repair_failures.inc();
                         warn!(error = %e.message(), "repair copy failed; will retry");
                     }
                 }

@@ -15,7 +15,6 @@ use shoal_common::names;
 
 use super::html::seg;
 use super::{AppError, Shared};
-use crate::metrics::Metrics;
 
 /// What a `Range` header asks of a representation of a given size.
 #[derive(Debug, PartialEq, Eq)]
@@ -193,12 +192,12 @@ pub async fn download(
     let stream = st.client.range_stream(&detail, first..end, st.cfg.download_ahead).map(move |piece| {
         match &piece {
             Ok(b) => {
-                Metrics::add(&m.metrics.chunks_fetched, 1);
-                Metrics::add(&m.metrics.downloaded_bytes, b.len() as u64);
+                m.metrics.chunks_fetched.inc();
+                m.metrics.downloaded_bytes.inc_by(b.len() as u64);
             }
             Err(e) => {
                 // Headers are gone: all we can do is cut the body short, which the client sees.
-                Metrics::add(&m.metrics.download_failures, 1);
+                m.metrics.download_failures.inc();
                 tracing::warn!(file.id = %file_id, error = %e, "download aborted: a chunk could not be served");
             }
         }

@@ -39,7 +39,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     let m = state.clone();
     let downloads = Arc::new(tokio::sync::Semaphore::new(state.cfg.max_downloads));
     let uploads = Arc::new(tokio::sync::Semaphore::new(state.cfg.max_uploads));
-    let render: shoal_common::admin::Render = Arc::new(move || m.metrics.render(m.tracker.ready()));
+    let registry = state.metrics.registry();
+    let render: shoal_common::admin::Render = Arc::new(move || {
+        m.metrics.tracker_up.set(i64::from(m.tracker.ready()));
+        shoal_common::admin::encode(&registry)
+    });
     Router::new()
         .route("/", get(pages::index))
         .route("/peers", get(pages::peers))
@@ -233,7 +237,7 @@ async fn track(State(st): Shared, req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let mut res = next.run(req).await;
-    st.metrics.request(&route, res.status().as_u16());
+    st.metrics.request(route, res.status().as_u16());
     let h = res.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -26,7 +26,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::html::file_href;
 use super::{AppError, Shared};
-use crate::metrics::Metrics;
 
 /// Longest text field accepted (a name is at most 255 bytes).
 const MAX_TEXT_FIELD: usize = 1024;
@@ -161,7 +160,7 @@ async fn spool(
             .await
             .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
         size += piece.len() as u64;
-        Metrics::add(&st.metrics.uploaded_bytes, piece.len() as u64);
+        st.metrics.uploaded_bytes.inc_by(piece.len() as u64);
     }
     out.flush()
         .await
@@ -193,7 +192,7 @@ pub async fn upload(
         let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut form)).await;
     }
     if r.is_err() {
-        Metrics::add(&st.metrics.upload_failures, 1);
+        st.metrics.upload_failures.inc();
     }
     r
 }
@@ -284,7 +283,7 @@ async fn receive_and_store(
         err
     })?;
     drop(file);
-    Metrics::add(&st.metrics.uploads, 1);
+    st.metrics.uploads.inc();
     tracing::info!(name = %name, id = %stored.id, chunks = stored.chunks, deduplicated = stored.deduplicated, "upload stored");
     let flag = if stored.deduplicated { "dedup" } else { "1" };
     Ok(Redirect::to(&format!("{}?uploaded={flag}", file_href(&name))).into_response())
