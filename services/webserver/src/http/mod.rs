@@ -147,7 +147,9 @@ pub struct Presented {
     /// What is checked with `Tokens::authorize`: the request's `authorization` header,
     /// else `Bearer ` and the `token` query parameter, else the `shoal_token` cookie.
     pub header: Option<String>,
-    /// The `token` query parameter, percent-decoded: set as the cookie once accepted.
+    /// The `token` query parameter, percent-decoded, when it is what `header` carries
+    /// (no `authorization` header): set as the cookie once accepted. A request
+    /// authorised by its header never gets its query's value as a cookie.
     pub from_query: Option<String>,
 }
 
@@ -177,20 +179,26 @@ pub fn presented_token(headers: &axum::http::HeaderMap, query: Option<&str>) -> 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let header = bearer.or_else(|| {
-        from_query
-            .clone()
-            .or(from_cookie)
-            .map(|t| format!("Bearer {t}"))
-    });
+    if bearer.is_some() {
+        return Presented {
+            header: bearer,
+            from_query: None,
+        };
+    }
+    let header = from_query
+        .clone()
+        .or(from_cookie)
+        .map(|t| format!("Bearer {t}"));
     Presented { header, from_query }
 }
 
 /// The `Set-Cookie` that lets a browser that opened a page with `?token=…` keep the
-/// token; `None` when the token cannot be a header value.
+/// token (trimmed, as `Tokens::authorize` compares it); `None` when the token cannot
+/// be a header value.
 pub fn token_cookie(token: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
-        "shoal_token={token}; Path=/; HttpOnly; SameSite=Strict"
+        "shoal_token={}; Path=/; HttpOnly; SameSite=Strict",
+        token.trim()
     ))
     .ok()
 }
@@ -419,9 +427,39 @@ mod tests {
         assert_eq!(p.header.as_deref(), Some("Bearer fromcookie"));
         let p = presented_token(&headers(&[cookie, bearer]), Some("token=q"));
         assert_eq!(p.header.as_deref(), Some("Bearer fromheader"));
+        assert_eq!(p.from_query, None, "the query is not what was checked");
         assert_eq!(
             presented_token(&HeaderMap::new(), Some("tokens=1")).header,
             None
+        );
+    }
+
+    /// Found by the `http_token` fuzz target: a request authorised by its bearer header
+    /// got its unchecked `?token=` value (attributes and all) back as `Set-Cookie`.
+    #[test]
+    fn only_a_checked_query_token_becomes_the_cookie() {
+        let tokens = shoal_common::auth::Tokens {
+            read: Some("read-token-0123456789abcdef".into()),
+            ..Default::default()
+        };
+        let h = headers(&[(header::AUTHORIZATION, "Bearer read-token-0123456789abcdef")]);
+        let p = presented_token(&h, Some("token=junk%3B%20Domain%3Devil.example"));
+        assert!(tokens
+            .authorize(p.header.as_deref(), shoal_common::auth::Role::Read)
+            .is_ok());
+        assert_eq!(p.from_query.as_deref().and_then(token_cookie), None);
+
+        let p = presented_token(
+            &HeaderMap::new(),
+            Some("token=%20read-token-0123456789abcdef%20"),
+        );
+        assert!(tokens
+            .authorize(p.header.as_deref(), shoal_common::auth::Role::Read)
+            .is_ok());
+        let cookie = p.from_query.as_deref().and_then(token_cookie).expect("set");
+        assert_eq!(
+            cookie,
+            "shoal_token=read-token-0123456789abcdef; Path=/; HttpOnly; SameSite=Strict"
         );
     }
 }
