@@ -8,7 +8,7 @@ mod api;
 pub mod download;
 pub mod html;
 mod pages;
-mod upload;
+pub mod upload;
 
 use std::sync::Arc;
 
@@ -118,44 +118,12 @@ async fn authorize(State(state): Shared, req: Request, next: Next) -> Response {
     } else {
         Role::Read
     };
-    let from_query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(|t| {
-                percent_encoding::percent_decode_str(t)
-                    .decode_utf8_lossy()
-                    .to_string()
-            })
-    });
-    let from_cookie = req
-        .headers()
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| {
-            c.split(';')
-                .find_map(|kv| kv.trim().strip_prefix("shoal_token="))
-        })
-        .map(str::to_string);
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let presented = bearer.or_else(|| {
-        from_query
-            .clone()
-            .or(from_cookie)
-            .map(|t| format!("Bearer {t}"))
-    });
-    match state.tokens.authorize(presented.as_deref(), needed) {
+    let presented = presented_token(req.headers(), req.uri().query());
+    match state.tokens.authorize(presented.header.as_deref(), needed) {
         Ok(()) => {
             let mut resp = next.run(req).await;
-            if let Some(t) = from_query {
-                if let Ok(v) = HeaderValue::from_str(&format!(
-                    "shoal_token={t}; Path=/; HttpOnly; SameSite=Strict"
-                )) {
-                    resp.headers_mut().append(header::SET_COOKIE, v);
-                }
+            if let Some(v) = presented.from_query.as_deref().and_then(token_cookie) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
             }
             resp
         }
@@ -175,6 +143,68 @@ async fn authorize(State(state): Shared, req: Request, next: Next) -> Response {
             resp
         }
     }
+}
+
+/// The token a request presents, as [`authorize`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    /// What is checked with `Tokens::authorize`: the request's `authorization` header,
+    /// else `Bearer ` and the `token` query parameter, else the `shoal_token` cookie.
+    pub header: Option<String>,
+    /// The `token` query parameter, percent-decoded, when it is what `header` carries
+    /// (no `authorization` header): set as the cookie once accepted. A request
+    /// authorised by its header never gets its query's value as a cookie.
+    pub from_query: Option<String>,
+}
+
+/// Read the token from the `authorization` header, the `token` query parameter or the
+/// `shoal_token` cookie (in that order). A header value with a byte that is not
+/// visible ASCII counts as absent. Pure, so the fuzz target `http_token` drives it
+/// with any header bytes.
+pub fn presented_token(headers: &axum::http::HeaderMap, query: Option<&str>) -> Presented {
+    let from_query = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(|t| {
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .to_string()
+            })
+    });
+    let from_cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("shoal_token="))
+        })
+        .map(str::to_string);
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if bearer.is_some() {
+        return Presented {
+            header: bearer,
+            from_query: None,
+        };
+    }
+    let header = from_query
+        .clone()
+        .or(from_cookie)
+        .map(|t| format!("Bearer {t}"));
+    Presented { header, from_query }
+}
+
+/// The `Set-Cookie` that lets a browser that opened a page with `?token=…` keep the
+/// token (trimmed, as `Tokens::authorize` compares it); `None` when the token cannot
+/// be a header value.
+pub fn token_cookie(token: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "shoal_token={}; Path=/; HttpOnly; SameSite=Strict",
+        token.trim()
+    ))
+    .ok()
 }
 
 /// Pages change state only through same-site forms: a POST another site's page makes
@@ -370,5 +400,70 @@ impl IntoResponse for ApiError {
         let e = self.0;
         let body = serde_json::json!({"error": {"code": e.code(), "status": e.status.as_u16(), "message": e.message}});
         (e.status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k, HeaderValue::from_str(v).expect("valid value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_bearer_header_then_the_query_then_the_cookie() {
+        let cookie = (header::COOKIE, "a=1; shoal_token=fromcookie ; b=2");
+        let bearer = (header::AUTHORIZATION, "Bearer fromheader");
+        let p = presented_token(
+            &headers(std::slice::from_ref(&cookie)),
+            Some("x=1&token=from%20query"),
+        );
+        assert_eq!(p.header.as_deref(), Some("Bearer from query"));
+        assert_eq!(p.from_query.as_deref(), Some("from query"));
+        let p = presented_token(&headers(std::slice::from_ref(&cookie)), None);
+        assert_eq!(p.header.as_deref(), Some("Bearer fromcookie"));
+        let p = presented_token(&headers(&[cookie, bearer]), Some("token=q"));
+        assert_eq!(p.header.as_deref(), Some("Bearer fromheader"));
+        assert_eq!(p.from_query, None, "the query is not what was checked");
+        assert_eq!(
+            presented_token(&HeaderMap::new(), Some("tokens=1")).header,
+            None
+        );
+    }
+
+    /// Found by the `http_token` fuzz target: a request authorised by its bearer header
+    /// got its unchecked `?token=` value (attributes and all) back as `Set-Cookie`.
+    #[test]
+    fn only_a_checked_query_token_becomes_the_cookie() {
+        let tokens = shoal_common::auth::Tokens {
+            read: Some("read-token-0123456789abcdef".into()),
+            ..Default::default()
+        };
+        let h = headers(&[(header::AUTHORIZATION, "Bearer read-token-0123456789abcdef")]);
+        let p = presented_token(&h, Some("token=junk%3B%20Domain%3Devil.example"));
+        assert!(tokens
+            .authorize(p.header.as_deref(), shoal_common::auth::Role::Read)
+            .is_ok());
+        assert_eq!(p.from_query.as_deref().and_then(token_cookie), None);
+
+        let p = presented_token(
+            &HeaderMap::new(),
+            Some("token=%20read-token-0123456789abcdef%20"),
+        );
+        assert!(tokens
+            .authorize(p.header.as_deref(), shoal_common::auth::Role::Read)
+            .is_ok());
+        let cookie = p.from_query.as_deref().and_then(token_cookie).expect("set");
+        assert_eq!(
+            cookie,
+            "shoal_token=read-token-0123456789abcdef; Path=/; HttpOnly; SameSite=Strict"
+        );
     }
 }

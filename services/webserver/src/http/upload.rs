@@ -13,7 +13,7 @@
 //! (before its body is read when it declares a length); one that finds the spool
 //! full of other uploads gets 503 and may retry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::multipart::{Field, MultipartError};
@@ -40,13 +40,43 @@ pub const FORM_SLACK: u64 = 64 << 10;
 pub const DRAIN_BYTES: u64 = 256 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The spooled file part.
-struct Spooled {
+/// The spooled file part; the spool file is removed when this is dropped.
+pub struct Spooled {
     path: tempfile::TempPath,
     file_name: Option<String>,
-    size: u64,
+    /// Bytes in the spool file.
+    pub size: u64,
     /// The spool space this file holds, given back when it is dropped (after the file).
     _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Spooled {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Where a form's file part is spooled and how much it may take: in the handler the
+/// state's `upload_dir`, upload limit and spool semaphore; in tests and the fuzz target
+/// a temp dir and a small spool.
+pub struct Spool<'a> {
+    pub dir: &'a Path,
+    /// Largest file part accepted (413 past it).
+    pub limit: u64,
+    /// Spool space, one permit per byte (`AppState::spool`).
+    pub space: &'a Arc<tokio::sync::Semaphore>,
+    /// What `space` holds when no upload is in flight (`SHOAL_UPLOAD_SPOOL_BYTES`), for the 503.
+    pub space_bytes: u64,
+    pub metrics: &'a Metrics,
+}
+
+/// A form read to its end and checked: what to store and under which name.
+pub struct UploadForm {
+    /// Checked with `names::validate`: the `name` field, else the file part's file name.
+    pub name: String,
+    pub replicas: u32,
+    pub overwrite: bool,
+    pub file: Spooled,
 }
 
 fn too_large(limit: u64) -> AppError {
@@ -59,12 +89,11 @@ fn too_large(limit: u64) -> AppError {
     )
 }
 
-fn spool_full(st: &crate::AppState) -> AppError {
+fn spool_full(space_bytes: u64) -> AppError {
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
-            "The upload spool is full: uploads in flight hold its {} bytes (SHOAL_UPLOAD_SPOOL_BYTES). Try again when they are stored.",
-            st.cfg.upload_spool_bytes
+            "The upload spool is full: uploads in flight hold its {space_bytes} bytes (SHOAL_UPLOAD_SPOOL_BYTES). Try again when they are stored.",
         ),
     )
 }
@@ -115,13 +144,10 @@ fn check_name(name: &str) -> Result<(), AppError> {
     names::validate(name).map_err(|e| AppError::bad_request(format!("Bad file name: {e}.")))
 }
 
-/// Write a file field to a new spool file in `dir`, as it arrives.
-async fn spool(
-    st: &crate::AppState,
-    dir: &std::path::Path,
-    mut field: Field<'_>,
-) -> Result<Spooled, AppError> {
+/// Write a file field to a new spool file in `to.dir`, as it arrives.
+async fn spool(to: &Spool<'_>, mut field: Field<'_>) -> Result<Spooled, AppError> {
     let file_name = field.file_name().map(str::to_string);
+    let dir = to.dir;
     let dir_owned = dir.to_path_buf();
     let tmp = tokio::task::spawn_blocking(move || {
         tempfile::Builder::new()
@@ -139,7 +165,7 @@ async fn spool(
     let (std_file, path) = tmp.into_parts();
     let mut out = tokio::fs::File::from_std(std_file);
     let mut size = 0u64;
-    let limit = st.cfg.upload_limit();
+    let limit = to.limit;
     let mut reserved: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(piece) = field.chunk().await.map_err(bad_multipart)? {
         if size + piece.len() as u64 > limit {
@@ -147,11 +173,11 @@ async fn spool(
         }
         // Pieces are small (a few KiB to a few MiB), far below u32::MAX permits.
         let n = u32::try_from(piece.len()).map_err(|_| too_large(limit))?;
-        let permit = st
-            .spool
+        let permit = to
+            .space
             .clone()
             .try_acquire_many_owned(n)
-            .map_err(|_| spool_full(st))?;
+            .map_err(|_| spool_full(to.space_bytes))?;
         match reserved.as_mut() {
             Some(r) => r.merge(permit),
             None => reserved = Some(permit),
@@ -160,7 +186,7 @@ async fn spool(
             .await
             .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
         size += piece.len() as u64;
-        st.metrics.uploaded_bytes.inc_by(piece.len() as u64);
+        to.metrics.uploaded_bytes.inc_by(piece.len() as u64);
     }
     out.flush()
         .await
@@ -198,7 +224,7 @@ pub async fn upload(
 }
 
 /// Read and drop what is left of the form, up to [`DRAIN_BYTES`]; nothing is kept.
-async fn drain(form: &mut Multipart) {
+pub async fn drain(form: &mut Multipart) {
     let mut left = DRAIN_BYTES;
     while let Ok(Some(mut field)) = form.next_field().await {
         while let Ok(Some(piece)) = field.chunk().await {
@@ -210,16 +236,16 @@ async fn drain(form: &mut Multipart) {
     }
 }
 
-async fn receive_and_store(
-    st: &Arc<crate::AppState>,
-    form: &mut Multipart,
-) -> Result<Response, AppError> {
-    let dir: PathBuf = st.cfg.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
+/// Read a whole upload form, spooling its file part, and check it as the handler
+/// does: the `name` field (or the file name) is a valid name, `replicas` a number, a
+/// file was chosen. The spool file and its space are given back when the result (or
+/// the error) is dropped. The fuzz target `upload_form` drives this with any body.
+pub async fn read_form(form: &mut Multipart, to: &Spool<'_>) -> Result<UploadForm, AppError> {
     let (mut name, mut replicas, mut overwrite) = (None::<String>, 0u32, false);
     let mut spooled: Option<Spooled> = None;
     while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
         match field.name().unwrap_or("") {
-            "file" if spooled.is_none() => spooled = Some(spool(st, &dir, field).await?),
+            "file" if spooled.is_none() => spooled = Some(spool(to, field).await?),
             "name" => {
                 let n = small_text(field).await?;
                 let n = n.trim();
@@ -269,6 +295,33 @@ async fn receive_and_store(
     };
     check_name(&name)?;
 
+    Ok(UploadForm {
+        name,
+        replicas,
+        overwrite,
+        file,
+    })
+}
+
+async fn receive_and_store(
+    st: &Arc<crate::AppState>,
+    form: &mut Multipart,
+) -> Result<Response, AppError> {
+    let dir: PathBuf = st.cfg.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let to = Spool {
+        dir: &dir,
+        limit: st.cfg.upload_limit(),
+        space: &st.spool,
+        space_bytes: st.cfg.upload_spool_bytes,
+        metrics: &st.metrics,
+    };
+    let UploadForm {
+        name,
+        replicas,
+        overwrite,
+        file,
+    } = read_form(form, &to).await?;
+
     tracing::info!(name = %name, size = file.size, replicas, overwrite, "upload received; storing");
     let opts = PutOptions {
         name: name.clone(),
@@ -287,4 +340,85 @@ async fn receive_and_store(
     tracing::info!(name = %name, id = %stored.id, chunks = stored.chunks, deduplicated = stored.deduplicated, "upload stored");
     let flag = if stored.deduplicated { "dedup" } else { "1" };
     Ok(Redirect::to(&format!("{}?uploaded={flag}", file_href(&name))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::{FromRequest, Request};
+
+    use super::*;
+
+    fn form(body: &'static str) -> Request {
+        Request::builder()
+            .method("POST")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+            .body(axum::body::Body::from(body.replace('\n', "\r\n")))
+            .expect("valid request")
+    }
+
+    async fn read(
+        body: &'static str,
+        limit: u64,
+    ) -> (Result<UploadForm, AppError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let space = Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let metrics = Metrics::default();
+        let to = Spool {
+            dir: dir.path(),
+            limit,
+            space: &space,
+            space_bytes: 1 << 20,
+            metrics: &metrics,
+        };
+        let mut m = Multipart::from_request(form(body), &())
+            .await
+            .expect("multipart");
+        (read_form(&mut m, &to).await, dir)
+    }
+
+    #[tokio::test]
+    async fn a_form_is_read_and_its_name_field_wins() {
+        let body = "--XyZ
+Content-Disposition: form-data; name=\"name\"
+
+ docs/a.txt 
+--XyZ
+Content-Disposition: form-data; name=\"replicas\"
+
+2
+--XyZ
+Content-Disposition: form-data; name=\"file\"; filename=\"../up.bin\"
+Content-Type: application/octet-stream
+
+hello
+--XyZ--
+";
+        let (r, dir) = read(body, 1 << 20).await;
+        let up = r.expect("accepted");
+        assert_eq!(
+            (up.name.as_str(), up.replicas, up.file.size),
+            ("docs/a.txt", 2, 5)
+        );
+        assert_eq!(std::fs::read(up.file.path()).expect("spooled"), b"hello");
+        drop(up);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_file_name_is_used_without_its_directories_and_limits_hold() {
+        let body = "--XyZ
+Content-Disposition: form-data; name=\"file\"; filename=\"../up.bin\"
+
+hello
+--XyZ--
+";
+        let (r, _dir) = read(body, 1 << 20).await;
+        assert_eq!(r.expect("accepted").name, "up.bin");
+        let (r, dir) = read(body, 4).await;
+        assert_eq!(
+            r.err().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
 }
