@@ -226,8 +226,16 @@ impl State {
     /// Apply a catalogue change the store has taken; returns the chunks it left without
     /// a file. Every chunk whose target may have moved is marked for the manager.
     pub fn apply_change(&mut self, c: Change) -> Vec<Hash> {
-        if let Change::PutFile(f) = &c {
-            self.dirty.extend(f.chunks.iter().copied());
+        match &c {
+            Change::PutFile(f) => self.dirty.extend(f.chunks.iter().copied()),
+            // A removed file may have held up the target of chunks other files still
+            // reference: those may be above target now (garbage is marked below).
+            Change::DeleteFile(id) => {
+                if let Some(f) = self.catalogue.file(id) {
+                    self.dirty.extend(f.chunks.iter().copied());
+                }
+            }
+            _ => {}
         }
         let garbage = self.catalogue.apply(c);
         for h in &garbage {

@@ -294,3 +294,28 @@ fn reload_catalogue_replaces_files_names_and_refs_only() {
         "locations are the peers' word, kept"
     );
 }
+
+/// Removing a file of R=3 that shares a chunk with a file of R=2 lowers that chunk's
+/// target: the chunk is marked for the manager, which trims its third copy (the
+/// model-based test found such a copy kept for good: nothing else marked it).
+#[test]
+fn removing_a_file_marks_the_chunks_it_shared_whose_target_fell() {
+    let low = file(b"low", &[b"shared", b"own"]);
+    let high = FileRecord {
+        replicas: 3,
+        ..file(b"high", &[b"shared"])
+    };
+    let mut st = State::default();
+    st.apply_change(Change::PutFile(low));
+    st.apply_change(Change::PutFile(high.clone()));
+    let shared = Hash::of(b"shared");
+    assert_eq!(st.chunk_target(&shared), Some(3));
+    let _ = std::mem::take(&mut st.dirty);
+    let garbage = st.apply_change(Change::DeleteFile(high.id));
+    assert!(garbage.is_empty(), "the shared chunk is still referenced");
+    assert_eq!(st.chunk_target(&shared), Some(2));
+    assert!(
+        st.dirty.contains(&shared),
+        "a chunk whose target fell is evaluated again"
+    );
+}
