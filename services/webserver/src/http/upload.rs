@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::html::file_href;
 use super::{AppError, Shared};
+use crate::metrics::Metrics;
 
 /// Longest text field accepted (a name is at most 255 bytes).
 const MAX_TEXT_FIELD: usize = 1024;
