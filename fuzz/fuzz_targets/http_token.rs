@@ -27,6 +27,7 @@ fn tokens() -> &'static Tokens {
         cluster: Some(CLUSTER.into()),
         read: Some(READ.into()),
         write: Some(WRITE.into()),
+        previous: Vec::new(),
     })
 }
 
