@@ -15,10 +15,12 @@ use crate::locations::Locations;
 use crate::store::{Change, FileRecord, Loaded, NameRecord};
 use crate::uploads::Uploads;
 
+mod deleting;
 mod dirty;
 mod liveness;
 mod views;
 
+pub use deleting::{Deletion, DELETION_MASK};
 pub use dirty::Dirty;
 
 #[derive(Debug, Clone)]
@@ -178,17 +180,6 @@ pub struct Beat<'a> {
 
 /// The most chunks one peer's inventory may have (staged parts included).
 pub const MAX_INVENTORY_CHUNKS: usize = 50_000_000;
-
-/// How long an ordered deletion masks the copy in inventory reports.
-pub const DELETION_MASK: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Chunks to delete on one peer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deletion {
-    pub peer_id: String,
-    pub addr: String,
-    pub chunks: Vec<Hash>,
-}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -499,11 +490,7 @@ impl State {
             self.journal_op(LocOp::Reset(peer_id.to_string()));
         }
         for h in added {
-            let masked = self
-                .deleting
-                .get(&(peer_id.to_string(), h))
-                .is_some_and(|t| now.saturating_duration_since(*t) < DELETION_MASK);
-            if !masked {
+            if !self.deletion_pending(peer_id, &h, now) {
                 self.add_location(peer_id, h);
             }
         }

@@ -396,6 +396,39 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// A store receipt from a peer that a deletion of the chunk was just sent to proves
+    /// nothing (the peer acknowledges a copy it already had, then the deletion lands):
+    /// the commit does not count it; once the deletion is old, a put counts again.
+    #[tokio::test(start_paused = true)]
+    async fn a_receipt_for_a_copy_being_deleted_does_not_count() {
+        let t = tracker(&MemoryStore::default());
+        let chunk = Hash::of(b"racy bytes");
+        let deletions: Vec<_> = (0..3)
+            .map(|i| crate::state::Deletion {
+                peer_id: format!("p{i}"),
+                addr: String::new(),
+                chunks: vec![chunk],
+            })
+            .collect();
+        t.state().note_deletions(&deletions, Instant::now());
+        let err = put(&t, "racy", b"racy bytes", false).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::FailedPrecondition(m) if m.contains("durable on 0 peers")),
+            "{err:?}"
+        );
+        assert_eq!(t.state().locations.count(&chunk), 0, "no copy listed");
+        tokio::time::advance(crate::state::DELETION_MASK).await;
+        let mut st = t.state();
+        for i in 0..3 {
+            // Heard from again (no heartbeats flow in paused time).
+            let peer = st.peers[&format!("p{i}")].peer_ref();
+            st.register_peer(peer, 1 << 30, 0, vec![], Instant::now());
+        }
+        drop(st);
+        put(&t, "racy", b"racy bytes", false).await.unwrap();
+        assert_eq!(t.state().locations.count(&chunk), 2);
+    }
+
     fn names(t: &Tracker) -> Vec<String> {
         let st = t.state();
         st.catalogue

@@ -21,7 +21,15 @@ pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, star
                 WAKE.notify_one();
                 match result {
                     Ok(resp) => {
-                        t.state().add_location(&target.id, h);
+                        let mut st = t.state();
+                        if st.deletion_pending(&target.id, &h, Instant::now()) {
+                            // The target "had" a copy a deletion is on its way to.
+                            drop(st);
+                            warn!("repair target held a copy being deleted; not counted, repaired again later");
+                            return;
+                        }
+                        st.add_location(&target.id, h);
+                        drop(st);
                         t.metrics.repaired_chunks.inc();
                         t.metrics.repaired_bytes.inc_by(resp.bytes);
                         info!(source = %resp.source_peer_id, bytes = resp.bytes, "repaired");

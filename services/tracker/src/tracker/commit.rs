@@ -42,7 +42,9 @@ impl Tracker {
                     for peer in
                         crate::proof::receipted_peers(&keys, &req.upload_id, &h, len, &s.receipts)?
                     {
-                        if st.peers.contains_key(peer) {
+                        // A receipt from a peer a deletion of this chunk is on its way
+                        // to may be for the copy about to go: it proves nothing.
+                        if st.peers.contains_key(peer) && !st.deletion_pending(peer, &h, now) {
                             stored.push((peer.to_string(), h));
                         }
                     }
@@ -138,15 +140,7 @@ impl Tracker {
     /// it keeps the chunk until garbage collection finds it unreferenced.
     pub fn send_deletions(&self, deletions: Vec<Deletion>) {
         if !deletions.is_empty() {
-            let now = Instant::now();
-            let mut st = self.state();
-            st.deleting
-                .retain(|_, t| now.saturating_duration_since(*t) < crate::state::DELETION_MASK);
-            for d in &deletions {
-                for h in &d.chunks {
-                    st.deleting.insert((d.peer_id.clone(), *h), now);
-                }
-            }
+            self.state().note_deletions(&deletions, Instant::now());
         }
         for d in deletions {
             let channel = self.channels.get(&d.addr);
