@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::store::{ChunkStore, StoreError};
+use crate::store::{ChunkStore, Deleted, StoreError};
 
 /// Largest chunk a peer accepts (the tracker's maximum chunk size is far below).
 pub const MAX_CHUNK_BYTES: u64 = 1 << 30;
@@ -684,24 +684,29 @@ impl PeerRpc for PeerService {
         &self,
         req: Request<pb::DeleteChunksRequest>,
     ) -> R<pb::DeleteChunksResponse> {
+        let req = req.into_inner();
         let hashes: Vec<Hash> = req
-            .into_inner()
             .hashes
             .iter()
             .map(|s| hash::parse(s))
             .collect::<Result<_, _>>()?;
+        let within = Duration::from_millis(req.spare_written_within_ms);
         let store = self.core.store.clone();
-        let deleted = tokio::task::spawn_blocking(move || -> Result<u32, StoreError> {
-            let mut n = 0;
+        let (deleted, spared) = tokio::task::spawn_blocking(move || {
+            let (mut deleted, mut spared) = (0u32, Vec::new());
             for h in &hashes {
-                n += store.delete(h)? as u32;
+                match store.delete_unless_written_within(h, within)? {
+                    Deleted::Removed => deleted += 1,
+                    Deleted::Absent => {}
+                    Deleted::Spared => spared.push(h.to_hex()),
+                }
             }
-            Ok(n)
+            Ok::<_, StoreError>((deleted, spared))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
-        info!(deleted, "chunks deleted on request");
-        Ok(Response::new(pb::DeleteChunksResponse { deleted }))
+        info!(deleted, spared = spared.len(), "chunks deleted on request");
+        Ok(Response::new(pb::DeleteChunksResponse { deleted, spared }))
     }
 
     async fn replicate_chunk(
@@ -714,7 +719,7 @@ impl PeerRpc for PeerService {
             return Err(Status::invalid_argument("chunk too large"));
         }
         let core = self.core.clone();
-        if core.store.has(&h) {
+        if core.store.claim(&h) {
             return Ok(Response::new(pb::ReplicateChunkResponse {
                 source_peer_id: core.id.clone(),
                 bytes: 0,

@@ -6,12 +6,13 @@
 //!
 //! Everything here is blocking I/O: call it from `spawn_blocking`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use shoal_common::hash::Hash;
 
@@ -51,6 +52,28 @@ pub struct ChunkStore {
     capacity: u64,
     used: AtomicU64,
     inventory: Mutex<BTreeSet<Hash>>,
+    written: Mutex<Written>,
+}
+
+/// The longest a deletion may ask to spare recent writes (and how long they are known).
+pub const SPARE_MAX: Duration = Duration::from_secs(60);
+
+/// When each chunk was last written or acknowledged as already here. A deletion the
+/// tracker decided may reach this peer after a new upload stored the same chunk here
+/// (and was acknowledged, and committed): that copy must survive it. Pruned by age.
+#[derive(Default)]
+struct Written {
+    at: HashMap<Hash, Instant>,
+    prune_above: usize,
+}
+
+/// What a deletion that spares recent writes did to one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Removed,
+    Absent,
+    /// Written or acknowledged within the window: kept.
+    Spared,
 }
 
 impl ChunkStore {
@@ -82,6 +105,7 @@ impl ChunkStore {
             capacity,
             used: AtomicU64::new(used),
             inventory: Mutex::new(inventory),
+            written: Mutex::default(),
         })
     }
 
@@ -174,6 +198,44 @@ impl ChunkStore {
             self.used.fetch_sub(bytes.min(self.used()), Relaxed);
         }
         removed
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note that `h` is being written or acknowledged now, and say whether it is
+    /// already here. Atomic with [`Self::delete_unless_written_within`]: a copy
+    /// acknowledged here is never removed by a deletion that arrives after it.
+    pub fn claim(&self, h: &Hash) -> bool {
+        let mut w = self.written();
+        let now = Instant::now();
+        w.at.insert(*h, now);
+        if w.at.len() > w.prune_above {
+            w.at.retain(|_, t| now.saturating_duration_since(*t) < SPARE_MAX);
+            w.prune_above = (w.at.len() * 2).max(4096);
+        }
+        self.has(h)
+    }
+
+    /// Delete `h` unless it was written or acknowledged within `within` (capped at
+    /// [`SPARE_MAX`]).
+    pub fn delete_unless_written_within(
+        &self,
+        h: &Hash,
+        within: Duration,
+    ) -> Result<Deleted, StoreError> {
+        let w = self.written();
+        let within = within.min(SPARE_MAX);
+        if w.at.get(h).is_some_and(|t| t.elapsed() < within) {
+            return Ok(Deleted::Spared);
+        }
+        // Under the lock, so no acknowledgement slips in between the check and the unlink.
+        Ok(if self.delete(h)? {
+            Deleted::Removed
+        } else {
+            Deleted::Absent
+        })
     }
 
     pub fn delete(&self, h: &Hash) -> Result<bool, StoreError> {
@@ -281,7 +343,7 @@ impl ChunkWriter<'_> {
             });
         }
         let file = self.file.take().expect("open until commit");
-        if self.store.has(&self.hash) {
+        if self.store.claim(&self.hash) {
             return Ok(false);
         }
         file.sync_data()?;
@@ -313,6 +375,48 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = ChunkStore::open(d.path(), 1 << 30).unwrap();
         (d, s)
+    }
+
+    /// A deletion that spares recent writes keeps a chunk written or acknowledged
+    /// within its window, and removes it once the window has passed.
+    #[test]
+    fn a_deletion_spares_a_chunk_acknowledged_within_its_window() {
+        let (_d, s) = store();
+        let data = b"spared".to_vec();
+        let h = Hash::of(&data);
+        let mut w = s.writer(h, data.len() as u64).unwrap();
+        w.write(&data).unwrap();
+        assert!(w.commit().unwrap());
+        let window = Duration::from_millis(200);
+        assert_eq!(
+            s.delete_unless_written_within(&h, window).unwrap(),
+            Deleted::Spared
+        );
+        assert!(s.has(&h));
+        std::thread::sleep(window);
+        assert_eq!(
+            s.delete_unless_written_within(&h, window).unwrap(),
+            Deleted::Removed
+        );
+        assert!(!s.has(&h));
+        // Written again: an acknowledgement of a present copy counts as a write too.
+        let mut w = s.writer(h, data.len() as u64).unwrap();
+        w.write(&data).unwrap();
+        assert!(w.commit().unwrap());
+        std::thread::sleep(window);
+        assert!(s.claim(&h), "acknowledged as already here");
+        assert_eq!(
+            s.delete_unless_written_within(&h, window).unwrap(),
+            Deleted::Spared
+        );
+        assert_eq!(
+            s.delete_unless_written_within(&h, Duration::ZERO).unwrap(),
+            Deleted::Removed
+        );
+        assert_eq!(
+            s.delete_unless_written_within(&h, Duration::ZERO).unwrap(),
+            Deleted::Absent
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ async fn tokens_and_roles_are_enforced() {
     let del = peer_client(WRITE)
         .delete_chunks(pb::DeleteChunksRequest {
             hashes: vec![hash.clone()],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -488,3 +488,43 @@ async fn a_peer_with_a_million_chunks_registers() {
     assert_eq!(big.chunks, CHUNKS as u64);
     assert_eq!(big.state, pb::PeerState::Alive as i32);
 }
+
+/// Content deleted and put again at once: the deletion the tracker decided is on its
+/// way to the peers while the new upload stores the same chunks there. The put
+/// commits, and the peers spare what they acknowledged since the deletion was decided:
+/// every copy the tracker lists is on that peer's disk and the file reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn content_deleted_and_put_again_at_once_keeps_its_copies() {
+    let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b"]).replication(2))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let (src, _) = put_file(&c, work.path(), "again", 4 * CHUNK, 3).await;
+    for round in 0..5 {
+        c.delete("again").await.unwrap();
+        c.put(&src, opts("again"), quiet())
+            .await
+            .unwrap_or_else(|e| panic!("put again, round {round}: {e}"));
+    }
+    let ids: Vec<String> = (0..2).map(|i| cluster.peer_id(i)).collect();
+    shoal_testkit::wait_for(
+        "both copies of every chunk listed and on disk",
+        Duration::from_secs(20),
+        || async {
+            let detail = c.stat("again").await.unwrap();
+            let disks: Vec<HashSet<String>> = (0..2).map(|i| cluster.chunks_on_disk(i)).collect();
+            detail.chunks.iter().all(|ch| {
+                ch.replicas.len() == 2
+                    && ch.replicas.iter().all(|p| {
+                        ids.iter()
+                            .position(|id| *id == p.id)
+                            .is_some_and(|i| disks[i].contains(&ch.hash))
+                    })
+            })
+        },
+    )
+    .await
+    .unwrap();
+    get_same(&c, "again", &src, &work.path().join("out")).await;
+}

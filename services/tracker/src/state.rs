@@ -20,7 +20,7 @@ mod dirty;
 mod liveness;
 mod views;
 
-pub use deleting::{Deletion, DELETION_MASK};
+pub use deleting::{spare_window, Deletion, DELETION_MASK, DELETION_TIMEOUT};
 pub use dirty::Dirty;
 
 #[derive(Debug, Clone)]

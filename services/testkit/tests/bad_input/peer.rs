@@ -352,6 +352,7 @@ pub fn cases() -> Vec<Case> {
                     .peer(0, Some(WRITE))
                     .delete_chunks(pb::DeleteChunksRequest {
                         hashes: vec![h.clone()],
+                        ..Default::default()
                     })
                     .await;
                 if !c.peer_has(0, &h).await? {
@@ -369,6 +370,7 @@ pub fn cases() -> Vec<Case> {
                     .peer(0, Some(CLUSTER))
                     .delete_chunks(pb::DeleteChunksRequest {
                         hashes: vec![h.clone(), "bad".into()],
+                        ..Default::default()
                     })
                     .await;
                 if !c.peer_has(0, &h).await? {
@@ -532,7 +534,10 @@ async fn replicate_stray(c: &Ctx, tag: &str, size_off: i64) -> Answer {
     let kept = c.peer_has(0, &h).await?;
     let _ = c
         .peer(1, Some(CLUSTER))
-        .delete_chunks(pb::DeleteChunksRequest { hashes: vec![h] })
+        .delete_chunks(pb::DeleteChunksRequest {
+            hashes: vec![h],
+            ..Default::default()
+        })
         .await;
     if kept {
         return Err("peer 0 kept a chunk copied with the wrong size".into());

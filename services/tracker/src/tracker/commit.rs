@@ -42,9 +42,9 @@ impl Tracker {
                     for peer in
                         crate::proof::receipted_peers(&keys, &req.upload_id, &h, len, &s.receipts)?
                     {
-                        // A receipt from a peer a deletion of this chunk is on its way
-                        // to may be for the copy about to go: it proves nothing.
-                        if st.peers.contains_key(peer) && !st.deletion_pending(peer, &h, now) {
+                        // Counted even while a deletion of this chunk is on its way to
+                        // the peer: the peer spares a copy acknowledged since.
+                        if st.peers.contains_key(peer) {
                             stored.push((peer.to_string(), h));
                         }
                     }
@@ -137,24 +137,45 @@ impl Tracker {
     }
 
     /// Tell peers to delete chunks nothing references. Best effort: a peer that misses
-    /// it keeps the chunk until garbage collection finds it unreferenced.
-    pub fn send_deletions(&self, deletions: Vec<Deletion>) {
-        if !deletions.is_empty() {
-            self.state().note_deletions(&deletions, Instant::now());
+    /// it keeps the chunk until garbage collection finds it unreferenced. Sent as soon
+    /// as decided; the peer spares what was stored there since (see `spare_window`).
+    pub fn send_deletions(self: &Arc<Self>, deletions: Vec<Deletion>) {
+        if deletions.is_empty() {
+            return;
         }
+        let decided = Instant::now();
+        self.state().note_deletions(&deletions, decided);
         for d in deletions {
             let channel = self.channels.get(&d.addr);
+            let t = self.clone();
             tokio::spawn(async move {
-                let req = pb::DeleteChunksRequest {
+                let mut req = tonic::Request::new(pb::DeleteChunksRequest {
                     hashes: d.chunks.iter().map(Hash::to_hex).collect(),
-                };
+                    spare_written_within_ms: crate::state::spare_window(decided.elapsed())
+                        .as_millis() as u64,
+                });
+                req.set_timeout(crate::state::DELETION_TIMEOUT);
                 let result = async {
                     let mut c = pb::peer_client::PeerClient::new(channel?);
                     c.delete_chunks(req).await
                 }
                 .await;
-                if let Err(e) = result {
-                    warn!(peer = %d.peer_id, error = %e.message(), "chunk deletion failed; GC will retry");
+                match result {
+                    Ok(r) => {
+                        let spared: Vec<Hash> = r
+                            .into_inner()
+                            .spared
+                            .iter()
+                            .filter_map(|s| s.parse().ok())
+                            .collect();
+                        if !spared.is_empty() {
+                            info!(peer = %d.peer_id, spared = spared.len(), "peer kept chunks stored there since their deletion was decided");
+                        }
+                        t.state().deletion_answered(&d, &spared, Instant::now());
+                    }
+                    Err(e) => {
+                        warn!(peer = %d.peer_id, error = %e.message(), "chunk deletion failed; GC will retry");
+                    }
                 }
             });
         }
