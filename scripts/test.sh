@@ -20,6 +20,10 @@ else
   run() { $CARGO test --no-fail-fast "$@"; }
 fi
 
+# The model test's sequences: pinned, so a red run is the change's and replays; explore
+# with SHOAL_MODEL_SEED unset in a direct `cargo nextest run -E 'test(random_sequences)'`.
+export SHOAL_MODEL_SEED=${SHOAL_MODEL_SEED:-20261205}
+
 rc=0
 echo "=== workspace (redb store; PostgreSQL unit and HA tests) ==="
 run --workspace || rc=1
