@@ -346,6 +346,7 @@ pub async fn heartbeats(a: &HeartbeatArgs) -> Result<HeartbeatResult> {
                 active_transfers: 0,
                 chunk_count: a.chunks_per_peer as u64,
                 inventory_digest: inventories[i].1.clone(),
+                write_mark: None,
             };
             tokio::spawn(async move {
                 let mut lat = Vec::new();

@@ -371,6 +371,7 @@ async fn heartbeat(
                 } else {
                     shoal_common::hash::inventory_digest(inv[p].iter())
                 },
+                write_mark: None,
             };
             let mut due = start + interval.mul_f64(p as f64 / n as f64);
             let stop = stop.clone();

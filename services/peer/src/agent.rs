@@ -154,6 +154,10 @@ impl Agent {
                         active_transfers: self.core.counters.active_transfers.load(Relaxed),
                         chunk_count: store.len() as u64,
                         inventory_digest: store.digest(),
+                        write_mark: Some({
+                            let (boot, seq) = store.write_mark();
+                            pb::WriteMark { boot, seq }
+                        }),
                     })
                     .await?
                     .into_inner();

@@ -690,12 +690,17 @@ impl PeerRpc for PeerService {
             .iter()
             .map(|s| hash::parse(s))
             .collect::<Result<_, _>>()?;
-        let within = Duration::from_millis(req.spare_written_within_ms);
+        let mark = req.spare_written_after.map(|m| (m.boot, m.seq));
         let store = self.core.store.clone();
         let (deleted, spared) = tokio::task::spawn_blocking(move || {
             let (mut deleted, mut spared) = (0u32, Vec::new());
             for h in &hashes {
-                match store.delete_unless_written_within(h, within)? {
+                let done = match mark {
+                    Some(mark) => store.delete_unless_written_after(h, mark)?,
+                    None if store.delete(h)? => Deleted::Removed,
+                    None => Deleted::Absent,
+                };
+                match done {
                     Deleted::Removed => deleted += 1,
                     Deleted::Absent => {}
                     Deleted::Spared => spared.push(h.to_hex()),

@@ -53,17 +53,22 @@ pub struct ChunkStore {
     used: AtomicU64,
     inventory: Mutex<BTreeSet<Hash>>,
     written: Mutex<Written>,
+    /// Names this process's write sequence (see [`ChunkStore::write_mark`]).
+    boot: u64,
 }
 
-/// The longest a deletion may ask to spare recent writes (and how long they are known).
+/// How long a write is remembered for deletions that must spare it.
 pub const SPARE_MAX: Duration = Duration::from_secs(60);
 
-/// When each chunk was last written or acknowledged as already here. A deletion the
-/// tracker decided may reach this peer after a new upload stored the same chunk here
-/// (and was acknowledged, and committed): that copy must survive it. Pruned by age.
+/// Each chunk's last write or acknowledgement, numbered. A deletion the tracker decided
+/// may reach this peer after a new upload stored the same chunk here (and was
+/// acknowledged, and committed): that copy must survive it. The tracker sends the last
+/// [`ChunkStore::write_mark`] it heard before deciding; writes numbered after it are
+/// spared. Entries older than [`SPARE_MAX`] are pruned.
 #[derive(Default)]
 struct Written {
-    at: HashMap<Hash, Instant>,
+    at: HashMap<Hash, (u64, Instant)>,
+    seq: u64,
     prune_above: usize,
 }
 
@@ -106,6 +111,7 @@ impl ChunkStore {
             used: AtomicU64::new(used),
             inventory: Mutex::new(inventory),
             written: Mutex::default(),
+            boot: rand::random::<u64>() | 1,
         })
     }
 
@@ -204,30 +210,40 @@ impl ChunkStore {
         self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where this process's write sequence stands: `(boot, seq)`. A heartbeat carries
+    /// it; a deletion decided after the tracker heard it spares writes numbered later.
+    pub fn write_mark(&self) -> (u64, u64) {
+        (self.boot, self.written().seq)
+    }
+
     /// Note that `h` is being written or acknowledged now, and say whether it is
-    /// already here. Atomic with [`Self::delete_unless_written_within`]: a copy
-    /// acknowledged here is never removed by a deletion that arrives after it.
+    /// already here. Atomic with [`Self::delete_unless_written_after`]: a copy
+    /// acknowledged here is never removed by a deletion decided before it.
     pub fn claim(&self, h: &Hash) -> bool {
         let mut w = self.written();
         let now = Instant::now();
-        w.at.insert(*h, now);
+        w.seq += 1;
+        let seq = w.seq;
+        w.at.insert(*h, (seq, now));
         if w.at.len() > w.prune_above {
-            w.at.retain(|_, t| now.saturating_duration_since(*t) < SPARE_MAX);
+            w.at.retain(|_, (_, t)| now.saturating_duration_since(*t) < SPARE_MAX);
             w.prune_above = (w.at.len() * 2).max(4096);
         }
         self.has(h)
     }
 
-    /// Delete `h` unless it was written or acknowledged within `within` (capped at
-    /// [`SPARE_MAX`]).
-    pub fn delete_unless_written_within(
+    /// Delete `h` unless it was written or acknowledged after `mark` (a mark of another
+    /// process, or none the tracker had heard: after this process started).
+    pub fn delete_unless_written_after(
         &self,
         h: &Hash,
-        within: Duration,
+        mark: (u64, u64),
     ) -> Result<Deleted, StoreError> {
         let w = self.written();
-        let within = within.min(SPARE_MAX);
-        if w.at.get(h).is_some_and(|t| t.elapsed() < within) {
+        if w.at
+            .get(h)
+            .is_some_and(|(seq, _)| mark.0 != self.boot || *seq > mark.1)
+        {
             return Ok(Deleted::Spared);
         }
         // Under the lock, so no acknowledgement slips in between the check and the unlink.
@@ -377,45 +393,51 @@ mod tests {
         (d, s)
     }
 
-    /// A deletion that spares recent writes keeps a chunk written or acknowledged
-    /// within its window, and removes it once the window has passed.
+    /// A deletion keeps a chunk written or acknowledged after the mark it carries, and
+    /// removes one written before; a mark of another process spares every recent write.
     #[test]
-    fn a_deletion_spares_a_chunk_acknowledged_within_its_window() {
+    fn a_deletion_spares_a_chunk_written_after_its_mark() {
         let (_d, s) = store();
         let data = b"spared".to_vec();
         let h = Hash::of(&data);
+        let before = s.write_mark();
         let mut w = s.writer(h, data.len() as u64).unwrap();
         w.write(&data).unwrap();
         assert!(w.commit().unwrap());
-        let window = Duration::from_millis(200);
         assert_eq!(
-            s.delete_unless_written_within(&h, window).unwrap(),
+            s.delete_unless_written_after(&h, before).unwrap(),
             Deleted::Spared
         );
-        assert!(s.has(&h));
-        std::thread::sleep(window);
         assert_eq!(
-            s.delete_unless_written_within(&h, window).unwrap(),
+            s.delete_unless_written_after(&h, (before.0 ^ 2, u64::MAX))
+                .unwrap(),
+            Deleted::Spared,
+            "a mark from another boot"
+        );
+        assert!(s.has(&h));
+        let after = s.write_mark();
+        assert_eq!(
+            s.delete_unless_written_after(&h, after).unwrap(),
             Deleted::Removed
         );
         assert!(!s.has(&h));
-        // Written again: an acknowledgement of a present copy counts as a write too.
+        assert_eq!(
+            s.delete_unless_written_after(&h, after).unwrap(),
+            Deleted::Absent
+        );
+        // Written again: an acknowledgement of a present copy is a write too.
         let mut w = s.writer(h, data.len() as u64).unwrap();
         w.write(&data).unwrap();
         assert!(w.commit().unwrap());
-        std::thread::sleep(window);
+        let written = s.write_mark();
         assert!(s.claim(&h), "acknowledged as already here");
         assert_eq!(
-            s.delete_unless_written_within(&h, window).unwrap(),
+            s.delete_unless_written_after(&h, written).unwrap(),
             Deleted::Spared
         );
         assert_eq!(
-            s.delete_unless_written_within(&h, Duration::ZERO).unwrap(),
+            s.delete_unless_written_after(&h, s.write_mark()).unwrap(),
             Deleted::Removed
-        );
-        assert_eq!(
-            s.delete_unless_written_within(&h, Duration::ZERO).unwrap(),
-            Deleted::Absent
         );
     }
 

@@ -470,6 +470,7 @@ async fn a_peer_with_a_million_chunks_registers() {
             active_transfers: 0,
             chunk_count: CHUNKS as u64,
             inventory_digest: shoal_common::hash::inventory_digest(inventory.iter()),
+            write_mark: None,
         })
         .await
         .unwrap()

@@ -31,7 +31,7 @@
 //! peers, 2 required": placement counted the garbage copies as stored).
 //! `SHOAL_MODEL_STRICT_PUTS=1` makes a failed put fatal.
 //!
-//! `SHOAL_MODEL_SEQUENCES` (default 120) and `SHOAL_MODEL_SEED` (default random, printed;
+//! `SHOAL_MODEL_SEQUENCES` (default 500) and `SHOAL_MODEL_SEED` (default random, printed;
 //! `make test` pins it so CI runs the same sequences) choose the run; sequence `i` has seed `SHOAL_MODEL_SEED + i`, so
 //! `SHOAL_MODEL_SEED=<seed> SHOAL_MODEL_SEQUENCES=1` runs one again. A failing sequence is
 //! printed, replayed on a fresh cluster and shrunk (ops dropped while it still fails).
@@ -967,7 +967,7 @@ async fn worker(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_sequences_never_lose_a_named_chunk() {
     let started = Instant::now();
-    let sequences = env_u64("SHOAL_MODEL_SEQUENCES").unwrap_or(120);
+    let sequences = env_u64("SHOAL_MODEL_SEQUENCES").unwrap_or(500);
     let clusters = env_u64("SHOAL_MODEL_CLUSTERS").unwrap_or(6).clamp(1, 16);
     let base =
         env_u64("SHOAL_MODEL_SEED").unwrap_or_else(|| u64::from(rand::rng().random::<u32>()));

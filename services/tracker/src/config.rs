@@ -154,10 +154,18 @@ pub struct Repair {
     /// repaired) while it is away; 0 turns the grace off (a restart is a leave).
     #[serde(default = "default_restart_grace", with = "humantime_serde")]
     pub restart_grace: Duration,
+    /// How long the tracker waits for a peer's answer to a `DeleteChunks` (unanswered,
+    /// the copies stay masked from that peer's reports for 30 s).
+    #[serde(default = "default_delete_timeout", with = "humantime_serde")]
+    pub delete_timeout: Duration,
     /// `ReportBadChunk` calls accepted per token (per address with auth off) per
     /// minute; each makes a peer re-hash a copy.
     #[serde(default = "default_bad_reports_per_minute")]
     pub bad_reports_per_minute: u32,
+}
+
+fn default_delete_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_bad_reports_per_minute() -> u32 {
@@ -273,6 +281,7 @@ impl Default for Repair {
             bandwidth_bytes: 0,
             gc_grace: default_gc_grace(),
             restart_grace: default_restart_grace(),
+            delete_timeout: default_delete_timeout(),
             bad_reports_per_minute: default_bad_reports_per_minute(),
         }
     }

@@ -445,21 +445,13 @@ fn trim(
             )
         });
         let extra = holders.len() - target as usize;
-        let victims: Vec<(String, String)> = ranked
-            .iter()
-            .take(extra)
-            .map(|p| (p.id.clone(), p.addr.clone()))
-            .collect();
+        let victims: Vec<String> = ranked.iter().take(extra).map(|p| p.id.clone()).collect();
         m.above.remove(&h);
-        for (id, addr) in victims {
+        for id in victims {
             info!(chunk = %h, peer = %id, "trimming a copy above target");
             t.metrics.trimmed_copies.inc();
+            deletions.extend(st.deletion(&id, vec![h]));
             st.remove_location(&id, &h);
-            deletions.push(Deletion {
-                peer_id: id,
-                addr,
-                chunks: vec![h],
-            });
         }
     }
 }
@@ -493,13 +485,7 @@ fn collect(
         let _g = info_span!("gc", chunk = %h).entered();
         let holders: Vec<String> = st.locations.holders(&h).map(String::from).collect();
         for id in holders {
-            if let Some(p) = st.peers.get(&id) {
-                deletions.push(Deletion {
-                    peer_id: id.clone(),
-                    addr: p.addr.clone(),
-                    chunks: vec![h],
-                });
-            }
+            deletions.extend(st.deletion(&id, vec![h]));
             st.remove_location(&id, &h);
             t.metrics.gc_deleted_chunks.inc();
         }

@@ -81,6 +81,7 @@ impl TrackerRpc for TrackerService {
             active_transfers: req.active_transfers,
             chunk_count: req.chunk_count,
             digest: &req.inventory_digest,
+            mark: req.write_mark.map_or((0, 0), |m| (m.boot, m.seq)),
         };
         let answer = t
             .state()

@@ -351,6 +351,7 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
             last_seen,
             draining: false,
             inventory_version: -1,
+            write_mark: (0, 0),
         });
         // A peer heard from here since the flush keeps this replica's (newer) view.
         if !pending.0.contains(&d.id) {

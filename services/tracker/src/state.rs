@@ -20,7 +20,7 @@ mod dirty;
 mod liveness;
 mod views;
 
-pub use deleting::{spare_window, Deletion, DELETION_MASK, DELETION_TIMEOUT};
+pub use deleting::{Deletion, WriteMark, DELETION_MASK};
 pub use dirty::Dirty;
 
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ pub struct PeerEntry {
     pub draining: bool,
     /// The shared `inventory_version` these chunks reflect (PostgreSQL store).
     pub inventory_version: i64,
+    pub write_mark: WriteMark,
 }
 
 impl PeerEntry {
@@ -176,6 +177,7 @@ pub struct Beat<'a> {
     pub active_transfers: u32,
     pub chunk_count: u64,
     pub digest: &'a str,
+    pub mark: WriteMark,
 }
 
 /// The most chunks one peer's inventory may have (staged parts included).
@@ -392,16 +394,12 @@ impl State {
     /// Insert or update a peer from its registration, heard from now; its copies untouched.
     fn upsert_peer(&mut self, peer: pb::PeerRef, capacity: u64, used: u64, now: Instant) {
         self.last_registration = Some(now);
-        let draining = self
-            .peers
-            .get(&peer.id)
-            .map(|p| p.draining)
-            .unwrap_or(false);
-        let version = self
-            .peers
-            .get(&peer.id)
-            .map(|p| p.inventory_version)
-            .unwrap_or(-1);
+        // Kept through a registration (a resync): a mark of the peer's previous process
+        // spares every recent write, and the next heartbeat brings the current one.
+        let (draining, version, write_mark) =
+            self.peers.get(&peer.id).map_or((false, -1, (0, 0)), |p| {
+                (p.draining, p.inventory_version, p.write_mark)
+            });
         self.heard_from(&peer.id);
         self.journal_seen(&peer.id);
         self.peers.insert(
@@ -416,6 +414,7 @@ impl State {
                 last_seen: now,
                 draining,
                 inventory_version: version,
+                write_mark,
             },
         );
     }
@@ -537,6 +536,7 @@ impl State {
         p.capacity = beat.capacity;
         p.used = beat.used;
         p.active_transfers = beat.active_transfers;
+        p.write_mark = beat.mark;
         self.journal_seen(peer_id);
         self.heard_from(peer_id);
         let held = self.locations.of(peer_id);
@@ -579,14 +579,7 @@ impl State {
         }
         by_peer
             .into_iter()
-            .filter_map(|(peer_id, chunks)| {
-                let addr = self.peers.get(&peer_id)?.addr.clone();
-                Some(Deletion {
-                    peer_id,
-                    addr,
-                    chunks,
-                })
-            })
+            .filter_map(|(peer_id, chunks)| self.deletion(&peer_id, chunks))
             .collect()
     }
 }

@@ -409,6 +409,7 @@ pub(crate) mod tests {
                 peer_id: format!("p{i}"),
                 addr: String::new(),
                 chunks: vec![chunk],
+                after: (0, 0),
             })
             .collect();
         t.state().note_deletions(&deletions, Instant::now());
@@ -470,6 +471,7 @@ pub(crate) mod tests {
                         active_transfers: 0,
                         chunk_count: 1,
                         digest: "",
+                        mark: (0, 0),
                     },
                     &t.cfg,
                     Instant::now(),

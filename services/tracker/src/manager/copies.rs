@@ -54,6 +54,7 @@ pub(super) fn merge(deletions: Vec<Deletion>) -> Vec<Deletion> {
                 peer_id: d.peer_id.clone(),
                 addr: d.addr.clone(),
                 chunks: vec![],
+                after: d.after,
             })
             .chunks
             .extend(d.chunks);

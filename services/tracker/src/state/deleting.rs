@@ -4,9 +4,11 @@
 //! vanish any moment, so an inventory report listing it does not count, nor a repair
 //! copy the target "already had".
 //!
-//! A store receipt does count: the peer spares a chunk written or acknowledged within
-//! [`spare_window`] of the deletion's arrival, so a copy a new upload stored there
-//! survives a deletion decided before it (see `ChunkStore::delete_unless_written_within`).
+//! A store receipt does count: a deletion carries the peer's write mark as the tracker
+//! last heard it before deciding, and the peer spares every chunk written or
+//! acknowledged after that mark, so a copy a new upload stored there survives a
+//! deletion decided before it (see `ChunkStore::delete_unless_written_after`). No
+//! clocks, no windows: however late the deletion arrives.
 
 use std::time::Duration;
 
@@ -19,15 +21,11 @@ use super::State;
 pub const DELETION_MASK: Duration = Duration::from_secs(30);
 /// How long an answered deletion still masks it (reports sent before the answer).
 pub const DELETION_SETTLE: Duration = Duration::from_secs(2);
-/// How long a deletion request may take before the tracker gives up on its answer.
-pub const DELETION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How far back a peer spares recent writes from a deletion decided `decided_ago`
-/// before it is sent: the decision, the request's whole timeout, and a second more.
-/// Any store after the decision reaches the peer inside this window.
-pub fn spare_window(decided_ago: Duration) -> Duration {
-    decided_ago + DELETION_TIMEOUT + Duration::from_secs(1)
-}
+/// Where a peer's sequence of chunk writes stood in its last heartbeat: `(boot, seq)`
+/// (see `pb::WriteMark`). `(0, 0)` until one says: the peer then spares every write of
+/// its current process.
+pub type WriteMark = (u64, u64);
 
 /// Chunks to delete on one peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,9 +33,22 @@ pub struct Deletion {
     pub peer_id: String,
     pub addr: String,
     pub chunks: Vec<Hash>,
+    /// The peer's write mark when the deletion was decided: later writes are spared.
+    pub after: WriteMark,
 }
 
 impl State {
+    /// A deletion of `chunks` on `peer_id`, decided now (`None` for an unknown peer).
+    pub fn deletion(&self, peer_id: &str, chunks: Vec<Hash>) -> Option<Deletion> {
+        let p = self.peers.get(peer_id)?;
+        Some(Deletion {
+            peer_id: peer_id.to_string(),
+            addr: p.addr.clone(),
+            chunks,
+            after: p.write_mark,
+        })
+    }
+
     /// Remember deletions about to be sent (and forget settled ones).
     pub fn note_deletions(&mut self, deletions: &[Deletion], now: Instant) {
         self.deleting.retain(|_, until| *until > now);
@@ -82,6 +93,7 @@ mod tests {
             peer_id: "p".into(),
             addr: String::new(),
             chunks: vec![a, b],
+            after: (0, 0),
         };
         let now = Instant::now();
         st.note_deletions(std::slice::from_ref(&d), now);

@@ -137,29 +137,35 @@ impl Tracker {
     }
 
     /// Tell peers to delete chunks nothing references. Best effort: a peer that misses
-    /// it keeps the chunk until garbage collection finds it unreferenced. Sent as soon
-    /// as decided; the peer spares what was stored there since (see `spare_window`).
+    /// it keeps the chunk until garbage collection finds it unreferenced. Each carries
+    /// the peer's write mark from the decision: the peer spares what was stored since.
     pub fn send_deletions(self: &Arc<Self>, deletions: Vec<Deletion>) {
         if deletions.is_empty() {
             return;
         }
-        let decided = Instant::now();
-        self.state().note_deletions(&deletions, decided);
+        let timeout = self.cfg.repair.delete_timeout;
+        self.state().note_deletions(&deletions, Instant::now());
         for d in deletions {
             let channel = self.channels.get(&d.addr);
             let t = self.clone();
             tokio::spawn(async move {
-                let mut req = tonic::Request::new(pb::DeleteChunksRequest {
+                let req = pb::DeleteChunksRequest {
                     hashes: d.chunks.iter().map(Hash::to_hex).collect(),
-                    spare_written_within_ms: crate::state::spare_window(decided.elapsed())
-                        .as_millis() as u64,
-                });
-                req.set_timeout(crate::state::DELETION_TIMEOUT);
-                let result = async {
+                    spare_written_after: Some(pb::WriteMark {
+                        boot: d.after.0,
+                        seq: d.after.1,
+                    }),
+                };
+                let result = tokio::time::timeout(timeout, async {
                     let mut c = pb::peer_client::PeerClient::new(channel?);
                     c.delete_chunks(req).await
-                }
-                .await;
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {timeout:?}"
+                    )))
+                });
                 match result {
                     Ok(r) => {
                         let spared: Vec<Hash> = r
