@@ -79,11 +79,19 @@ fn register(st: &mut State, req: pb::RegisterPeerRequest, now: tokio::time::Inst
         peer,
         req.capacity_bytes,
         req.used_bytes,
-        chunks,
-        req.inventory_id,
+        shoal_tracker::state::Snapshot {
+            chunks,
+            id: req.inventory_id,
+            mark: mark_of(req.write_mark),
+        },
         now,
     )
     .expect("a small registration is taken");
+}
+
+/// A peer's write mark as the tracker's service reads it (boot 0: none).
+fn mark_of(m: Option<pb::WriteMark>) -> Option<(u64, u64)> {
+    m.filter(|m| m.boot != 0).map(|m| (m.boot, m.seq))
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -116,6 +124,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         .map(|c| Hash::of(&[c % 16]).to_hex())
                         .collect(),
                     inventory_id: u64::from(inventory_id % 4),
+                    write_mark: None,
                 };
                 let req = pb::RegisterPeerRequest::decode(req.encode_to_vec().as_slice())
                     .expect("own encoding decodes");
@@ -151,6 +160,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     full,
                     inventory_id: u64::from(inventory_id % 4),
                     last,
+                    write_mark: None,
                 };
                 let req = pb::ReportChunksRequest::decode(req.encode_to_vec().as_slice())
                     .expect("own encoding decodes");
@@ -173,7 +183,8 @@ fn report(st: &mut State, req: pb::ReportChunksRequest) {
     removed.extend(corrupt);
     let known = st.peers.contains_key(&req.peer_id);
     let part = (req.inventory_id != 0).then_some((req.inventory_id, req.last));
-    let r = st.report_chunks(&req.peer_id, added, removed, req.full, part);
+    let mark = mark_of(req.write_mark);
+    let r = st.report_chunks(&req.peer_id, added, removed, req.full, part, mark);
     assert_eq!(
         r.is_ok(),
         known,

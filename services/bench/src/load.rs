@@ -310,6 +310,7 @@ pub async fn heartbeats(a: &HeartbeatArgs) -> Result<HeartbeatResult> {
                 used_bytes: 0,
                 chunks: inventories[i].0.clone(),
                 inventory_id: 0,
+                write_mark: None,
             };
             async move {
                 let t0 = Instant::now();

@@ -315,6 +315,7 @@ async fn register_all(
                 used_bytes: (inv[p].len() as u64) << 22,
                 chunks: inv[p].iter().map(Hash::to_hex).collect(),
                 inventory_id: 0,
+                write_mark: None,
             };
             async move {
                 c.register_peer(req)

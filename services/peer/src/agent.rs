@@ -34,8 +34,11 @@ impl Agent {
     }
 
     /// The inventory in messages of at most `inventory_part` chunks (one, maybe empty,
-    /// when it fits).
-    fn inventory_parts(&self) -> std::vec::IntoIter<Vec<String>> {
+    /// when it fits), and the write mark read just before it: a deletion answered at a
+    /// later mark may not show in it yet.
+    fn inventory_parts(&self) -> (pb::WriteMark, std::vec::IntoIter<Vec<String>>) {
+        let (boot, seq) = self.core.store.write_mark();
+        let mark = pb::WriteMark { boot, seq };
         let inv: Vec<String> = self
             .core
             .store
@@ -44,13 +47,13 @@ impl Agent {
             .map(Hash::to_hex)
             .collect();
         if inv.len() <= self.inventory_part {
-            return vec![inv].into_iter();
+            return (mark, vec![inv].into_iter());
         }
         let parts: Vec<Vec<String>> = inv
             .chunks(self.inventory_part)
             .map(<[String]>::to_vec)
             .collect();
-        parts.into_iter()
+        (mark, parts.into_iter())
     }
 
     /// Send the remaining parts of inventory `id` (`last` on the final one).
@@ -58,7 +61,7 @@ impl Agent {
         &self,
         c: &mut TrackerClient<Channel>,
         id: u64,
-        mut parts: std::vec::IntoIter<Vec<String>>,
+        (mark, mut parts): (pb::WriteMark, std::vec::IntoIter<Vec<String>>),
     ) -> Result<(), tonic::Status> {
         while let Some(part) = parts.next() {
             c.report_chunks(pb::ReportChunksRequest {
@@ -67,6 +70,7 @@ impl Agent {
                 full: true,
                 inventory_id: id,
                 last: parts.len() == 0,
+                write_mark: Some(mark),
                 ..Default::default()
             })
             .await?;
@@ -79,7 +83,7 @@ impl Agent {
         c: &mut TrackerClient<Channel>,
     ) -> Result<Duration, tonic::Status> {
         let store = &self.core.store;
-        let mut parts = self.inventory_parts();
+        let (mark, mut parts) = self.inventory_parts();
         let first = parts.next().unwrap_or_default();
         let id = if parts.len() > 0 {
             rand::random::<u64>() | 1
@@ -93,10 +97,11 @@ impl Agent {
                 used_bytes: store.used(),
                 chunks: first,
                 inventory_id: id,
+                write_mark: Some(mark),
             })
             .await?
             .into_inner();
-        self.send_parts(c, id, parts).await?;
+        self.send_parts(c, id, (mark, parts)).await?;
         info!(
             tracker_heartbeat_ms = resp.heartbeat_interval_ms,
             chunks = store.len(),
@@ -171,7 +176,7 @@ impl Agent {
                     info!("inventory differs from the tracker's view; sending it whole");
                     drop(_s);
                     let parts = self.inventory_parts();
-                    let id = if parts.len() > 1 {
+                    let id = if parts.1.len() > 1 {
                         rand::random::<u64>() | 1
                     } else {
                         0

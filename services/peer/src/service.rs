@@ -711,7 +711,12 @@ impl PeerRpc for PeerService {
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         info!(deleted, spared = spared.len(), "chunks deleted on request");
-        Ok(Response::new(pb::DeleteChunksResponse { deleted, spared }))
+        let (boot, seq) = self.core.store.mark_deleted();
+        Ok(Response::new(pb::DeleteChunksResponse {
+            deleted,
+            spared,
+            mark: Some(pb::WriteMark { boot, seq }),
+        }))
     }
 
     async fn replicate_chunk(

@@ -77,7 +77,7 @@ struct Written {
 pub enum Deleted {
     Removed,
     Absent,
-    /// Written or acknowledged within the window: kept.
+    /// Written or acknowledged after the deletion's mark: kept.
     Spared,
 }
 
@@ -214,6 +214,14 @@ impl ChunkStore {
     /// it; a deletion decided after the tracker heard it spares writes numbered later.
     pub fn write_mark(&self) -> (u64, u64) {
         (self.boot, self.written().seq)
+    }
+
+    /// A deletion has run: advance the sequence so that a later mark proves an
+    /// inventory read after it (see `DeleteChunksResponse.mark`); returns the new mark.
+    pub fn mark_deleted(&self) -> (u64, u64) {
+        let mut w = self.written();
+        w.seq += 1;
+        (self.boot, w.seq)
     }
 
     /// Note that `h` is being written or acknowledged now, and say whether it is
@@ -439,6 +447,10 @@ mod tests {
             s.delete_unless_written_after(&h, s.write_mark()).unwrap(),
             Deleted::Removed
         );
+        // The answer's mark follows the deletion: a mark read before it is lower.
+        let read_before = s.write_mark();
+        let answered = s.mark_deleted();
+        assert!(answered.1 > read_before.1 && s.write_mark() == answered);
     }
 
     #[test]

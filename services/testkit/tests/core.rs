@@ -446,6 +446,7 @@ async fn a_peer_with_a_million_chunks_registers() {
         used_bytes: 1 << 40,
         chunks: parts.next().unwrap().to_vec(),
         inventory_id: 7,
+        write_mark: None,
     })
     .await
     .expect("first part");

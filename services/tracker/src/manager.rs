@@ -28,7 +28,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
 use crate::placement::Planner;
-use crate::state::{now_ms, Deletion, Liveness, State};
+use crate::state::{now_ms, Deletion, Liveness, State, WriteMark};
 use crate::store::{Change, RepairRecord};
 use crate::tracker::Tracker;
 
@@ -164,13 +164,29 @@ pub fn round(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>) {
         let mut st = t.state();
         let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
         starts = schedule(t, &mut st, &mut m, now);
-        trim(t, &mut st, &mut m, now, &mut deletions);
         if let Some(held) = &in_uploads {
+            trim(t, &mut st, &mut m, now, held, &mut deletions);
             collect(t, &mut st, &mut m, now, held, &mut deletions);
         }
+        deletions.extend(retries(t, &mut st, now));
     }
     t.send_deletions(merge(deletions));
     start_copies(t, ms, starts);
+}
+
+/// Failed deletions sent again to the peers alive now (their answers settle the copies
+/// the tracker stopped listing when they failed; see `state::deleting`).
+fn retries(t: &Tracker, st: &mut State, now: Instant) -> Vec<Deletion> {
+    if !st.deleting.values().any(|m| m.failed()) {
+        return Vec::new();
+    }
+    let alive: HashSet<String> = st
+        .peers
+        .values()
+        .filter(|p| st.liveness(p, &t.cfg, now) == Liveness::Alive)
+        .map(|p| p.id.clone())
+        .collect();
+    st.deletion_retries(|p| alive.contains(&p.id), now)
 }
 
 /// One log line when the number of lost chunks moves, however many there are.
@@ -400,18 +416,21 @@ fn schedule(t: &Tracker, st: &mut State, m: &mut ManagerState, now: Instant) -> 
     starts
 }
 
-/// Trim copies above target, only when every holder is alive (no flapping).
+/// Trim copies above target, only when every holder is alive (no flapping) and no
+/// upload in flight may be storing or acknowledging the chunk (`in_uploads`): its
+/// receipt from a copy trimmed meanwhile would be counted and then dropped.
 fn trim(
     t: &Tracker,
     st: &mut State,
     m: &mut ManagerState,
     now: Instant,
+    in_uploads: &HashSet<Hash>,
     deletions: &mut Vec<Deletion>,
 ) {
     let cfg = &t.cfg;
     let pending: Vec<Hash> = m.above.iter().copied().collect();
     for h in pending {
-        if m.in_flight.contains(&h) {
+        if m.in_flight.contains(&h) || in_uploads.contains(&h) {
             continue;
         }
         let Some(target) = st.chunk_target(&h) else {

@@ -56,14 +56,13 @@ impl TrackerRpc for TrackerService {
         info!(peer = %peer.id, addr = %peer.addr, zone = %peer.zone, chunks = chunks.len(), "peer registered");
         let t = &self.tracker;
         let now = Instant::now();
-        t.state().register(
-            peer,
-            req.capacity_bytes,
-            req.used_bytes,
+        let inventory = crate::state::Snapshot {
             chunks,
-            req.inventory_id,
-            now,
-        )?;
+            id: req.inventory_id,
+            mark: write_mark(req.write_mark),
+        };
+        t.state()
+            .register(peer, req.capacity_bytes, req.used_bytes, inventory, now)?;
         t.forget_candidates();
         Ok(Response::new(pb::RegisterPeerResponse {
             heartbeat_interval_ms: t.cfg.liveness.heartbeat.as_millis() as u64,
@@ -81,7 +80,7 @@ impl TrackerRpc for TrackerService {
             active_transfers: req.active_transfers,
             chunk_count: req.chunk_count,
             digest: &req.inventory_digest,
-            mark: req.write_mark.map_or((0, 0), |m| (m.boot, m.seq)),
+            mark: write_mark(req.write_mark).unwrap_or((0, 0)),
         };
         let answer = t
             .state()
@@ -110,8 +109,9 @@ impl TrackerRpc for TrackerService {
         let mut removed_all = removed;
         removed_all.extend(corrupt.iter().copied());
         let part = (req.inventory_id != 0).then_some((req.inventory_id, req.last));
+        let mark = write_mark(req.write_mark);
         t.state()
-            .report_chunks(&req.peer_id, added, removed_all, req.full, part)?;
+            .report_chunks(&req.peer_id, added, removed_all, req.full, part, mark)?;
         if !corrupt.is_empty() {
             crate::manager::enqueue_repairs(t, corrupt);
         }
@@ -324,4 +324,9 @@ impl TrackerRpc for TrackerService {
     ) -> R<Self::ExportCatalogueStream> {
         Ok(Response::new(crate::backup::export(self.tracker.clone())))
     }
+}
+
+/// A peer's write mark as sent (`None`: it sent none; a peer's boot is never 0).
+pub(crate) fn write_mark(m: Option<pb::WriteMark>) -> Option<crate::state::WriteMark> {
+    m.filter(|m| m.boot != 0).map(|m| (m.boot, m.seq))
 }

@@ -10,18 +10,20 @@ use tokio::time::Instant;
 
 use crate::catalogue::Catalogue;
 use crate::config::TrackerConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::locations::Locations;
 use crate::store::{Change, FileRecord, Loaded, NameRecord};
 use crate::uploads::Uploads;
 
 mod deleting;
 mod dirty;
+mod inventory;
 mod liveness;
 mod views;
 
-pub use deleting::{Deletion, WriteMark, DELETION_MASK};
+pub use deleting::{Answer, Deletion, Masked, WriteMark, DELETION_MASK};
 pub use dirty::Dirty;
+pub use inventory::Snapshot;
 
 #[derive(Debug, Clone)]
 pub struct PeerEntry {
@@ -96,9 +98,9 @@ pub struct State {
     pub uploads: Uploads,
     /// Last placement reason per chunk, shown by stat and the web UI.
     pub placement_reasons: HashMap<Hash, String>,
-    /// Copies the tracker has told a peer to delete, and when: an inventory report that
-    /// races the deletion must not bring them back.
-    pub deleting: HashMap<(String, Hash), Instant>,
+    /// Copies the tracker has told a peer to delete: an inventory report that races the
+    /// deletion must not bring them back (see `deleting`).
+    pub deleting: HashMap<(String, Hash), Masked>,
     /// The last shared catalogue log entry this state includes (PostgreSQL store).
     pub applied_seq: i64,
     /// Peer and location changes not yet written to the shared store (PostgreSQL only).
@@ -308,88 +310,7 @@ impl State {
         }
     }
 
-    // ---- peers ------------------------------------------------------------------
-
-    /// A registration: the whole inventory, or (`inventory_id` non-zero) its first part.
-    pub fn register(
-        &mut self,
-        peer: pb::PeerRef,
-        capacity: u64,
-        used: u64,
-        chunks: Vec<Hash>,
-        inventory_id: u64,
-        now: Instant,
-    ) -> Result<()> {
-        if inventory_id == 0 {
-            self.register_peer(peer, capacity, used, chunks, now);
-            Ok(())
-        } else {
-            self.register_peer_in_parts(peer, capacity, used, chunks, inventory_id, now)
-        }
-    }
-
-    /// A registration with the whole inventory: it replaces what the tracker believed.
-    pub fn register_peer(
-        &mut self,
-        peer: pb::PeerRef,
-        capacity: u64,
-        used: u64,
-        chunks: Vec<Hash>,
-        now: Instant,
-    ) {
-        let id = peer.id.clone();
-        self.upsert_peer(peer, capacity, used, now);
-        self.replace_inventory(&id, chunks);
-    }
-
-    /// A registration whose inventory comes in parts: the first is staged, and the copies
-    /// the tracker knew stay until the last part arrives (see [`State::report_chunks`]).
-    pub fn register_peer_in_parts(
-        &mut self,
-        peer: pb::PeerRef,
-        capacity: u64,
-        used: u64,
-        first: Vec<Hash>,
-        inventory_id: u64,
-        now: Instant,
-    ) -> Result<()> {
-        let id = peer.id.clone();
-        self.upsert_peer(peer, capacity, used, now);
-        self.staging.remove(&id);
-        self.stage(&id, inventory_id, first)
-    }
-
-    /// Add a part to a peer's staged inventory (a new id starts a new one).
-    fn stage(&mut self, peer_id: &str, inventory_id: u64, part: Vec<Hash>) -> Result<()> {
-        let staged = self
-            .staging
-            .entry(peer_id.to_string())
-            .or_insert_with(|| (inventory_id, Vec::new()));
-        if staged.0 != inventory_id {
-            *staged = (inventory_id, Vec::new());
-        }
-        if staged.1.len() + part.len() > MAX_INVENTORY_CHUNKS {
-            self.staging.remove(peer_id);
-            return Err(Error::InvalidArgument(format!(
-                "an inventory of more than {MAX_INVENTORY_CHUNKS} chunks"
-            )));
-        }
-        staged.1.extend(part);
-        Ok(())
-    }
-
-    /// Replace a peer's copies with `chunks` (a registration, or a full inventory).
-    fn replace_inventory(&mut self, peer_id: &str, chunks: Vec<Hash>) {
-        self.forget_inventory(peer_id);
-        for h in &chunks {
-            self.locations.add(peer_id, *h);
-        }
-        self.dirty.extend(chunks.iter().copied());
-        self.journal_op(LocOp::Reset(peer_id.to_string()));
-        for h in &chunks {
-            self.journal_op(LocOp::Add(peer_id.to_string(), *h));
-        }
-    }
+    // ---- peers (registrations and inventories: `inventory`) -------------------
 
     /// Insert or update a peer from its registration, heard from now; its copies untouched.
     fn upsert_peer(&mut self, peer: pb::PeerRef, capacity: u64, used: u64, now: Instant) {
@@ -453,66 +374,6 @@ impl State {
     fn drop_location(&mut self, peer_id: &str, h: &Hash) {
         if self.locations.remove(peer_id, h) {
             self.dirty.insert(*h);
-        }
-    }
-
-    /// Changes to a peer's copies. With `full`, `added` is its whole inventory — or, with
-    /// `part` (`(inventory_id, last)`), one part of it, staged until the last one.
-    pub fn report_chunks(
-        &mut self,
-        peer_id: &str,
-        mut added: Vec<Hash>,
-        removed: Vec<Hash>,
-        full: bool,
-        part: Option<(u64, bool)>,
-    ) -> Result<()> {
-        if !self.peers.contains_key(peer_id) {
-            return Err(Error::NotFound(format!(
-                "unknown peer {peer_id}: register first"
-            )));
-        }
-        if let (true, Some((id, last))) = (full, part) {
-            self.stage(peer_id, id, added)?;
-            if !last {
-                self.refresh(peer_id);
-                return Ok(());
-            }
-            added = self
-                .staging
-                .remove(peer_id)
-                .map(|s| s.1)
-                .unwrap_or_default();
-        }
-        let now = Instant::now();
-        if full {
-            self.forget_inventory(peer_id);
-            self.journal_op(LocOp::Reset(peer_id.to_string()));
-        }
-        for h in added {
-            if !self.deletion_pending(peer_id, &h, now) {
-                self.add_location(peer_id, h);
-            }
-        }
-        for h in removed {
-            self.remove_location(peer_id, &h);
-        }
-        if full && part.is_some() {
-            // The last part of an inventory sent in parts, applied: a sign of life (a big
-            // one may take longer than dead_after to send and apply).
-            self.refresh(peer_id);
-        }
-        Ok(())
-    }
-
-    /// A part of a big inventory counts as a sign of life, on this replica only and
-    /// never over a goodbye (parts still arriving from a peer that said it stopped).
-    fn refresh(&mut self, peer_id: &str) {
-        let said_goodbye = self
-            .peers
-            .get(peer_id)
-            .is_some_and(|p| self.goodbye(p).is_some());
-        if let (false, Some(p)) = (said_goodbye, self.peers.get_mut(peer_id)) {
-            p.last_seen = p.last_seen.max(Instant::now());
         }
     }
 

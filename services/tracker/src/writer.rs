@@ -455,7 +455,7 @@ pub(crate) mod tests {
         // orphan copy (so GC runs) and nothing of the file still named.
         let orphan = Hash::of(b"orphan");
         t.state()
-            .report_chunks("p0", vec![orphan], vec![], false, None)
+            .report_chunks("p0", vec![orphan], vec![], false, None, None)
             .unwrap();
         let ms = Arc::new(std::sync::Mutex::new(
             crate::manager::ManagerState::default(),

@@ -46,10 +46,11 @@ pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, star
 }
 
 pub(super) fn merge(deletions: Vec<Deletion>) -> Vec<Deletion> {
-    let mut by_peer: HashMap<String, Deletion> = HashMap::new();
+    // Keyed by mark too: a retried deletion keeps the older mark it was decided at.
+    let mut by_peer: HashMap<(String, WriteMark), Deletion> = HashMap::new();
     for d in deletions {
         by_peer
-            .entry(d.peer_id.clone())
+            .entry((d.peer_id.clone(), d.after))
             .or_insert_with(|| Deletion {
                 peer_id: d.peer_id.clone(),
                 addr: d.addr.clone(),

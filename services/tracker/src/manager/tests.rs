@@ -215,7 +215,8 @@ async fn repairs_start_fewest_live_copies_first() {
 }
 
 /// Trim choice: a copy above target goes from the most crowded zone, fullest peer
-/// first; and not while any holder is suspect (a pause is not a reason to delete).
+/// first; and not while any holder is suspect (a pause is not a reason to delete), nor
+/// while an upload may be acknowledging the copy (its receipt would count a copy gone).
 #[tokio::test(start_paused = true)]
 async fn trim_takes_the_fullest_peer_of_the_most_crowded_zone_once_all_are_alive() {
     let chunk = hashes("c", 1);
@@ -233,15 +234,28 @@ async fn trim_takes_the_fullest_peer_of_the_most_crowded_zone_once_all_are_alive
     // p2 falls silent past suspect_after: nothing is trimmed.
     tokio::time::advance(t.cfg.liveness.suspect_after + Duration::from_millis(1)).await;
     hear(&t, &["p0", "p1"]);
-    let trimmed = |t: &Arc<Tracker>| {
+    let trimmed_unless = |t: &Arc<Tracker>, in_uploads: &HashSet<Hash>| {
         let mut deletions = Vec::new();
         let mut st = t.state();
         let mut m = ms.lock().unwrap();
-        trim(t, &mut st, &mut m, Instant::now(), &mut deletions);
+        trim(
+            t,
+            &mut st,
+            &mut m,
+            Instant::now(),
+            in_uploads,
+            &mut deletions,
+        );
         deletions.into_iter().map(|d| d.peer_id).collect::<Vec<_>>()
     };
+    let trimmed = |t: &Arc<Tracker>| trimmed_unless(t, &HashSet::new());
     assert!(trimmed(&t).is_empty(), "a suspect holder: no trim");
     hear(&t, &["p2"]);
+    let uploading: HashSet<Hash> = chunk.iter().copied().collect();
+    assert!(
+        trimmed_unless(&t, &uploading).is_empty(),
+        "an upload in flight holds it: no trim"
+    );
     // Zone a has two copies; of those p1 is fuller (p2, fuller still, is zone b's only).
     assert_eq!(trimmed(&t), vec!["p1".to_string()]);
     assert_eq!(t.state().locations.count(&chunk[0]), 2);

@@ -72,18 +72,18 @@ async fn an_inventory_in_parts_is_swapped_in_at_the_last_part() {
         st.locations.has(&a) && !st.locations.has(&b),
         "old view kept"
     );
-    st.report_chunks("p", vec![c], vec![], true, Some((7, false)))
+    st.report_chunks("p", vec![c], vec![], true, Some((7, false)), None)
         .unwrap();
     assert!(st.locations.has(&a) && !st.locations.has(&c));
-    st.report_chunks("p", vec![], vec![], true, Some((7, true)))
+    st.report_chunks("p", vec![], vec![], true, Some((7, true)), None)
         .unwrap();
     assert!(!st.locations.has(&a), "replaced at the last part");
     assert!(st.locations.has(&b) && st.locations.has(&c));
     assert_eq!(st.locations.of("p").len(), 2);
     // A part of another transfer starts over instead of mixing two inventories.
-    st.report_chunks("p", vec![a], vec![], true, Some((8, false)))
+    st.report_chunks("p", vec![a], vec![], true, Some((8, false)), None)
         .unwrap();
-    st.report_chunks("p", vec![], vec![], true, Some((9, true)))
+    st.report_chunks("p", vec![], vec![], true, Some((9, true)), None)
         .unwrap();
     assert_eq!(st.locations.of("p").len(), 0);
     assert!(st.staging.is_empty());

@@ -166,23 +166,24 @@ impl Tracker {
                         "no answer within {timeout:?}"
                     )))
                 });
-                match result {
+                let answer = match result {
                     Ok(r) => {
-                        let spared: Vec<Hash> = r
-                            .into_inner()
-                            .spared
-                            .iter()
-                            .filter_map(|s| s.parse().ok())
-                            .collect();
+                        let r = r.into_inner();
+                        let spared: Vec<Hash> =
+                            r.spared.iter().filter_map(|s| s.parse().ok()).collect();
                         if !spared.is_empty() {
                             info!(peer = %d.peer_id, spared = spared.len(), "peer kept chunks stored there since their deletion was decided");
                         }
-                        t.state().deletion_answered(&d, &spared, Instant::now());
+                        let mark = crate::service::write_mark(r.mark);
+                        Some(crate::state::Answer { spared, mark })
                     }
                     Err(e) => {
                         warn!(peer = %d.peer_id, error = %e.message(), "chunk deletion failed; GC will retry");
+                        None
                     }
-                }
+                };
+                t.state()
+                    .deletion_answered(&d, answer.as_ref(), Instant::now());
             });
         }
     }

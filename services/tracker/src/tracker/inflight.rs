@@ -119,7 +119,7 @@ impl Tracker {
             match pg.held_chunks() {
                 Ok(shared) => held.extend(shared),
                 Err(e) => {
-                    warn!(error = %e, "uploads in flight unreadable; no garbage collected this round");
+                    warn!(error = %e, "uploads in flight unreadable; no garbage collected nor copy trimmed this round");
                     return None;
                 }
             }

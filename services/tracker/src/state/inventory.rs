@@ -1,0 +1,176 @@
+//! A peer's inventory as it reports it: whole at registration, or in parts, and
+//! snapshotted at a write mark so that a report older than a deletion's answer cannot
+//! bring the removed copy back (see `deleting`).
+
+use shoal_common::hash::Hash;
+use shoal_proto::v1 as pb;
+use tokio::time::Instant;
+
+use super::{LocOp, State, WriteMark, MAX_INVENTORY_CHUNKS};
+use crate::error::{Error, Result};
+
+/// A full inventory as a peer sent it: its chunks (all, or the first part when `id` is
+/// non-zero) and its write mark when it was taken (`None` from a peer that sends none).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub chunks: Vec<Hash>,
+    pub id: u64,
+    pub mark: Option<WriteMark>,
+}
+
+impl State {
+    /// A registration: the whole inventory, or (`inventory_id` non-zero) its first part.
+    pub fn register(
+        &mut self,
+        peer: pb::PeerRef,
+        capacity: u64,
+        used: u64,
+        inventory: Snapshot,
+        now: Instant,
+    ) -> Result<()> {
+        let Snapshot { chunks, id, mark } = inventory;
+        if id == 0 {
+            let peer_id = peer.id.clone();
+            self.upsert_peer(peer, capacity, used, now);
+            self.replace_inventory(&peer_id, chunks, mark, now);
+            Ok(())
+        } else {
+            self.register_peer_in_parts(peer, capacity, used, chunks, id, now)
+        }
+    }
+
+    /// A registration with the whole inventory: it replaces what the tracker believed.
+    pub fn register_peer(
+        &mut self,
+        peer: pb::PeerRef,
+        capacity: u64,
+        used: u64,
+        chunks: Vec<Hash>,
+        now: Instant,
+    ) {
+        let id = peer.id.clone();
+        self.upsert_peer(peer, capacity, used, now);
+        self.replace_inventory(&id, chunks, None, now);
+    }
+
+    /// A registration whose inventory comes in parts: the first is staged, and the copies
+    /// the tracker knew stay until the last part arrives (see [`State::report_chunks`]).
+    pub fn register_peer_in_parts(
+        &mut self,
+        peer: pb::PeerRef,
+        capacity: u64,
+        used: u64,
+        first: Vec<Hash>,
+        inventory_id: u64,
+        now: Instant,
+    ) -> Result<()> {
+        let id = peer.id.clone();
+        self.upsert_peer(peer, capacity, used, now);
+        self.staging.remove(&id);
+        self.stage(&id, inventory_id, first)
+    }
+
+    /// Add a part to a peer's staged inventory (a new id starts a new one).
+    fn stage(&mut self, peer_id: &str, inventory_id: u64, part: Vec<Hash>) -> Result<()> {
+        let staged = self
+            .staging
+            .entry(peer_id.to_string())
+            .or_insert_with(|| (inventory_id, Vec::new()));
+        if staged.0 != inventory_id {
+            *staged = (inventory_id, Vec::new());
+        }
+        if staged.1.len() + part.len() > MAX_INVENTORY_CHUNKS {
+            self.staging.remove(peer_id);
+            return Err(Error::InvalidArgument(format!(
+                "an inventory of more than {MAX_INVENTORY_CHUNKS} chunks"
+            )));
+        }
+        staged.1.extend(part);
+        Ok(())
+    }
+
+    /// Replace a peer's copies with `chunks` (a registration), snapshotted at `mark`:
+    /// copies under deletion it may predate stay out (see [`State::report_masked`]).
+    fn replace_inventory(
+        &mut self,
+        peer_id: &str,
+        mut chunks: Vec<Hash>,
+        mark: Option<WriteMark>,
+        now: Instant,
+    ) {
+        if !self.deleting.is_empty() {
+            chunks.retain(|h| !self.report_masked(peer_id, h, mark, now));
+        }
+        self.forget_inventory(peer_id);
+        for h in &chunks {
+            self.locations.add(peer_id, *h);
+        }
+        self.dirty.extend(chunks.iter().copied());
+        self.journal_op(LocOp::Reset(peer_id.to_string()));
+        for h in &chunks {
+            self.journal_op(LocOp::Add(peer_id.to_string(), *h));
+        }
+    }
+
+    /// Changes to a peer's copies. With `full`, `added` is its whole inventory — or, with
+    /// `part` (`(inventory_id, last)`), one part of it, staged until the last one —
+    /// snapshotted at `mark` (see [`State::report_masked`]).
+    pub fn report_chunks(
+        &mut self,
+        peer_id: &str,
+        mut added: Vec<Hash>,
+        removed: Vec<Hash>,
+        full: bool,
+        part: Option<(u64, bool)>,
+        mark: Option<WriteMark>,
+    ) -> Result<()> {
+        if !self.peers.contains_key(peer_id) {
+            return Err(Error::NotFound(format!(
+                "unknown peer {peer_id}: register first"
+            )));
+        }
+        if let (true, Some((id, last))) = (full, part) {
+            self.stage(peer_id, id, added)?;
+            if !last {
+                self.refresh(peer_id);
+                return Ok(());
+            }
+            added = self
+                .staging
+                .remove(peer_id)
+                .map(|s| s.1)
+                .unwrap_or_default();
+        }
+        let now = Instant::now();
+        if full {
+            self.forget_inventory(peer_id);
+            self.journal_op(LocOp::Reset(peer_id.to_string()));
+        }
+        for h in added {
+            if !self.report_masked(peer_id, &h, mark, now) {
+                self.add_location(peer_id, h);
+            }
+        }
+        for h in removed {
+            self.remove_location(peer_id, &h);
+        }
+        if full && part.is_some() {
+            // The last part of an inventory sent in parts, applied: a sign of life (a big
+            // one may take longer than dead_after to send and apply).
+            self.refresh(peer_id);
+        }
+        Ok(())
+    }
+
+    /// A part of a big inventory counts as a sign of life, on this replica only and
+    /// never over a goodbye (parts still arriving from a peer that said it stopped).
+    fn refresh(&mut self, peer_id: &str) {
+        let said_goodbye = self
+            .peers
+            .get(peer_id)
+            .is_some_and(|p| self.goodbye(p).is_some());
+        if let (false, Some(p)) = (said_goodbye, self.peers.get_mut(peer_id)) {
+            p.last_seen = p.last_seen.max(Instant::now());
+        }
+    }
+}
