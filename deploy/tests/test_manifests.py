@@ -64,6 +64,7 @@ class Render:
     docs: list[dict]
     args: list[str] = field(default_factory=list)
     tls: bool = False  # rendered with tls.enabled
+    namespace: str = NAMESPACE
 
     def kind(self, kind: str) -> list[dict]:
         return [d for d in self.docs if d.get("kind") == kind]
@@ -97,8 +98,9 @@ class Render:
             yield f'Pod/{p["metadata"]["name"]}', p["metadata"], p["spec"]
 
 
-def helm_template(helm: str, chart: str, args: list[str]) -> list[dict]:
-    cmd = [helm, "template", RELEASE, chart, "--namespace", NAMESPACE, *args]
+def helm_template(helm: str, chart: str, args: list[str], release: str = RELEASE,
+                  namespace: str = NAMESPACE) -> list[dict]:
+    cmd = [helm, "template", release, chart, "--namespace", namespace, *args]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
@@ -590,8 +592,8 @@ def c_prometheusrule(r: Render) -> list[str]:
             for job in re.findall(r'job="([^"]+)"', expr):
                 if job not in jobs:
                     bad.append(f'{rule["alert"]}: job="{job}" is no ServiceMonitor job ({sorted(jobs)})')
-            if "job=" in expr and f'namespace="{NAMESPACE}"' not in expr:
-                bad.append(f'{rule["alert"]}: no namespace="{NAMESPACE}" matcher: {expr}')
+            if "job=" in expr and f'namespace="{r.namespace}"' not in expr:
+                bad.append(f'{rule["alert"]}: no namespace="{r.namespace}" matcher: {expr}')
     if (pr["metadata"].get("labels") or {}).get("release") != "kube-prometheus-stack":
         bad.append("monitoring.labels not on the PrometheusRule")
     return bad
@@ -1210,6 +1212,14 @@ def main() -> int:
         t.check("[production] ServiceMonitors select one Service each, on existing ports", lambda: c_servicemonitor(prod))
         t.check("[production] PrometheusRule: the alert rules, jobs of this release's ServiceMonitors",
                 lambda: c_prometheusrule(prod))
+
+        # Another release name and namespace: the rules follow them (no name baked in).
+        def other() -> list[str]:
+            r = Render("other", helm_template(a.helm, a.chart, ["-f", prod_values], "files", "storage"),
+                       ["-f", prod_values], True, "storage")
+            return c_prometheusrule(r)
+        t.check("[production as release files in namespace storage] PrometheusRule jobs and "
+                "namespace follow the release", other)
         t.check("[production] auth tokens from a Secret on every service", lambda: c_auth(prod))
         t.check("[production] Ingress routes to the webserver UI", lambda: c_ingress(prod))
         t.check("[production] peers strictly spread over zones", lambda: c_zone_strict(prod))
