@@ -368,6 +368,13 @@ fn schedule(t: &Tracker, st: &mut State, m: &mut ManagerState, now: Instant) -> 
         if m.in_flight.contains(&h) {
             continue;
         }
+        // The rank is as old as the chunk's last evaluation: a repair finished since (or
+        // a holder back) may have brought it to target. Never copy on a stale count.
+        let target_n = st.chunk_target(&h).unwrap_or(0);
+        if !st.below_target(&h, target_n, cfg, now) {
+            m.unrank(&h);
+            continue;
+        }
         let size = st.catalogue.chunk(&h).map_or(0, |c| c.size);
         if !budget_allows(m, cfg.repair.bandwidth_bytes, size, now) {
             break;
@@ -385,7 +392,6 @@ fn schedule(t: &Tracker, st: &mut State, m: &mut ManagerState, now: Instant) -> 
             .iter()
             .map(|p| (p.id.clone(), p.zone.clone()))
             .collect();
-        let target_n = st.chunk_target(&h).unwrap_or(1);
         let d = planner.place(&h, size, 1, &existing);
         let Some(target_id) = d.chosen.first() else {
             warn!(chunk = %h, live, "no eligible peer to repair onto");

@@ -10,6 +10,28 @@ pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, star
         tokio::spawn(
             async move {
                 let result = copy(t.channels.get(&target.addr), &h, size, sources.clone()).await;
+                // The copy is listed before the chunk leaves `in_flight`: in between, a
+                // round would see it neither in flight nor copied and start it again.
+                match result {
+                    Ok(resp) => {
+                        let mut st = t.state();
+                        if st.deletion_pending(&target.id, &h, Instant::now()) {
+                            // The target "had" a copy a deletion is on its way to.
+                            drop(st);
+                            warn!("repair target held a copy being deleted; not counted, repaired again later");
+                        } else {
+                            st.add_location(&target.id, h);
+                            drop(st);
+                            t.metrics.repaired_chunks.inc();
+                            t.metrics.repaired_bytes.inc_by(resp.bytes);
+                            info!(source = %resp.source_peer_id, bytes = resp.bytes, "repaired");
+                        }
+                    }
+                    Err(e) => {
+                        t.metrics.repair_failures.inc();
+                        warn!(error = %e.message(), "repair copy failed; will retry");
+                    }
+                }
                 let mut m = ms.lock().unwrap_or_else(|p| p.into_inner());
                 m.in_flight.remove(&h);
                 for id in [&target.id, &sources[0].id] {
@@ -19,26 +41,6 @@ pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, star
                 }
                 drop(m);
                 WAKE.notify_one();
-                match result {
-                    Ok(resp) => {
-                        let mut st = t.state();
-                        if st.deletion_pending(&target.id, &h, Instant::now()) {
-                            // The target "had" a copy a deletion is on its way to.
-                            drop(st);
-                            warn!("repair target held a copy being deleted; not counted, repaired again later");
-                            return;
-                        }
-                        st.add_location(&target.id, h);
-                        drop(st);
-                        t.metrics.repaired_chunks.inc();
-                        t.metrics.repaired_bytes.inc_by(resp.bytes);
-                        info!(source = %resp.source_peer_id, bytes = resp.bytes, "repaired");
-                    }
-                    Err(e) => {
-                        t.metrics.repair_failures.inc();
-                        warn!(error = %e.message(), "repair copy failed; will retry");
-                    }
-                }
             }
             .instrument(span),
         );

@@ -214,6 +214,45 @@ async fn repairs_start_fewest_live_copies_first() {
         .all(|s| two.contains(&s.0) && s.2 == 2 && s.4 == "normal"));
 }
 
+/// A chunk ranked below target that has reached it since its evaluation (a repair
+/// finished, a holder came back) is not copied again: the e2e saw two repairs of one
+/// chunk 35 ms apart, the second from the first's target, and a fourth copy trimmed.
+#[tokio::test(start_paused = true)]
+async fn a_ranked_chunk_back_at_target_is_not_repaired_again() {
+    let chunks = hashes("c", 4);
+    let mut cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+    cfg.repair.per_peer = 100;
+    cfg.repair.bandwidth_bytes = 0;
+    let t = cluster(
+        cfg,
+        &[(3, &chunks)],
+        &[
+            ("p0", "a", 0, &chunks),
+            ("p1", "b", 0, &chunks),
+            ("p2", "c", 0, &[]),
+            ("p3", "d", 0, &[]),
+        ],
+    );
+    let (ms, below) = settle(&t, &["p0", "p1", "p2", "p3"]).await;
+    assert_eq!(below.len(), 4, "two copies of three: every chunk is ranked");
+    // Two of them get their third copy before the next evaluation.
+    for h in &chunks[..2] {
+        t.state().add_location("p2", *h);
+    }
+    let starts = {
+        let mut st = t.state();
+        let mut m = ms.lock().unwrap();
+        let starts = schedule(&t, &mut st, &mut m, Instant::now());
+        assert!(
+            chunks[..2].iter().all(|h| !m.rank_of.contains_key(h)),
+            "chunks at target leave the queue"
+        );
+        starts
+    };
+    let started: HashSet<Hash> = starts.iter().map(|s| s.0).collect();
+    assert_eq!(started, chunks[2..].iter().copied().collect());
+}
+
 /// Trim choice: a copy above target goes from the most crowded zone, fullest peer
 /// first; and not while any holder is suspect (a pause is not a reason to delete), nor
 /// while an upload may be acknowledging the copy (its receipt would count a copy gone).
