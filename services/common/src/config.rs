@@ -48,7 +48,10 @@ pub fn env_name(key: &str) -> String {
 /// set for every component by the Helm chart and compose (`SHOAL_DATA_DIR` on the
 /// webserver, which keeps no state), or knobs of the build, compose and container
 /// tooling (deploy/) that `make` exports to every recipe, `make run` included.
-/// Variables starting with `SHOAL_TEST_` or `SHOAL_E2E_` belong to the test harnesses.
+/// Variables starting with `SHOAL_TEST_` or `SHOAL_E2E_` belong to the test harnesses,
+/// `SHOAL_COMPOSE_` to the compose file (deploy/compose). No entry may be a near-typo of
+/// a setting: `SHOAL_REPLICATION_FACTOR` once was, and a tracker given it for
+/// `SHOAL_REPLICATION__FACTOR` replicated 3 times without a word.
 pub const ALLOWED: &[&str] = &[
     "SHOAL_LOG_FORMAT",
     "SHOAL_CONFIG",
@@ -68,16 +71,14 @@ pub const ALLOWED: &[&str] = &[
     "SHOAL_CACHE_DIR",
     "SHOAL_SERVICES",
     "SHOAL_VERSION",
-    "SHOAL_COMPOSE_PROJECT",
     "SHOAL_DEPLOY_DIR",
     "SHOAL_UP_TIMEOUT",
     "SHOAL_RESTART_POLICY",
     "SHOAL_WEBSERVER_GRPC_PORT",
     "SHOAL_WEBSERVER_HTTP_PORT",
     "SHOAL_OTLP_ENDPOINT",
-    "SHOAL_REPLICATION_FACTOR",
 ];
-const ALLOWED_PREFIXES: &[&str] = &["SHOAL_TEST_", "SHOAL_E2E_"];
+const ALLOWED_PREFIXES: &[&str] = &["SHOAL_TEST_", "SHOAL_E2E_", "SHOAL_COMPOSE_"];
 
 /// Load `T` from the process environment.
 pub fn from_env<T: DeserializeOwned>() -> Result<T, ConfigError> {
@@ -122,6 +123,23 @@ pub fn known_names<T: DeserializeOwned>() -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Allowed names within two edits of a setting of `T` (and not one itself), with that
+/// setting: a typo of the setting spelled like them would be accepted without a word.
+/// Each service's tests assert there are none.
+pub fn allowed_near_settings<T: DeserializeOwned>() -> Vec<(&'static str, String)> {
+    let known = known_names::<T>();
+    ALLOWED
+        .iter()
+        .filter(|a| !known.iter().any(|k| k == *a))
+        .flat_map(|a| {
+            known
+                .iter()
+                .filter(|k| edit_distance(a, k) <= 2)
+                .map(|k| (*a, k.clone()))
+        })
+        .collect()
 }
 
 /// Refuse `SHOAL_*` variables that are neither a setting of `T` nor allowed.

@@ -200,6 +200,12 @@ impl PeerConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn no_allowed_name_is_a_near_typo_of_a_setting() {
+        let near = shoal_common::config::allowed_near_settings::<PeerConfig>();
+        assert!(near.is_empty(), "allowed names that hide a typo: {near:?}");
+    }
+
     fn load(kv: &[(&str, &str)]) -> Result<PeerConfig, ConfigError> {
         let mut c: PeerConfig = shoal_common::config::from_vars(
             kv.iter().map(|(k, v)| (k.to_string(), v.to_string())),

@@ -410,6 +410,12 @@ impl TrackerConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn no_allowed_name_is_a_near_typo_of_a_setting() {
+        let near = shoal_common::config::allowed_near_settings::<TrackerConfig>();
+        assert!(near.is_empty(), "allowed names that hide a typo: {near:?}");
+    }
+
     fn load(kv: &[(&str, &str)]) -> Result<TrackerConfig, ConfigError> {
         let c: TrackerConfig = shoal_common::config::from_vars(
             kv.iter().map(|(k, v)| (k.to_string(), v.to_string())),
@@ -452,6 +458,12 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid configuration: unknown setting SHOAL_REPLICATON__FACTOR (did you mean SHOAL_REPLICATION__FACTOR?)"
+        );
+        // One underscore for two: the name the compose file once used for its own knob.
+        let e = load(&[("SHOAL_REPLICATION_FACTOR", "2")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: unknown setting SHOAL_REPLICATION_FACTOR (did you mean SHOAL_REPLICATION__FACTOR?)"
         );
     }
 

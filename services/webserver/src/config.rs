@@ -213,6 +213,12 @@ impl WebserverConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn no_allowed_name_is_a_near_typo_of_a_setting() {
+        let near = shoal_common::config::allowed_near_settings::<WebserverConfig>();
+        assert!(near.is_empty(), "allowed names that hide a typo: {near:?}");
+    }
+
     fn load(kv: &[(&str, &str)]) -> Result<WebserverConfig, ConfigError> {
         let c: WebserverConfig = shoal_common::config::from_vars(
             kv.iter().map(|(k, v)| (k.to_string(), v.to_string())),
