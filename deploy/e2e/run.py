@@ -17,6 +17,7 @@ it) and on loopback (one host-side grpcurl call to the published port).
 Environment:
     SHOAL_VERSION          image tag to test               (latest)
     SHOAL_E2E_BIG_MIB      size of the big random file     (200)
+    SHOAL_E2E_PEER5_MIB    size of peer5's loop-mounted ext4 volume (512; capacity scenario)
     SHOAL_E2E_GRPCURL      grpcurl binary                  (installed by deploy/scripts/e2e-tools.sh)
     COMPOSE                compose command                 (docker compose if present, else docker-compose)
 """
@@ -37,14 +38,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import threading
 import traceback
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose" / "docker-compose.yml"
 SINK = "trace-sink"
-SERVICES = [SINK, "tracker", "peer1", "peer2", "peer3", "peer4", "webserver"]
-PEERS = ["peer1", "peer2", "peer3", "peer4"]
+SERVICES = [SINK, "tracker", "peer1", "peer2", "peer3", "peer4", "peer5", "webserver"]
+PEERS = ["peer1", "peer2", "peer3", "peer4", "peer5"]
+ZONES = {"a": ["peer1", "peer2"], "b": ["peer3", "peer4"], "c": ["peer5"]}
 TRACKER_URL = "http://tracker:50052"
 WEBSERVER_URL = "http://webserver:50051"
 # The OTLP receiver every service exports to, and the JSON-lines file it writes
@@ -54,6 +58,9 @@ TRACE_FILE = "/var/lib/shoal/traces.jsonl"
 MIB = 1024 * 1024
 # Liveness thresholds configured in the compose file (tracker).
 DEAD_AFTER_S = 5.0
+# How long a peer stopped with SIGTERM stays `restarting` (its copies expected, not
+# repaired): SHOAL_COMPOSE_RESTART_GRACE for the compose file.
+RESTART_GRACE_S = 30
 
 T0 = time.monotonic()
 
@@ -150,6 +157,7 @@ class Cluster:
         self.env = dict(os.environ,
                         SHOAL_VERSION=version,
                         SHOAL_RESTART_POLICY="no",  # chaos: a killed container stays dead
+                        SHOAL_COMPOSE_RESTART_GRACE=f"{RESTART_GRACE_S}s",
                         SHOAL_WEBSERVER_GRPC_PORT=str(self.grpc_port),
                         SHOAL_WEBSERVER_HTTP_PORT=str(self.http_port))
         self.env.pop("SHOAL_OTLP_ENDPOINT", None)  # the compose default: the trace sink
@@ -159,6 +167,62 @@ class Cluster:
         self.clients: list[str] = []
         self.label = f"shoal-e2e={project}"
         self._cids: dict[str, str] = {}  # service -> container id (stable until down/up)
+        self.peer5_volume: Path | None = None  # the loop-mounted ext4 behind peer5, if made
+
+    # -- peer5's small volume (a real file system of known size) -----------------
+    def mount_peer5_volume(self, mib: int) -> None:
+        """An ext4 file system of `mib` MiB on a loop device as peer5's volume, so its
+        free space is the volume's (the host disk's is too large to fill by half)."""
+        img, mnt = self.workdir / "peer5.ext4", self.workdir / "peer5-volume"
+        mnt.mkdir()
+        try:
+            with open(img, "wb") as f:
+                f.truncate(mib * MIB)
+            sh(["mkfs.ext4", "-q", "-F", "-m", "0", str(img)], quiet=True)
+            sh(["mount", "-o", "loop", str(img), str(mnt)], quiet=True)
+            os.chown(mnt, 10001, 10001)  # the images' shoal user
+        except (Fail, OSError) as e:
+            log(f"no loop-mounted volume for peer5 ({e}); it gets a named volume and the "
+                "capacity scenario fails")
+            return
+        self.peer5_volume = mnt
+        self.env["SHOAL_COMPOSE_PEER5_VOLUME"] = str(mnt)
+        log(f"peer5's volume: {mib} MiB ext4 on a loop device at {mnt}")
+
+    def unmount_peer5_volume(self) -> None:
+        if self.peer5_volume is not None:
+            sh(["umount", str(self.peer5_volume)], check_rc=False, quiet=True)
+            self.peer5_volume = None
+
+    def ip(self, service: str) -> str:
+        """The container's address on the compose network (reachable from the host)."""
+        p = sh(["docker", "inspect", "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", self.cid(service)],
+               quiet=True)
+        check(bool(p.stdout.strip()), f"{service} has no address (is it running?)")
+        return p.stdout.strip()
+
+    def metrics(self, service: str, port: int) -> dict[str, float]:
+        """A service's /metrics, as {"name{labels}": value}."""
+        url = f"http://{self.ip(service)}:{port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+        except OSError as e:
+            raise Fail(f"{url}: {e}") from e
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, val = line.rpartition(" ")
+                try:
+                    out[key] = float(val)
+                except ValueError:
+                    pass
+        return out
+
+    def tracker_metric(self, prefix: str) -> float:
+        """Sum of the tracker's series whose name starts with `prefix`."""
+        return sum(v for k, v in self.metrics("tracker", 9102).items() if k.startswith(prefix))
 
     # -- compose ------------------------------------------------------------
     def c(self, *args: str, timeout: float = 180, check_rc: bool = True):
@@ -511,7 +575,7 @@ class E2E:
         check(not on_victim, f"dead {victim} still listed as live replica of chunks {on_victim[:10]}")
 
     def restore_victims(self) -> None:
-        """Bring killed peers back so the next scenario has 4 peers."""
+        """Bring killed peers back so the next scenario has every peer."""
         for victim in self.victims:
             if self.cl.health(victim).startswith("running"):
                 continue
@@ -523,7 +587,7 @@ class E2E:
         """Partition a peer past the dead threshold, heal: no 0/duplicate/over-replicated chunks."""
         name = self.ensure_big()
         self.restore_victims()
-        poll("all 4 peers alive", lambda: all("alive" in self.peer_state(p) for p in PEERS), 30)
+        poll("all peers alive", lambda: all("alive" in self.peer_state(p) for p in PEERS), 30)
         cnt = self.holders(name)
         victim = next((p for p, _ in cnt.most_common() if p in PEERS and p not in self.history),
                       "peer4")
@@ -584,11 +648,21 @@ class E2E:
             self.get_and_verify(n, client="client-b")
 
     def s5_tracker_restart(self) -> None:
-        """Restart the tracker: ls shows the files, downloads are intact."""
+        """Restart the tracker with every peer up: no repair starts, no peer is judged
+        dead; ls shows the files, downloads are intact."""
         self.ensure_big()
-        self.restore_victims()
+        self.converged("before the tracker restart")
         sh(["docker", "restart", "-t", "10", self.cl.cid("tracker")])
         self.cl.wait_healthy(["tracker"], 60)
+
+        def quiet():
+            repaired = self.cl.tracker_metric("shoal_tracker_repaired_chunks")
+            check(repaired == 0, f"{repaired:.0f} repair copies since the tracker restarted")
+            dead = self.dead_peers()
+            check(not dead, f"peers judged dead after the tracker restart: {dead}")
+            return True
+        # Past dead_after twice: a peer judged from the store's last sighting is dead by then.
+        self.hold("no repair, no dead peer after the tracker restart", quiet, 2 * DEAD_AFTER_S + 2)
         self._verify_all("after tracker restart")
 
     def s6_down_up(self) -> None:
@@ -624,7 +698,7 @@ class E2E:
         self.restore_victims()
         check(self.cl.health(SINK) == "running/healthy",
               f"trace sink is {self.cl.health(SINK) or 'absent'}")
-        poll("all 4 peers alive", lambda: all("alive" in self.peer_state(p) for p in PEERS), 30)
+        poll("all peers alive", lambda: all("alive" in self.peer_state(p) for p in PEERS), 30)
         log(f"clients use {' '.join(self.cl.endpoint_args())}, exporting to {OTLP_URL}")
         name = "e2e-traced"
         self.put(name, 6 * MIB, client="client-a", env=self.cl.otel_env("client-a"))
@@ -675,15 +749,16 @@ class E2E:
               f"stat says {st.get('chunk_size')}")
         check(num(frag, "fragment.chunks") == len(hashes),
               f"fragment.chunks {frag['attributes'].get('fragment.chunks')!r}, stat says {len(hashes)}")
-        # Placement decisions: one place span per chunk, each covering both zones.
+        # Placement decisions: one place span per chunk, each covering every zone.
         places = [sp for sp in t if sp.get("name") == "place"]
         for p in places:
             a = p.get("attributes") or {}
             for k in ("placement.chosen", "placement.zones_covered", "placement.candidates",
                       "placement.scores", "chunk.hash"):
                 check(k in a, f"place span without {k}: {a}")
-            check(num(p, "placement.zones_covered") == 2,
-                  f"place span covers {a.get('placement.zones_covered')!r} zones, expected 2: {a}")
+            check(num(p, "placement.zones_covered") == len(ZONES),
+                  f"place span covers {a.get('placement.zones_covered')!r} zones, "
+                  f"expected {len(ZONES)}: {a}")
         placed = {(p.get("attributes") or {}).get("chunk.hash") for p in places}
         check(placed == hashes, f"place spans cover {len(placed & hashes)} of {len(hashes)} chunks "
                                 f"(extra: {sorted(placed - hashes)[:3]})")
@@ -770,6 +845,208 @@ class E2E:
         finally:
             self.restore_victims()
 
+    # -- day two: restarts, capacity, zone loss, catalogue restore ------------------
+    def restart_peer(self, peer: str) -> None:
+        """Stop a peer as Kubernetes does (SIGTERM, same volume), start it, wait until the
+        tracker has it alive again. While it is down the tracker must say `restarting`."""
+        cid = self.cl.cid(peer)
+        sh(["docker", "stop", "-t", "15", cid], quiet=True)
+        state = self.peer_state(peer)
+        check(state == "restarting", f"{peer} stopped with SIGTERM is {state!r} at the tracker, "
+                                     "expected 'restarting'")
+        sh(["docker", "start", cid], quiet=True)
+        self.cl.wait_healthy([peer], 60)
+        poll(f"{peer} alive again", lambda: self.peer_state(peer) == "alive", 30, interval=0.5)
+
+    def converged(self, why: str, deadline_s: float = 90) -> None:
+        """Every peer back, every file healthy with no chunk at 0, duplicated or over R."""
+        self.restore_victims()
+        poll("all peers alive", lambda: all(self.peer_state(p) == "alive" for p in PEERS), 60)
+
+        def ok():
+            self.all_healthy()
+            problems = [f"{n} {p}" for n in self.files for p in self.replica_problems(n)]
+            check(not problems, "; ".join(problems[:6]))
+            return True
+        poll(f"files healthy and replicas converged {why}", ok, deadline_s, interval=1.5)
+
+    def hold(self, what: str, fn, seconds: float, interval: float = 0.5) -> None:
+        """fn() must stay truthy (not raise Fail) at every look for `seconds`."""
+        end = time.monotonic() + seconds
+        looks = 0
+        while True:
+            if not fn():
+                raise Fail(f"{what}: broken after {looks} looks")
+            looks += 1
+            if time.monotonic() >= end:
+                return
+            time.sleep(interval)
+
+    def dead_peers(self) -> dict[str, float]:
+        return {k: v for k, v in self.cl.metrics("tracker", 9102).items()
+                if k.startswith("shoal_tracker_peers{") and 'state="dead"' in k and v > 0}
+
+    def s9_rolling_restart(self) -> None:
+        """Every peer restarted in turn (SIGTERM, same volume) under a get loop and a put loop:
+        no failed operation, no repair copy, no peer ever dead."""
+        self.converged("before the rolling restart")
+        loop_file = "e2e-rolling"
+        if loop_file not in self.files:
+            self.put(loop_file, 16 * MIB)
+        repaired0 = self.cl.tracker_metric("shoal_tracker_repaired_chunks")
+        stop = threading.Event()
+        ops: collections.Counter = collections.Counter()
+        failures: list[str] = []
+        dead_seen: list[dict] = []
+
+        def guard(kind: str, fn) -> None:
+            try:
+                fn()
+                ops[kind] += 1
+            except Fail as e:
+                failures.append(f"{kind}: {e}")
+
+        def get_loop():
+            while not stop.is_set():
+                guard("get", lambda: self.get_and_verify(loop_file, client="client-b"))
+
+        def put_loop():
+            i = 0
+            while not stop.wait(1.0):
+                i += 1
+                guard("put", lambda: self.put(f"e2e-rolling-{i}", 1 * MIB))
+
+        def watch_loop():
+            while not stop.wait(0.25):
+                try:
+                    dead = self.dead_peers()
+                except Fail:
+                    continue
+                if dead:
+                    dead_seen.append(dead)
+        threads = [threading.Thread(target=f, daemon=True) for f in (get_loop, put_loop, watch_loop)]
+        for th in threads:
+            th.start()
+        t = time.monotonic()
+        try:
+            for peer in PEERS:
+                t1 = time.monotonic()
+                self.restart_peer(peer)
+                log(f"{peer} restarted and alive in {time.monotonic() - t1:.1f}s")
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(timeout=300)
+        log(f"rolling restart of {len(PEERS)} peers in {time.monotonic() - t:.1f}s: "
+            f"{ops['get']} gets, {ops['put']} puts, {len(failures)} failed")
+        check(not failures, f"{len(failures)} operations failed: " + " | ".join(failures[:3]))
+        check(ops["get"] > 0 and ops["put"] > 0, f"the loops did not run: {dict(ops)}")
+        check(not dead_seen, f"the tracker reported a dead peer: {dead_seen[:3]}")
+        self.converged("after the rolling restart")
+        repaired = self.cl.tracker_metric("shoal_tracker_repaired_chunks") - repaired0
+        check(repaired == 0, f"the rolling restart made {repaired:.0f} repair copies, expected 0")
+
+    def s10_capacity(self) -> None:
+        """peer5 (its own ext4 volume, filled to about half) restarts: the free space it
+        advertises is the volume's within 1 %."""
+        vol = self.cl.peer5_volume
+        check(vol is not None, "peer5 has no volume of its own (the loop mount failed)")
+        self.converged("before filling peer5")
+
+        def used() -> float:
+            st = os.statvfs(vol)
+            return 1 - st.f_bavail / st.f_blocks
+        # Zone c is peer5 alone: every chunk put has a copy there.
+        for i in range(8):
+            if used() >= 0.4:
+                break
+            self.put(f"e2e-fill-{i}", 48 * MIB)
+        check(0.3 <= used() <= 0.8, f"peer5's volume is {used():.0%} used, expected about half")
+        log(f"peer5's volume is {used():.0%} used; restarting it")
+        self.restart_peer("peer5")
+
+        def advertised():
+            me = [p for p in self.cl.peers() if str(p.get("addr", "")).split(":")[0] == "peer5"]
+            check(len(me) == 1, f"peers lists {len(me)} entries for peer5")
+            adv = int(me[0]["capacity_bytes"]) - int(me[0]["used_bytes"])
+            st = os.statvfs(vol)
+            free = st.f_bavail * st.f_frsize
+            check(abs(adv - free) <= 0.01 * free,
+                  f"peer5 advertises {adv / MIB:.1f} MiB free, its volume has {free / MIB:.1f} MiB "
+                  f"(used {int(me[0]['used_bytes']) / MIB:.1f} MiB, capacity "
+                  f"{int(me[0]['capacity_bytes']) / MIB:.1f} MiB)")
+            return adv, free
+        adv, free = poll("peer5 advertises its volume's free space", advertised, 30)
+        log(f"peer5 advertises {adv / MIB:.1f} MiB free; the volume has {free / MIB:.1f} MiB")
+
+    def s11_zone_loss(self) -> None:
+        """Every peer of zone b stopped: every file stays readable; after the restart grace
+        the copies are rebuilt in zones a and c and `shoal info` shows 0 under-replicated."""
+        self.converged("before the zone loss")
+        lost = ZONES["b"]
+        repaired0 = self.cl.tracker_metric("shoal_tracker_repaired_chunks")
+        t = time.monotonic()
+        try:
+            for peer in lost:
+                sh(["docker", "stop", "-t", "15", self.cl.cid(peer)])
+            for name in self.files:
+                self.get_and_verify(name, client="client-b")
+            log(f"every file read with zone b down ({time.monotonic() - t:.1f}s after the stop)")
+
+            def rebuilt():
+                info = self.cl.shoal_json("info")
+                check(int(info.get("under_replicated_chunks", -1)) == 0
+                      and int(info.get("lost_chunks", -1)) == 0,
+                      f"info: {info.get('under_replicated_chunks')} under-replicated, "
+                      f"{info.get('lost_chunks')} lost")
+                self.all_healthy()
+                for name in self.files:
+                    for c in self.cl.stat(name).get("chunks") or []:
+                        hosts = {str(r.get("addr", "")).split(":")[0] for r in c.get("replicas") or []}
+                        check(not hosts & set(lost), f"{name} chunk {c.get('index')} listed on {hosts}")
+                return True
+            poll("copies rebuilt outside zone b", rebuilt, RESTART_GRACE_S + 120, interval=2)
+            repaired = self.cl.tracker_metric("shoal_tracker_repaired_chunks") - repaired0
+            log(f"rebuilt {time.monotonic() - t:.1f}s after the zone went down: "
+                f"{repaired:.0f} repair copies, 0 under-replicated")
+            check(repaired > 0, "no repair copy was made for the lost zone")
+        finally:
+            for peer in lost:
+                sh(["docker", "start", self.cl.cid(peer)], check_rc=False)
+            self.cl.wait_healthy(lost, 60)
+        self.converged("after zone b came back", 120)
+
+    def s12_restore(self) -> None:
+        """Back up the catalogue while serving, destroy the tracker's volume, restore,
+        restart: every file byte-identical through `shoal get`."""
+        self.converged("before the backup")
+        ids = {n: self.cl.stat(n).get("id") for n in self.files}
+        tracker = self.cl.cid("tracker")
+        sh(["docker", "exec", tracker, "shoal-tracker", "backup", "/var/lib/shoal/e2e.backup"])
+        bdir = self.cl.workdir / "backup"
+        bdir.mkdir(exist_ok=True)
+        sh(["docker", "cp", f"{tracker}:/var/lib/shoal/e2e.backup", str(bdir / "e2e.backup")])
+        os.chmod(bdir, 0o755)
+        os.chmod(bdir / "e2e.backup", 0o644)
+        volume = f"{self.cl.project}_tracker-data"
+        self.cl.c("rm", "-s", "-f", "tracker")
+        self.cl._cids.pop("tracker", None)
+        sh(["docker", "volume", "rm", volume])
+        log(f"tracker and its volume {volume} destroyed")
+        self.cl.c("up", "--no-start", "--no-deps", "tracker")
+        sh(["docker", "run", "--rm", "--label", self.cl.label, "--network", "none",
+            "-v", f"{volume}:/var/lib/shoal", "-v", f"{bdir}:/backup:ro",
+            "-e", "SHOAL_DATA_DIR=/var/lib/shoal",
+            f"shoal-tracker:{self.cl.version}", "restore", "/backup/e2e.backup"])
+        self.cl.c("up", "-d", "--no-deps", "tracker")
+        self.cl.wait_healthy(["tracker"], 60)
+        poll("every peer registered with the restored tracker",
+             lambda: all(self.peer_state(p) == "alive" for p in PEERS), 60)
+        self._verify_all("after the restore")
+        after = {n: self.cl.stat(n).get("id") for n in self.files}
+        check(after == ids, f"content ids changed by the restore: "
+                            f"{[n for n in ids if ids[n] != after.get(n)][:5]}")
+
 
 def num(span: dict, key: str) -> int | None:
     """A numeric span attribute (u64 values travel as strings in OTLP)."""
@@ -793,6 +1070,10 @@ SCENARIOS = [
     (6, "down/up with volumes kept", "s6_down_up"),
     (7, "bad config exits 64", "s7_bad_config"),
     (8, "traces across containers", "s8_traces"),
+    (9, "rolling restart moves no data", "s9_rolling_restart"),
+    (10, "restarted peer advertises its volume", "s10_capacity"),
+    (11, "zone loss: readable, then rebuilt", "s11_zone_loss"),
+    (12, "catalogue backup, volume lost, restore", "s12_restore"),
 ]
 
 
@@ -861,6 +1142,7 @@ def main() -> int:
         up_err = None
         t = time.monotonic()
         try:
+            cluster.mount_peer5_volume(int(os.environ.get("SHOAL_E2E_PEER5_MIB", "512")))
             cluster.up()
             log(f"cluster up in {time.monotonic() - t:.1f}s")
         except Fail as e:
@@ -903,7 +1185,9 @@ def main() -> int:
                 log(f"teardown problem, retrying: {e}")
                 cluster.stop_clients()
                 cluster.c("down", "-v", "--remove-orphans", "-t", "1", check_rc=False)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            cluster.unmount_peer5_volume()
+            shutil.rmtree(workdir, ignore_errors=True)
     print_summary(results, logdir / "summary.txt")
     log(f"total {time.monotonic() - T0:.1f}s")
     return 0 if results and all(r == "PASS" for r, _, _ in results.values()) else 1
