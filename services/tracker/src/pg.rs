@@ -247,22 +247,25 @@ impl PgStore {
         &self,
         id: &str,
         chunks: &[Hash],
+        append: bool,
         ttl: std::time::Duration,
     ) -> Result<(), StoreError> {
         let id = id.to_string();
         let bytes: Vec<u8> = chunks.iter().flat_map(|h| h.0).collect();
         let ms = ttl.as_millis().min(i64::MAX as u128) as f64;
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO uploads (upload_id, chunks, expires_at)
-                 VALUES ($1, $2, now() + $3 * interval '1 millisecond')
-                 ON CONFLICT (upload_id) DO UPDATE
-                 SET chunks = EXCLUDED.chunks, expires_at = EXCLUDED.expires_at",
-                &[&id, &bytes, &ms],
-            )
-            .map(|_| ())
-            .map_err(err)
-        })?
+        // A streaming upload's windows add to its row; a placement or renewal sets it.
+        let sql = if append {
+            "INSERT INTO uploads (upload_id, chunks, expires_at)
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+             ON CONFLICT (upload_id) DO UPDATE
+             SET chunks = uploads.chunks || EXCLUDED.chunks, expires_at = EXCLUDED.expires_at"
+        } else {
+            "INSERT INTO uploads (upload_id, chunks, expires_at)
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+             ON CONFLICT (upload_id) DO UPDATE
+             SET chunks = EXCLUDED.chunks, expires_at = EXCLUDED.expires_at"
+        };
+        self.call(move |c| c.execute(sql, &[&id, &bytes, &ms]).map(|_| ()).map_err(err))?
     }
 
     /// Forget upload `id` (committed or aborted); queued, a failure is logged (the row

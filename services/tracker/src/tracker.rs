@@ -23,6 +23,7 @@ use crate::writer::{Planned, Writer};
 mod commit;
 mod inflight;
 mod put;
+mod window;
 
 /// Peer ids a client may name in one replacement request, and hints kept per upload.
 pub const MAX_HINTED_PEERS: usize = 64;

@@ -19,7 +19,15 @@ pub type Owner = [u8; 32];
 #[derive(Debug)]
 pub struct Upload {
     pub name: String,
+    /// The file's size; in a streaming upload, the bytes placed so far.
     pub size: u64,
+    /// A streaming upload: the most it may hold (windows are placed as the content
+    /// arrives, and the id is named at commit). `None`: the size is exact.
+    pub streaming: Option<u64>,
+    /// Bytes and copies placed on each peer by this upload's earlier windows: charged
+    /// to the candidates of the next one, so a stream spreads over equal peers as one
+    /// whole-file placement does.
+    pub charged: HashMap<String, (u64, u64)>,
     pub chunk_size: u64,
     pub replicas: u32,
     pub overwrite: bool,
@@ -141,6 +149,8 @@ impl Upload {
         Upload {
             name: "f".into(),
             size: chunks.len() as u64,
+            streaming: None,
+            charged: HashMap::new(),
             chunk_size: 1,
             replicas: 2,
             overwrite: false,

@@ -360,6 +360,7 @@ pub(crate) mod tests {
                 size: tag.len() as u64,
                 replicas: 2,
                 overwrite,
+                ..Default::default()
             },
         )?;
         let chunk = Hash::of(tag);
@@ -391,6 +392,7 @@ pub(crate) mod tests {
                 peer_ids: vec![],
                 receipts,
             }],
+            ..Default::default()
         })
         .await?;
         Ok(())

@@ -16,11 +16,15 @@ impl Tracker {
                 let up = st.uploads.get(&req.upload_id).ok_or_else(|| {
                     Error::NotFound(format!("unknown or expired upload {:?}", req.upload_id))
                 })?;
-                let file_id = up.file_id.ok_or_else(|| {
-                    Error::FailedPrecondition(
-                        "upload has no placement yet: call PlaceChunks first".into(),
-                    )
-                })?;
+                let file_id = match up.streaming {
+                    // Named now: the stream's content was known only at its end.
+                    Some(_) => streamed_id(up.size, &req.file_id)?,
+                    None => up.file_id.ok_or_else(|| {
+                        Error::FailedPrecondition(
+                            "upload has no placement yet: call PlaceChunks first".into(),
+                        )
+                    })?,
+                };
                 if let Some(rec) = st.catalogue.file(&file_id) {
                     crate::proof::same_layout(rec, up.size, up.chunk_size, &up.chunks)?;
                 }
@@ -187,4 +191,20 @@ impl Tracker {
             });
         }
     }
+}
+
+/// A streaming upload's content id, as its commit names it.
+fn streamed_id(size: u64, file_id: &str) -> Result<Hash> {
+    if file_id.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a streaming upload names its file_id (BLAKE3 of the content) at commit".into(),
+        ));
+    }
+    let id = bad_hash(file_id)?;
+    if size == 0 && id != Hash::from(blake3::hash(b"")) {
+        return Err(Error::InvalidArgument(
+            "an empty file has the BLAKE3 id of empty content".into(),
+        ));
+    }
+    Ok(id)
 }

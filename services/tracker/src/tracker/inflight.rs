@@ -64,7 +64,8 @@ impl Tracker {
             )
         };
         // Other replicas' GC honours the shared row until its (new) expiry.
-        self.hold_upload(&req.upload_id, &chunks, left).await?;
+        self.hold_upload(&req.upload_id, &chunks, false, left)
+            .await?;
         Ok(pb::RenewUploadResponse {
             expires_in_ms: millis(left),
         })
@@ -89,6 +90,7 @@ impl Tracker {
         self: &Arc<Self>,
         upload_id: &str,
         chunks: &[Hash],
+        append: bool,
         ttl: std::time::Duration,
     ) -> Result<()> {
         if self.store.postgres().is_none() {
@@ -96,7 +98,7 @@ impl Tracker {
         }
         let (t, id, chunks) = (self.clone(), upload_id.to_string(), chunks.to_vec());
         tokio::task::spawn_blocking(move || match t.store.postgres() {
-            Some(pg) => pg.hold_upload(&id, &chunks, ttl),
+            Some(pg) => pg.hold_upload(&id, &chunks, append, ttl),
             None => Ok(()),
         })
         .await
@@ -161,6 +163,7 @@ mod tests {
                     size: 1,
                     replicas: 3,
                     overwrite: false,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -251,6 +254,7 @@ mod tests {
                     size: 1,
                     replicas: 2,
                     overwrite: false,
+                    ..Default::default()
                 },
             )
             .unwrap()

@@ -33,12 +33,14 @@ impl Tracker {
                 cfg.replication.max_factor
             )));
         }
+        // A stream is fragmented by the most it may hold: its exact size comes last.
         let frag = fragment(req.size, cfg.chunk.min_bytes, cfg.chunk.max_bytes);
         // The fragmentation decision, with its reasons, as a span of its own.
         info_span!(
             "fragment",
             file.name = %req.name,
             file.size = req.size,
+            file.streaming = req.streaming,
             fragment.chunk_size = frag.chunk_size,
             fragment.chunks = frag.chunks,
             fragment.policy = %frag.reason,
@@ -61,7 +63,9 @@ impl Tracker {
             upload_id.clone(),
             Upload {
                 name: req.name,
-                size: req.size,
+                size: if req.streaming { 0 } else { req.size },
+                streaming: req.streaming.then_some(req.size),
+                charged: Default::default(),
                 chunk_size: frag.chunk_size,
                 replicas,
                 overwrite: req.overwrite,
@@ -88,6 +92,14 @@ impl Tracker {
         self: &Arc<Self>,
         req: pb::PlaceChunksRequest,
     ) -> Result<pb::PlaceChunksResponse> {
+        let streaming = self
+            .state()
+            .uploads
+            .get(&req.upload_id)
+            .is_some_and(|u| u.streaming.is_some());
+        if streaming {
+            return self.place_window(req).await;
+        }
         let file_id = bad_hash(&req.file_id)?;
         let mut digests = req.chunks;
         digests.sort_by_key(|c| c.index);
@@ -128,38 +140,11 @@ impl Tracker {
             (up, self.cached_candidates(&st, now), holders)
         };
         let candidates = (*candidates).clone();
-        let decided = span.in_scope(|| place_file(&up, &hashes, candidates, &holders))?;
-        let peers: std::collections::HashMap<&str, pb::PeerRef> = {
-            let st = self.state();
-            decided
-                .iter()
-                .flat_map(|d| d.decision.chosen.iter())
-                .filter_map(|id| st.peers.get(id).map(|p| (id.as_str(), p.peer_ref())))
-                .collect()
-        };
-        let mut placements = Vec::with_capacity(decided.len());
-        for (i, (h, d)) in hashes.iter().zip(&decided).enumerate() {
-            self.metrics.placement(d.outcome);
-            let targets: Vec<pb::PeerRef> = d
-                .decision
-                .chosen
-                .iter()
-                .filter_map(|id| peers.get(id.as_str()).cloned())
-                .collect();
-            let len = chunk_len(up.size, up.chunk_size, i as u64);
-            let ticket = (!targets.is_empty()).then(|| self.ticket(&upload_id, h, len, &targets));
-            placements.push(pb::ChunkPlacement {
-                index: i as u32,
-                hash: h.to_hex(),
-                targets,
-                already_stored: d.outcome == "dedup",
-                reason: d.reason.clone(),
-                ticket,
-            });
-        }
+        let decided = span.in_scope(|| place_file(&up, 0, &hashes, candidates, &holders))?;
+        let placements = self.placements(&upload_id, &up, 0, &hashes, &decided);
         // Other replicas' garbage collection must see these chunks held before any
         // peer stores one (the client learns the targets only from this answer).
-        self.hold_upload(&upload_id, &hashes, self.cfg.upload.expiry)
+        self.hold_upload(&upload_id, &hashes, false, self.cfg.upload.expiry)
             .await?;
         let mut st = self.state();
         for (h, d) in hashes.iter().zip(decided) {
@@ -175,6 +160,47 @@ impl Tracker {
             placements,
             file: None,
         })
+    }
+
+    /// The targets and tickets of chunks `first..` of an upload, as decided.
+    pub(super) fn placements(
+        &self,
+        upload_id: &str,
+        up: &UploadShape,
+        first: usize,
+        hashes: &[Hash],
+        decided: &[Placed],
+    ) -> Vec<pb::ChunkPlacement> {
+        let peers: std::collections::HashMap<&str, pb::PeerRef> = {
+            let st = self.state();
+            decided
+                .iter()
+                .flat_map(|d| d.decision.chosen.iter())
+                .filter_map(|id| st.peers.get(id).map(|p| (id.as_str(), p.peer_ref())))
+                .collect()
+        };
+        let mut placements = Vec::with_capacity(decided.len());
+        for (i, (h, d)) in hashes.iter().zip(decided).enumerate() {
+            let index = first + i;
+            self.metrics.placement(d.outcome);
+            let targets: Vec<pb::PeerRef> = d
+                .decision
+                .chosen
+                .iter()
+                .filter_map(|id| peers.get(id.as_str()).cloned())
+                .collect();
+            let len = chunk_len(up.size, up.chunk_size, index as u64);
+            let ticket = (!targets.is_empty()).then(|| self.ticket(upload_id, h, len, &targets));
+            placements.push(pb::ChunkPlacement {
+                index: index as u32,
+                hash: h.to_hex(),
+                targets,
+                already_stored: d.outcome == "dedup",
+                reason: d.reason.clone(),
+                ticket,
+            });
+        }
+        placements
     }
 
     /// The content is already stored: the name is all that is new (a catalogue write).
@@ -343,12 +369,12 @@ pub(super) fn millis(d: std::time::Duration) -> u64 {
 }
 
 /// What placement needs of an upload, checked against the chunk list a client sent.
-struct UploadShape {
-    name: String,
-    overwrite: bool,
-    replicas: u32,
-    chunk_size: u64,
-    size: u64,
+pub(super) struct UploadShape {
+    pub(super) name: String,
+    pub(super) overwrite: bool,
+    pub(super) replicas: u32,
+    pub(super) chunk_size: u64,
+    pub(super) size: u64,
 }
 
 /// The upload exists, the chunk list matches its size and chunk size, and the name is
@@ -410,17 +436,18 @@ fn check_placement(
 }
 
 /// One chunk's placement: the decision, its reason, and its outcome for the metrics.
-struct Placed {
-    decision: Decision,
-    reason: String,
-    outcome: &'static str,
+pub(super) struct Placed {
+    pub(super) decision: Decision,
+    pub(super) reason: String,
+    pub(super) outcome: &'static str,
 }
 
 /// Place every chunk of a new file: for each, the peers that should take a copy, by the
 /// one scoring function (`placement`), given who already holds it. A span per chunk
 /// carries the decision and its reasons.
-fn place_file(
+pub(super) fn place_file(
     up: &UploadShape,
+    first: usize,
     hashes: &[Hash],
     candidates: Vec<Candidate>,
     holders: &[Vec<(String, String)>],
@@ -428,6 +455,7 @@ fn place_file(
     let mut planner = Planner::new(candidates);
     let mut out = Vec::with_capacity(hashes.len());
     for (i, (h, holders)) in hashes.iter().zip(holders).enumerate() {
+        let i = first + i;
         let len = chunk_len(up.size, up.chunk_size, i as u64);
         let want = (up.replicas as usize).saturating_sub(holders.len());
         let decision = if want == 0 {
