@@ -1,19 +1,17 @@
 //! `POST /upload` bodies as the webserver reads them: any bytes (or a form built from
 //! parts), under a content type with any boundary, delivered in pieces of any size,
 //! through axum's `Multipart` extractor and `http::upload::read_form` — the code the
-//! handler runs before it hands the spool file to the client library — then `drain`,
-//! as the handler does after an error.
+//! handler runs, here with the file part kept in memory instead of streamed to the
+//! peers — then `drain`, as the handler does after an error.
 //!
-//! Invariants: nothing panics; an accepted form spooled a contiguous piece of the body
-//! (never more bytes than the body has, never more than the limit) under a name that
-//! `names::validate` accepts; the spool space it holds is exactly its size; refusals
-//! are 400, 413 or 503, never a server error; whatever happened, the spool file is
-//! removed and every byte of spool space given back; a plain honest form is accepted
-//! with exactly its file's bytes.
+//! Invariants: nothing panics; an accepted form read a contiguous piece of the body as
+//! its file (never more bytes than the body has, never more than the limit) under a
+//! name that `names::validate` accepts; refusals are 400, 413 or 503, never a server
+//! error; a plain honest form is accepted with exactly its file's bytes.
 #![no_main]
 
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use axum::body::Body;
@@ -21,10 +19,10 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use shoal_common::names::{self, MAX_NAME_BYTES};
-use shoal_webserver::http::upload::{drain, read_form, Spool};
+use shoal_webserver::http::upload::{drain, read_form, Reading, Sink};
 use shoal_webserver::metrics::Metrics;
 
-/// Spool space when the input does not pick a small one.
+/// The upload limit when the input does not pick a small one.
 const BIG: u64 = 1 << 20;
 
 #[derive(Arbitrary, Debug)]
@@ -80,9 +78,8 @@ struct Input {
     shape: Shape,
     /// Sizes of the pieces the body arrives in (the rest in one piece).
     pieces: Vec<u16>,
-    /// The upload limit and the spool space, small when set.
+    /// The upload limit, small when set.
     limit: Option<u16>,
-    space: Option<u16>,
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -92,20 +89,6 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .enable_all()
             .build()
             .expect("tokio runtime")
-    })
-}
-
-fn spool_dir() -> &'static tempfile::TempDir {
-    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
-    D.get_or_init(|| {
-        // tmpfs when there is one: every accepted form writes a spool file.
-        let shm = std::path::Path::new("/dev/shm");
-        if shm.is_dir() {
-            tempfile::tempdir_in(shm)
-        } else {
-            tempfile::tempdir()
-        }
-        .expect("temp dir")
     })
 }
 
@@ -228,19 +211,11 @@ fuzz_target!(|input: Input| {
         };
 
     let limit = input.limit.map_or(BIG, u64::from);
-    let space_bytes = if honest.is_some() {
-        BIG
-    } else {
-        input.space.map_or(BIG, u64::from)
-    };
     let limit = if honest.is_some() { BIG } else { limit };
-    let space = Arc::new(tokio::sync::Semaphore::new(space_bytes as usize));
-    let dir = spool_dir();
-    let to = Spool {
-        dir: dir.path(),
+    let to = Reading {
         limit,
-        space: &space,
-        space_bytes,
+        most: limit,
+        sink: Sink::Memory,
         metrics: metrics(),
     };
 
@@ -271,30 +246,25 @@ fuzz_target!(|input: Input| {
         };
         match read_form(&mut form, &to).await {
             Ok(up) => {
-                let size = up.file.size;
+                let size = up.size;
                 assert!(
                     size <= body.len() as u64,
-                    "{size} bytes spooled from a {}-byte body",
+                    "{size} bytes read from a {}-byte body",
                     body.len()
                 );
-                assert!(size <= limit, "{size} bytes spooled past the limit {limit}");
-                let spooled = std::fs::read(up.file.path()).expect("the spool file is there");
-                assert_eq!(spooled.len() as u64, size, "spool file size");
+                assert!(size <= limit, "{size} bytes read past the limit {limit}");
+                let kept = up.kept.expect("the file part is kept");
+                assert_eq!(kept.len() as u64, size, "file part size");
                 assert!(
-                    contains(&body, &spooled),
-                    "spooled bytes are not a piece of the body"
-                );
-                assert_eq!(
-                    space.available_permits() as u64,
-                    space_bytes - size,
-                    "spool space held differs from the spool file's size"
+                    contains(&body, &kept),
+                    "the file part's bytes are not a piece of the body"
                 );
                 assert!(names::validate(&up.name).is_ok(), "name {:?}", up.name);
                 assert!(up.name.len() <= MAX_NAME_BYTES, "name {:?}", up.name);
                 assert_eq!(up.name.trim(), up.name, "untrimmed name");
                 if let Some((name, content)) = &honest {
                     assert_eq!(&up.name, name);
-                    assert_eq!(&spooled, content, "an honest file's bytes changed");
+                    assert_eq!(&kept, content, "an honest file's bytes changed");
                     assert!(!up.overwrite && up.replicas == 0);
                 }
             }
@@ -320,13 +290,4 @@ fuzz_target!(|input: Input| {
             }
         }
     });
-
-    // The form (and with it the spool file) is gone: nothing left, all space back.
-    let left = std::fs::read_dir(dir.path()).expect("spool dir").count();
-    assert_eq!(left, 0, "spool files left behind");
-    assert_eq!(
-        space.available_permits() as u64,
-        space_bytes,
-        "spool space not given back"
-    );
 });

@@ -446,6 +446,7 @@ async fn meta_puts(
                                 size: 4096,
                                 replicas: 3,
                                 overwrite: false,
+                                ..Default::default()
                             })
                             .await?
                             .into_inner();
@@ -488,6 +489,7 @@ async fn meta_puts(
                                     .unwrap_or_default(),
                                 receipts,
                             }],
+                            ..Default::default()
                         })
                         .await?;
                         Ok::<_, tonic::Status>(())

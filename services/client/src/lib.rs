@@ -11,6 +11,7 @@ mod error;
 mod failover;
 mod get;
 mod put;
+mod putstream;
 mod stream;
 mod tracker;
 
@@ -23,6 +24,7 @@ use shoal_proto::v1 as pb;
 pub use error::ClientError;
 pub use get::{part_path as get_part_path, GetResult};
 pub use put::{PutOptions, PutResult};
+pub use putstream::{StreamMemory, Streamed};
 pub use tracker::Trackers;
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

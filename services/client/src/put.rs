@@ -139,6 +139,46 @@ pub fn hash_file(
     Ok((id.to_hex(), chunks, grown))
 }
 
+/// Where a chunk's bytes come from: a file being put, or memory (a stream's chunk).
+#[derive(Clone)]
+pub(crate) enum Body<'a> {
+    File { path: &'a Path, offset: u64 },
+    Memory(Bytes),
+}
+
+/// A chunk's PutChunk messages: read from a file by a blocking task, or sliced from memory.
+type Messages = futures::future::Either<
+    ReceiverStream<pb::PutChunkRequest>,
+    stream::Iter<std::vec::IntoIter<pb::PutChunkRequest>>,
+>;
+
+impl Body<'_> {
+    /// The PutChunk messages of `len` bytes: `header`, then the data in pieces.
+    fn messages(&self, len: u64, header: pb::PutChunkHeader) -> Messages {
+        match self {
+            Body::File { path, offset } => futures::future::Either::Left(chunk_messages(
+                path.to_path_buf(),
+                *offset,
+                len,
+                header,
+            )),
+            Body::Memory(data) => {
+                let mut msgs = vec![pb::PutChunkRequest {
+                    msg: Some(pb::put_chunk_request::Msg::Header(header)),
+                }];
+                // Slices of one buffer: no byte is copied here.
+                for at in (0..data.len()).step_by(STREAM_MESSAGE_BYTES) {
+                    let end = (at + STREAM_MESSAGE_BYTES).min(data.len());
+                    msgs.push(pb::PutChunkRequest {
+                        msg: Some(pb::put_chunk_request::Msg::Data(data.slice(at..end))),
+                    });
+                }
+                futures::future::Either::Right(stream::iter(msgs))
+            }
+        }
+    }
+}
+
 /// Stream bytes `[offset, offset+len)` of `path` as PutChunk data messages after `header`.
 fn chunk_messages(
     path: PathBuf,
@@ -209,26 +249,30 @@ impl Client {
                         size,
                         replicas: opts.replicas,
                         overwrite: opts.overwrite,
+                        ..Default::default()
                     };
                     async move { c.begin_upload(req).await }
                 })
                 .await?;
-            let upload_id = begin.upload_id.clone();
             let result = self.put_inner(path, &name, size, &begin, &progress).await;
             if result.is_err() {
-                let id = upload_id.clone();
-                let _ = self
-                    .trackers
-                    .call("abort upload", |mut c| {
-                        let upload_id = id.clone();
-                        async move { c.abort_upload(pb::AbortUploadRequest { upload_id }).await }
-                    })
-                    .await;
+                self.abort_upload(&begin.upload_id).await;
             }
             result
         }
         .instrument(span)
         .await
+    }
+
+    /// Best effort: an upload not aborted expires.
+    pub(crate) async fn abort_upload(&self, upload_id: &str) {
+        let _ = self
+            .trackers
+            .call("abort upload", |mut c| {
+                let upload_id = upload_id.to_string();
+                async move { c.abort_upload(pb::AbortUploadRequest { upload_id }).await }
+            })
+            .await;
     }
 
     async fn put_inner(
@@ -288,7 +332,6 @@ impl Client {
         let avoid = Avoid::default();
         let up = Upload {
             id: &begin.upload_id,
-            path,
             avoid: &avoid,
         };
         let up = &up;
@@ -300,9 +343,11 @@ impl Client {
             }
             let len = digests[p.index as usize].size;
             sends.push(async move {
-                let (peer_ids, receipts) = self
-                    .send_chunk(up, p, p.index as u64 * chunk_size, len)
-                    .await?;
+                let body = Body::File {
+                    path,
+                    offset: p.index as u64 * chunk_size,
+                };
+                let (peer_ids, receipts) = self.send_chunk(up, p, &body, len).await?;
                 progress.advance(len);
                 Ok::<_, ClientError>(pb::ChunkStored {
                     index: p.index,
@@ -320,6 +365,7 @@ impl Client {
                 let req = pb::CommitUploadRequest {
                     upload_id: begin.upload_id.clone(),
                     stored: stored.clone(),
+                    ..Default::default()
                 };
                 async move { c.commit_upload(req).await }
             })
@@ -332,7 +378,7 @@ impl Client {
     /// they make progress: every third of its expiry, the receipts gathered since the
     /// last renewal go to the tracker as proof (a long put outlives one expiry; an idle
     /// one does not). A failed renewal is only logged: the commit says what counts.
-    async fn store_all(
+    pub(crate) async fn store_all(
         &self,
         upload_id: &str,
         expires_in_ms: u64,
@@ -340,44 +386,26 @@ impl Client {
     ) -> Result<Vec<pb::ChunkStored>> {
         let mut sends = stream::iter(sends).buffer_unordered(self.options.put_parallelism.max(1));
         let mut stored: Vec<pb::ChunkStored> = Vec::new();
-        // 0 (a tracker that does not renew): never renew.
-        let every = std::time::Duration::from_millis(expires_in_ms / 3)
-            .max(std::time::Duration::from_millis(100));
-        let mut renew = (expires_in_ms > 0)
-            .then(|| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
-        let mut shown = 0;
+        let mut renewal = Renewal::new(expires_in_ms);
         loop {
-            let tick = async {
-                match renew.as_mut() {
-                    Some(r) => r.tick().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 next = sends.next() => match next {
                     Some(chunk) => stored.push(chunk?),
                     None => return Ok(stored),
                 },
-                _ = tick => {
-                    if stored.len() > shown {
-                        let latest = stored[shown.max(stored.len().saturating_sub(RENEW_CHUNKS))..].to_vec();
-                        shown = stored.len();
-                        if let Err(e) = self.renew_upload(upload_id, latest).await {
-                            warn!(error = %e, "could not renew the upload; it may expire before the commit");
-                        }
-                    }
-                }
+                _ = renewal.tick() => renewal.renew(self, upload_id, &stored).await,
             }
         }
     }
 
     async fn renew_upload(&self, upload_id: &str, stored: Vec<pb::ChunkStored>) -> Result<()> {
+        let req = pb::RenewUploadRequest {
+            upload_id: upload_id.to_string(),
+            stored,
+        };
         self.trackers
-            .call("put: renew upload", |mut c| {
-                let req = pb::RenewUploadRequest {
-                    upload_id: upload_id.to_string(),
-                    stored: stored.clone(),
-                };
+            .call("put: renew upload", move |mut c| {
+                let req = req.clone();
                 async move { c.renew_upload(req).await }
             })
             .await
@@ -388,11 +416,11 @@ impl Client {
     /// lost, down a pipeline of the targets not reached and replacements from the
     /// tracker, at most `put_attempts` pipelines in all. Returns the peers that
     /// acknowledged it durable and their receipts (what CommitUpload counts).
-    async fn send_chunk(
+    pub(crate) async fn send_chunk(
         &self,
         up: &Upload<'_>,
         p: &pb::ChunkPlacement,
-        offset: u64,
+        body: &Body<'_>,
         len: u64,
     ) -> Result<(Vec<String>, Vec<pb::StoreReceipt>)> {
         let need = p.targets.len().min(2);
@@ -441,9 +469,7 @@ impl Client {
                 .len()
                 .saturating_sub(shoal_common::ticket::MAX_TICKETS);
             carried.drain(..keep);
-            let a = self
-                .push_pipeline(up.path, p, offset, len, &targets, carried)
-                .await?;
+            let a = self.push_pipeline(body, p, len, &targets, carried).await?;
             for id in a.stored_on {
                 if !stored.contains(&id) {
                     stored.push(id);
@@ -489,9 +515,8 @@ impl Client {
     /// hash mismatch) fails the put.
     async fn push_pipeline(
         &self,
-        path: &Path,
+        body: &Body<'_>,
         p: &pb::ChunkPlacement,
-        offset: u64,
         len: u64,
         targets: &[pb::PeerRef],
         tickets: Vec<pb::PlacementTicket>,
@@ -513,7 +538,7 @@ impl Client {
         let clock = Arc::new(Clock::new());
         let mut sent = 0u64;
         let ticks = clock.clone();
-        let msgs = chunk_messages(path.to_path_buf(), offset, len, header).inspect(move |m| {
+        let msgs = body.messages(len, header).inspect(move |m| {
             if let Some(pb::put_chunk_request::Msg::Data(d)) = &m.msg {
                 sent += d.len() as u64;
             }
@@ -575,21 +600,21 @@ impl Client {
         want: usize,
         holders: &[String],
     ) -> Result<(Vec<pb::PeerRef>, Option<pb::PlacementTicket>)> {
-        let failed = up.avoid.list();
         let mut holders = holders.to_vec();
         holders.truncate(crate::failover::MAX_HINTED_PEERS);
+        let req = pb::ReplaceTargetsRequest {
+            upload_id: up.id.to_string(),
+            index,
+            want: want as u32,
+            failed_peer_ids: up.avoid.list(),
+            holder_peer_ids: holders,
+        };
         let resp = self
             .trackers
             .call(
                 &format!("put: replacement targets for chunk {index}"),
-                |mut c| {
-                    let req = pb::ReplaceTargetsRequest {
-                        upload_id: up.id.to_string(),
-                        index,
-                        want: want as u32,
-                        failed_peer_ids: failed.clone(),
-                        holder_peer_ids: holders.clone(),
-                    };
+                move |mut c| {
+                    let req = req.clone();
                     async move { c.replace_targets(req).await }
                 },
             )
@@ -599,11 +624,59 @@ impl Client {
     }
 }
 
+/// Keeps an upload alive while it makes progress: every third of its expiry, the
+/// receipts gathered since the last renewal go to the tracker as proof.
+pub(crate) struct Renewal {
+    /// None: the tracker does not renew (an expiry of 0).
+    timer: Option<tokio::time::Interval>,
+    /// How many of the stored chunks the tracker has seen receipts for.
+    shown: usize,
+}
+
+impl Renewal {
+    pub(crate) fn new(expires_in_ms: u64) -> Self {
+        let every = std::time::Duration::from_millis(expires_in_ms / 3)
+            .max(std::time::Duration::from_millis(100));
+        Self {
+            timer: (expires_in_ms > 0)
+                .then(|| tokio::time::interval_at(tokio::time::Instant::now() + every, every)),
+            shown: 0,
+        }
+    }
+
+    /// Ready when a renewal is due (never, without a timer).
+    pub(crate) async fn tick(&mut self) {
+        match self.timer.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Show the receipts of chunks stored since the last renewal (the latest ones: one
+    /// new receipt is proof). A failed renewal is only logged: the commit says what counts.
+    pub(crate) async fn renew(
+        &mut self,
+        client: &Client,
+        upload_id: &str,
+        stored: &[pb::ChunkStored],
+    ) {
+        if stored.len() <= self.shown {
+            return;
+        }
+        let latest = stored[self.shown.max(stored.len().saturating_sub(RENEW_CHUNKS))..].to_vec();
+        self.shown = stored.len();
+        if let Err(e) = client.renew_upload(upload_id, latest).await {
+            warn!(error = %e, "could not renew the upload; it may expire before the commit");
+        }
+    }
+}
+
 /// What one put shares between its chunks.
-struct Upload<'a> {
-    id: &'a str,
-    path: &'a Path,
-    avoid: &'a Avoid,
+pub(crate) struct Upload<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) avoid: &'a Avoid,
 }
 
 /// The outcome of one pipeline: where the chunk is durable, which hops failed and why.

@@ -322,6 +322,7 @@ async fn replacement_hints_are_scoped_to_the_upload() {
                     size: 10,
                     replicas: 2,
                     overwrite: false,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

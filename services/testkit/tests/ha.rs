@@ -619,6 +619,7 @@ async fn an_upload_through_a_standby_keeps_its_chunks_through_the_leaders_gc() {
         .commit_upload(pb::CommitUploadRequest {
             upload_id: kept_id,
             stored: vec![kept_stored],
+            ..Default::default()
         })
         .await
         .expect("commit after the grace");

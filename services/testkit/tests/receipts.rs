@@ -122,6 +122,7 @@ async fn claimed_copies_are_not_counted_and_trim_keeps_the_real_ones() {
                 peer_ids: claimed,
                 receipts: r.receipts.clone(),
             }],
+            ..Default::default()
         })
         .await
         .expect("commit with the receipts of the real copies");
@@ -172,6 +173,7 @@ async fn a_commit_with_claims_only_is_refused() {
                 peer_ids: ids,
                 receipts: r.receipts.clone(),
             }],
+            ..Default::default()
         })
         .await
         .expect_err("no receipt for this upload: nothing durable");
@@ -202,6 +204,7 @@ async fn a_junk_record_does_not_capture_the_real_content() {
                 peer_ids: r.stored_on.clone(),
                 receipts: r.receipts.clone(),
             }],
+            ..Default::default()
         })
         .await
         .expect("the junk commits under the real content's id");

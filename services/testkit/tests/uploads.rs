@@ -27,6 +27,7 @@ fn begin(name: &str) -> pb::BeginUploadRequest {
         size: 1,
         replicas: 0,
         overwrite: false,
+        ..Default::default()
     }
 }
 

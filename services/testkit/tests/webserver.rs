@@ -519,10 +519,7 @@ async fn http_upload_streams_to_peers_then_client_get_matches() {
     let cluster = cluster(&["a", "a", "b"]).await;
     let c = cluster.client();
     let work = tempfile::tempdir().unwrap();
-    // A webserver with its own spool directory, to check nothing is left behind.
-    let spool = tempfile::tempdir().unwrap();
-    let mut cfg = WebserverConfig::for_test(cluster.tracker_url());
-    cfg.upload_dir = Some(spool.path().to_path_buf());
+    let cfg = WebserverConfig::for_test(cluster.tracker_url());
     let own = OwnWebserver::start(cfg).await;
     wait_for("own webserver SERVING", Duration::from_secs(20), || {
         serving(own.grpc)
@@ -571,6 +568,22 @@ async fn http_upload_streams_to_peers_then_client_get_matches() {
         d.chunks.iter().all(|ch| ch.replicas.len() == 2),
         "placed on peers chosen by the tracker"
     );
+    // The web form sends every field before the file (it is stored as it arrives).
+    let home = http.get(&b).send().await.unwrap().text().await.unwrap();
+    let at = |what: &str| {
+        home.find(what)
+            .unwrap_or_else(|| panic!("{what} on the page"))
+    };
+    assert!(
+        [
+            r#"name="name""#,
+            r#"name="replicas""#,
+            r#"name="overwrite""#
+        ]
+        .iter()
+        .all(|f| at(f) < at(r#"type="file""#)),
+        "a form field after the file input"
+    );
     // The redirect target is the file page.
     let page = http
         .get(format!("{b}/files/up%2Floaded%20%C3%BC.bin?uploaded=1"))
@@ -604,7 +617,7 @@ async fn http_upload_streams_to_peers_then_client_get_matches() {
         "the replicas field is honoured"
     );
 
-    // The file part's own name is used when no name is given; the file may come first.
+    // The file part's own name is used when no name is given.
     let form =
         reqwest::multipart::Form::new().part("file", file_part(b"hello".to_vec(), "greeting.txt"));
     let r = upload(form).await;
@@ -614,13 +627,21 @@ async fn http_upload_streams_to_peers_then_client_get_matches() {
         "/files/greeting.txt?uploaded=1"
     );
     let form = reqwest::multipart::Form::new()
-        .part("file", file_part(b"hello".to_vec(), "x"))
-        .text("name", "greeting copy.txt");
+        .text("name", "greeting copy.txt")
+        .part("file", file_part(b"hello".to_vec(), "x"));
     let r = upload(form).await;
     assert_eq!(
         r.headers()[header::LOCATION],
         "/files/greeting%20copy.txt?uploaded=dedup"
     );
+    // The file is stored as it arrives: a field after it is refused, and nothing is named.
+    let form = reqwest::multipart::Form::new()
+        .part("file", file_part(b"late".to_vec(), "x"))
+        .text("name", "late.txt");
+    let r = upload(form).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("comes after the file"));
+    assert!(c.stat("late.txt").await.is_err() && c.stat("x").await.is_err());
 
     // Bad input: 400, never a 500.
     for form in [
@@ -640,8 +661,6 @@ async fn http_upload_streams_to_peers_then_client_get_matches() {
     }
     assert!(metric(&b, "shoal_webserver_uploaded_bytes_total ").await >= size + 2 * 2 * CHUNK);
     assert_eq!(metric(&b, "shoal_webserver_uploads_total ").await, 4);
-    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
-    assert!(left.is_empty(), "spool files left behind: {left:?}");
     own.shutdown().await;
 }
 
@@ -1124,18 +1143,18 @@ async fn http_download_never_sends_a_corrupt_copy() {
     }
 }
 
-/// Web uploads are spooled whole, within `SHOAL_UPLOAD_SPOOL_BYTES`: an upload over the
-/// limit gets 413 naming it — refused from its declared length, or mid-stream when it
-/// declares none — and leaves nothing in the spool; the space of stored uploads is given
-/// back, so uploads within the limit keep working.
+/// An upload over `SHOAL_MAX_UPLOAD_BYTES` gets 413 naming it — refused from its
+/// declared length, or mid-stream when it declares none, and then nothing is stored —
+/// and the memory of refused and stored uploads is given back, so uploads within the
+/// limit keep working with an upload memory of a few chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_upload_over_the_spool_limit_is_a_413_naming_it() {
+async fn http_upload_over_the_limit_is_a_413_naming_it() {
     use reqwest::multipart::{Form, Part};
     let cluster = cluster(&["a", "b"]).await;
-    let (spool, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let work = tempfile::tempdir().unwrap();
     let mut cfg = WebserverConfig::for_test(cluster.tracker_url());
-    cfg.upload_dir = Some(spool.path().to_path_buf());
-    cfg.upload_spool_bytes = 1 << 20;
+    cfg.max_upload_bytes = 1 << 20;
+    cfg.upload_buffer_bytes = 1 << 20;
     let own = OwnWebserver::start(cfg).await;
     wait_for("own webserver SERVING", Duration::from_secs(20), || {
         serving(own.grpc)
@@ -1144,9 +1163,8 @@ async fn http_upload_over_the_spool_limit_is_a_413_naming_it() {
     .unwrap();
     let url = format!("http://{}/upload", own.http);
     let http = web();
-    let spool_empty = || async { std::fs::read_dir(spool.path()).unwrap().count() == 0 };
     let names_the_limit =
-        |body: &str| body.contains("1048576 bytes") && body.contains("SHOAL_UPLOAD_SPOOL_BYTES");
+        |body: &str| body.contains("1048576 bytes") && body.contains("SHOAL_MAX_UPLOAD_BYTES");
 
     // Declared length over the limit: refused before the body is read.
     let form = Form::new().part("file", Part::bytes(vec![7u8; 3 << 20]).file_name("big.bin"));
@@ -1155,7 +1173,7 @@ async fn http_upload_over_the_spool_limit_is_a_413_naming_it() {
     let body = r.text().await.unwrap();
     assert!(names_the_limit(&body), "{body}");
 
-    // No declared length (chunked): refused as soon as the spool limit is passed.
+    // No declared length (chunked): refused as soon as the limit is passed.
     let pieces = (0..48).map(|_| Ok::<_, std::io::Error>(vec![9u8; 64 << 10]));
     let part = Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
         .file_name("stream.bin");
@@ -1168,15 +1186,12 @@ async fn http_upload_over_the_spool_limit_is_a_413_naming_it() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body = r.text().await.unwrap();
     assert!(names_the_limit(&body), "{body}");
-    wait_for(
-        "spool empty after refusals",
-        Duration::from_secs(10),
-        spool_empty,
-    )
-    .await
-    .unwrap();
+    assert!(
+        cluster.client().stat("stream.bin").await.is_err(),
+        "nothing is named after a refused stream"
+    );
 
-    // Within the limit, twice: the first upload's space was given back.
+    // Within the limit, twice: the refused uploads' memory was given back.
     for (i, len) in [900_000usize, 1_000_000].into_iter().enumerate() {
         let name = format!("fits-{i}.bin");
         let bytes: Vec<u8> = (0..len).map(|b| (b % 251) as u8 ^ i as u8).collect();
@@ -1194,13 +1209,6 @@ async fn http_upload_over_the_spool_limit_is_a_413_naming_it() {
         cluster.client().get(&name, &out, quiet()).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), bytes, "{name}: bytes differ");
     }
-    wait_for(
-        "spool empty after stores",
-        Duration::from_secs(10),
-        spool_empty,
-    )
-    .await
-    .unwrap();
     own.shutdown().await;
 }
 
@@ -1222,10 +1230,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-/// A real webserver process spools uploads without holding them: a 24 MiB upload
-/// (within its 32 MiB spool) is stored byte for byte and a 100 MiB one is refused with
-/// 413 after its body is read and dropped, and the process's peak RSS grows by far less
-/// than either upload.
+/// A real webserver process streams uploads to the peers without holding them or
+/// writing them anywhere: a 48 MiB upload (over its 4 MiB upload memory, within its
+/// 64 MiB limit) is stored byte for byte, a 100 MiB one is refused with 413 after its
+/// body is read and dropped, and the process's peak RSS grows by far less than either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_uploads_keep_the_webserver_memory_bounded() {
     use reqwest::multipart::{Form, Part};
@@ -1233,11 +1241,7 @@ async fn web_uploads_keep_the_webserver_memory_bounded() {
     let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b"]).replication(2))
         .await
         .unwrap();
-    let (spool, logs, work) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
+    let (logs, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (grpc, http) = (free_addr(), free_addr());
     let w = Proc::spawn(
         "webserver",
@@ -1246,8 +1250,8 @@ async fn web_uploads_keep_the_webserver_memory_bounded() {
             ("SHOAL_LISTEN_ADDR", grpc.to_string()),
             ("SHOAL_HTTP_ADDR", http.to_string()),
             ("SHOAL_TRACKER_URL", cluster.tracker_url()),
-            ("SHOAL_UPLOAD_DIR", spool.path().display().to_string()),
-            ("SHOAL_UPLOAD_SPOOL_BYTES", (32u64 << 20).to_string()),
+            ("SHOAL_UPLOAD_BUFFER_BYTES", (4u64 << 20).to_string()),
+            ("SHOAL_MAX_UPLOAD_BYTES", (64u64 << 20).to_string()),
         ],
         logs.path(),
     );
@@ -1257,7 +1261,7 @@ async fn web_uploads_keep_the_webserver_memory_bounded() {
     let url = format!("http://{http}/upload");
     let client = web();
 
-    let part = Part::stream_with_length(reqwest::Body::wrap_stream(generated(24, 1)), 24 << 20)
+    let part = Part::stream_with_length(reqwest::Body::wrap_stream(generated(48, 1)), 48 << 20)
         .file_name("fits.bin");
     let r = client
         .post(&url)
@@ -1278,7 +1282,7 @@ async fn web_uploads_keep_the_webserver_memory_bounded() {
         .await
         .unwrap();
     let mut want = blake3::Hasher::new();
-    futures::StreamExt::for_each(generated(24, 1), |b| {
+    futures::StreamExt::for_each(generated(48, 1), |b| {
         want.update(&b.unwrap());
         async {}
     })
@@ -1298,13 +1302,12 @@ async fn web_uploads_keep_the_webserver_memory_bounded() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body = r.text().await.unwrap();
-    assert!(body.contains(&format!("{} bytes", 32u64 << 20)), "{body}");
+    assert!(body.contains(&format!("{} bytes", 64u64 << 20)), "{body}");
 
     let peak = peak_rss_kib(pid);
-    eprintln!("webserver peak RSS: {started} KiB after start, {peak} KiB after a 24 MiB and a 100 MiB upload");
+    eprintln!("webserver peak RSS: {started} KiB after start, {peak} KiB after a 48 MiB and a 100 MiB upload");
     assert!(
         peak < started + 20 * 1024,
         "webserver peak RSS grew from {started} KiB to {peak} KiB"
     );
-    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
 }

@@ -1,7 +1,6 @@
 //! Webserver configuration (`SHOAL_*` environment variables).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,17 +24,15 @@ pub struct WebserverConfig {
     /// How often the background probe asks the tracker for `ClusterInfo`.
     #[serde(default = "default_probe", with = "humantime_serde")]
     pub tracker_probe_interval: Duration,
-    /// Where uploads are spooled before they go to the peers (default: the system temp dir).
-    #[serde(default)]
-    pub upload_dir: Option<PathBuf>,
     /// Largest HTTP upload body accepted.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
-    /// Bytes that all HTTP uploads in flight may spool in `upload_dir` at once (size the
-    /// spool volume for it); one upload larger than this is refused with 413, and an
-    /// upload that finds the spool full of others' uploads with 503.
-    #[serde(default = "default_spool")]
-    pub upload_spool_bytes: u64,
+    /// Memory all HTTP uploads in flight may hold in chunk buffers at once (uploads
+    /// stream to the peers, nothing is written to disk): an upload waits for room
+    /// before it reads its next chunk. At least one chunk (`SHOAL_CHUNK__MAX_BYTES`
+    /// of the tracker, 64 MiB by default, for the largest files).
+    #[serde(default = "default_upload_buffer")]
+    pub upload_buffer_bytes: u64,
     /// Chunks each HTTP download fetches ahead of the one being sent (memory: this many chunks).
     #[serde(default = "default_download_ahead")]
     pub download_ahead: usize,
@@ -85,8 +82,8 @@ fn default_probe() -> Duration {
 fn default_max_upload() -> u64 {
     1 << 40
 }
-fn default_spool() -> u64 {
-    4 << 30
+fn default_upload_buffer() -> u64 {
+    64 << 20
 }
 fn default_download_ahead() -> usize {
     4
@@ -173,10 +170,10 @@ impl WebserverConfig {
                 "expected a positive duration",
             ));
         }
-        if self.upload_spool_bytes < (1 << 20) {
+        if self.upload_buffer_bytes < (1 << 20) {
             return Err(ConfigError::invalid(
-                "upload_spool_bytes",
-                self.upload_spool_bytes,
+                "upload_buffer_bytes",
+                self.upload_buffer_bytes,
                 "expected at least 1048576 (1 MiB)",
             ));
         }
@@ -188,11 +185,6 @@ impl WebserverConfig {
             ));
         }
         Ok(())
-    }
-
-    /// The largest single HTTP upload: the body limit, and no more than the spool holds.
-    pub fn upload_limit(&self) -> u64 {
-        self.max_upload_bytes.min(self.upload_spool_bytes)
     }
 
     /// The tracker endpoints clients are told to dial.
@@ -238,8 +230,7 @@ mod tests {
             ("SHOAL_TRACKER_PUBLIC_URL", "http://tracker:50052"),
             ("SHOAL_DATA_DIR", "/var/lib/shoal"),
             ("SHOAL_LOG_FORMAT", "json"),
-            ("SHOAL_UPLOAD_DIR", "/var/spool/shoal-upload"),
-            ("SHOAL_UPLOAD_SPOOL_BYTES", "4294967296"),
+            ("SHOAL_UPLOAD_BUFFER_BYTES", "67108864"),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let e = load(&[("SHOAL_TRACKER_URLS", "http://tracker:50052")]).unwrap_err();
@@ -274,25 +265,16 @@ mod tests {
             e.to_string().contains("SHOAL_TRACKER_PUBLIC_URL=tracker:1"),
             "{e}"
         );
-        let e = load(&[("SHOAL_UPLOAD_SPOOL_BYTES", "1000")]).expect_err("tiny spool");
+        let e = load(&[("SHOAL_UPLOAD_BUFFER_BYTES", "1000")]).expect_err("tiny buffer");
         assert!(
-            e.to_string().contains("SHOAL_UPLOAD_SPOOL_BYTES=1000"),
+            e.to_string().contains("SHOAL_UPLOAD_BUFFER_BYTES=1000"),
             "{e}"
         );
-        let c = load(&[("SHOAL_UPLOAD_SPOOL_BYTES", "2097152")]).expect("valid");
-        assert_eq!(
-            c.upload_limit(),
-            2 << 20,
-            "one upload may not outgrow the spool"
-        );
+        let e = load(&[("SHOAL_UPLOAD_SPOOL_BYTES", "2097152")]).expect_err("gone");
+        assert!(e.to_string().contains("SHOAL_UPLOAD_SPOOL_BYTES"), "{e}");
         let e = load(&[("SHOAL_DOWNLOAD_AHEAD", "0")]).expect_err("zero");
         assert!(e.to_string().contains("SHOAL_DOWNLOAD_AHEAD=0"), "{e}");
-        let c = load(&[
-            ("SHOAL_UPLOAD_DIR", "/var/tmp/x"),
-            ("SHOAL_TRACKER_UNREACHABLE_AFTER", "3s"),
-        ])
-        .expect("valid");
-        assert_eq!(c.upload_dir, Some(PathBuf::from("/var/tmp/x")));
+        let c = load(&[("SHOAL_TRACKER_UNREACHABLE_AFTER", "3s")]).expect("valid");
         assert_eq!(c.tracker_unreachable_after, Duration::from_secs(3));
     }
 }

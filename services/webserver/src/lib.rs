@@ -30,8 +30,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Tokens HTTP users must present (bearer header or the `shoal_token` cookie).
     pub tokens: Arc<shoal_common::auth::Tokens>,
-    /// Spool space, one permit per byte: uploads reserve what they write.
-    pub spool: Arc<tokio::sync::Semaphore>,
+    /// Chunk buffers of the HTTP uploads in flight (`SHOAL_UPLOAD_BUFFER_BYTES`).
+    pub upload_memory: shoal_client::StreamMemory,
 }
 
 /// Serve gRPC on `grpc` and HTTP on `http` until `shutdown` is cancelled.
@@ -55,11 +55,8 @@ pub async fn run(
     let client = Arc::new(client);
     let http_tokens = Arc::new(tokens);
     let drain = cfg.shutdown_timeout;
-    let spool_permits = usize::try_from(cfg.upload_spool_bytes)
-        .unwrap_or(usize::MAX)
-        .min(tokio::sync::Semaphore::MAX_PERMITS);
     let state = Arc::new(AppState {
-        spool: Arc::new(tokio::sync::Semaphore::new(spool_permits)),
+        upload_memory: shoal_client::StreamMemory::new(cfg.upload_buffer_bytes),
         cfg,
         client,
         tracker: probe::TrackerStatus::default(),

@@ -20,6 +20,7 @@ fn begin_req(name: &str, size: u64, replicas: u32) -> pb::BeginUploadRequest {
         size,
         replicas,
         overwrite: false,
+        ..Default::default()
     }
 }
 
@@ -393,6 +394,7 @@ pub fn cases() -> Vec<Case> {
                     .commit_upload(pb::CommitUploadRequest {
                         upload_id: "no-such-upload".into(),
                         stored: vec![],
+                        ..Default::default()
                     })
                     .await,
             )
@@ -407,6 +409,7 @@ pub fn cases() -> Vec<Case> {
                         .commit_upload(pb::CommitUploadRequest {
                             upload_id: up,
                             stored: vec![],
+                            ..Default::default()
                         })
                         .await,
                 )
@@ -422,6 +425,7 @@ pub fn cases() -> Vec<Case> {
                         .commit_upload(pb::CommitUploadRequest {
                             upload_id: up,
                             stored: vec![],
+                            ..Default::default()
                         })
                         .await,
                 )
@@ -441,6 +445,7 @@ pub fn cases() -> Vec<Case> {
                                 peer_ids: vec!["ghost-peer".into()],
                                 receipts: vec![],
                             }],
+                            ..Default::default()
                         })
                         .await,
                 )
@@ -460,6 +465,7 @@ pub fn cases() -> Vec<Case> {
                                 peer_ids: vec![],
                                 receipts: vec![],
                             }],
+                            ..Default::default()
                         })
                         .await,
                 )
@@ -477,6 +483,7 @@ pub fn cases() -> Vec<Case> {
                     .commit_upload(pb::CommitUploadRequest {
                         upload_id: up,
                         stored: vec![s.clone(), s],
+                        ..Default::default()
                     })
                     .await,
             )
@@ -490,6 +497,7 @@ pub fn cases() -> Vec<Case> {
                     .commit_upload(pb::CommitUploadRequest {
                         upload_id: up,
                         stored: vec![],
+                        ..Default::default()
                     })
                     .await,
             )

@@ -2,7 +2,7 @@
 //! JSON under `/api/`), request metrics and response headers common to all pages.
 //!
 //! Handlers never hold file bytes beyond a few chunks: downloads stream from the peers,
-//! uploads stream to a spool file and then through the client library.
+//! uploads stream through the client library to the peers as they arrive.
 
 mod api;
 pub mod download;
@@ -31,7 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let upload_limit = usize::try_from(
         state
             .cfg
-            .upload_limit()
+            .max_upload_bytes
             .saturating_add(upload::FORM_SLACK)
             .saturating_add(upload::DRAIN_BYTES),
     )

@@ -169,12 +169,14 @@ pub async fn index(
         }
         b += "</nav>";
     }
+    // Fields before the file: a browser sends them in this order, and the file is
+    // stored as it arrives (see http::upload).
     b += "<section class=\"card\"><h2>Upload a file</h2>\
           <form class=\"upload\" method=\"post\" action=\"/upload\" enctype=\"multipart/form-data\">\
           <label>Name<input type=\"text\" name=\"name\" maxlength=\"255\" placeholder=\"default: the file's own name\"></label>\
           <label>Replicas<input type=\"number\" name=\"replicas\" min=\"0\" max=\"16\" placeholder=\"cluster default\"></label>\
-          <label class=\"file\">File<span class=\"filebox\"><input type=\"file\" name=\"file\" required></span></label>\
-          <div class=\"row\"><label class=\"check\"><input type=\"checkbox\" name=\"overwrite\" value=\"on\">Replace a different file of the same name</label>\
+          <label class=\"check\"><input type=\"checkbox\" name=\"overwrite\" value=\"on\">Replace a different file of the same name</label>\
+          <div class=\"row\"><label class=\"file\">File<span class=\"filebox\"><input type=\"file\" name=\"file\" required></span></label>\
           <button class=\"btn primary\" type=\"submit\">Upload</button></div></form></section>";
     Ok(page(
         "Files",

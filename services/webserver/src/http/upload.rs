@@ -1,28 +1,33 @@
-//! `POST /upload`: a multipart form (`file`, and optional `name`, `replicas`,
-//! `overwrite`) streamed to a spool file on disk, piece by piece as it arrives, then
-//! stored with the same client library as `shoal put` (the tracker picks the peers).
-//! Memory stays bounded whatever the file size; the spool file is removed whatever
-//! happens, including a client that goes away.
+//! `POST /upload`: a multipart form (`name`, `replicas`, `overwrite`, then `file`)
+//! stored as it arrives: the file part streams through the client library's streaming
+//! put (the tracker picks the peers, window by window), and nothing is written to the
+//! webserver's disk. Its memory is bounded: chunk buffers come from
+//! `SHOAL_UPLOAD_BUFFER_BYTES`, shared by every upload in flight (an upload waits for
+//! room before it reads its next chunk; a chunk's room is given back once it is
+//! durable).
 //!
-//! Why a spool and not a stream to the peers: a file's id (the BLAKE3 of the whole
-//! content) is part of placement (`PlaceChunks`), so the whole file is read before
-//! any chunk is placed. The spool is bounded instead: every byte written reserves
-//! a byte of `SHOAL_UPLOAD_SPOOL_BYTES` until the upload is stored, so the uploads
-//! in flight never fill the spool volume (on Kubernetes an emptyDir over its
-//! `sizeLimit` evicts the pod). An upload larger than the limit gets 413 naming it
-//! (before its body is read when it declares a length); one that finds the spool
-//! full of other uploads gets 503 and may retry.
+//! Why streaming and not a spool: a spool must hold the whole file (its id is the
+//! BLAKE3 of all of it), so the webserver's disk would bound the largest upload and
+//! uploads in flight could fill it (on Kubernetes an emptyDir over its `sizeLimit`
+//! evicts the pod). A streaming upload places each chunk as it is hashed and names the
+//! content id at the commit. The cost: the form's fields must come before the file
+//! part (the web form sends them so; a field after the file is refused and the upload
+//! aborted), and a stream cannot be deduplicated as a whole before it is sent (chunks
+//! already stored are skipped one by one).
+//!
+//! An upload over `SHOAL_MAX_UPLOAD_BYTES` gets 413 naming it: before its body is read
+//! when it declares a length, else as soon as it passes the limit.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use shoal_client::{PutOptions, Quiet};
+use bytes::Bytes;
+use futures::StreamExt;
+use shoal_client::{Client, PutOptions, StreamMemory, Streamed};
 use shoal_common::names;
-use tokio::io::AsyncWriteExt;
 
 use super::html::file_href;
 use super::{AppError, Shared};
@@ -41,60 +46,47 @@ pub const FORM_SLACK: u64 = 64 << 10;
 pub const DRAIN_BYTES: u64 = 256 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The spooled file part; the spool file is removed when this is dropped.
-pub struct Spooled {
-    path: tempfile::TempPath,
-    file_name: Option<String>,
-    /// Bytes in the spool file.
-    pub size: u64,
-    /// The spool space this file holds, given back when it is dropped (after the file).
-    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
+/// Where a form's file part goes: the peers (the handler), or memory (tests and the
+/// fuzz target, which check the form's reading, limits and errors on small bodies).
+pub enum Sink<'a> {
+    Peers {
+        client: &'a Client,
+        memory: &'a StreamMemory,
+    },
+    Memory,
 }
 
-impl Spooled {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Where a form's file part is spooled and how much it may take: in the handler the
-/// state's `upload_dir`, upload limit and spool semaphore; in tests and the fuzz target
-/// a temp dir and a small spool.
-pub struct Spool<'a> {
-    pub dir: &'a Path,
+/// How a form is read: the most its file may hold, where it goes, what is counted.
+pub struct Reading<'a> {
     /// Largest file part accepted (413 past it).
     pub limit: u64,
-    /// Spool space, one permit per byte (`AppState::spool`).
-    pub space: &'a Arc<tokio::sync::Semaphore>,
-    /// What `space` holds when no upload is in flight (`SHOAL_UPLOAD_SPOOL_BYTES`), for the 503.
-    pub space_bytes: u64,
+    /// The most the file part can hold (the body's declared length, else `limit`): the
+    /// tracker fragments a stream by it.
+    pub most: u64,
+    pub sink: Sink<'a>,
     pub metrics: &'a Metrics,
 }
 
-/// A form read to its end and checked: what to store and under which name.
+/// A form read to its end and checked: what was stored, under which name.
 pub struct UploadForm {
     /// Checked with `names::validate`: the `name` field, else the file part's file name.
     pub name: String,
     pub replicas: u32,
     pub overwrite: bool,
-    pub file: Spooled,
+    /// Bytes in the file part.
+    pub size: u64,
+    /// The stored stream, to commit (`Sink::Peers`).
+    pub stored: Option<Streamed>,
+    /// The file's bytes (`Sink::Memory`).
+    pub kept: Option<Vec<u8>>,
 }
 
 fn too_large(limit: u64) -> AppError {
     AppError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
-            "This upload is larger than the webserver accepts: at most {limit} bytes ({:.1} MiB) per upload (SHOAL_UPLOAD_SPOOL_BYTES, SHOAL_MAX_UPLOAD_BYTES). Use `shoal put` for bigger files.",
+            "This upload is larger than the webserver accepts: at most {limit} bytes ({:.1} MiB) per upload (SHOAL_MAX_UPLOAD_BYTES). Use `shoal put` for bigger files.",
             limit as f64 / (1024.0 * 1024.0)
-        ),
-    )
-}
-
-fn spool_full(space_bytes: u64) -> AppError {
-    AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "The upload spool is full: uploads in flight hold its {space_bytes} bytes (SHOAL_UPLOAD_SPOOL_BYTES). Try again when they are stored.",
         ),
     )
 }
@@ -118,14 +110,6 @@ fn bad_multipart(e: MultipartError) -> AppError {
     )
 }
 
-fn io_error(what: &str, dir: &std::path::Path, e: std::io::Error) -> AppError {
-    tracing::warn!(dir = %dir.display(), error = %e, "{what}");
-    AppError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{what} in {}: {e}", dir.display()),
-    )
-}
-
 /// A short text field, refused when it is longer than a name can be.
 async fn small_text(mut field: Field<'_>) -> Result<String, AppError> {
     let mut buf = Vec::new();
@@ -145,75 +129,20 @@ fn check_name(name: &str) -> Result<(), AppError> {
     names::validate(name).map_err(|e| AppError::bad_request(format!("Bad file name: {e}.")))
 }
 
-/// Write a file field to a new spool file in `to.dir`, as it arrives.
-async fn spool(to: &Spool<'_>, mut field: Field<'_>) -> Result<Spooled, AppError> {
-    let file_name = field.file_name().map(str::to_string);
-    let dir = to.dir;
-    let dir_owned = dir.to_path_buf();
-    let tmp = tokio::task::spawn_blocking(move || {
-        tempfile::Builder::new()
-            .prefix(".shoal-upload-")
-            .tempfile_in(&dir_owned)
-    })
-    .await
-    .map_err(|e| {
-        AppError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("spool task: {e}"),
-        )
-    })?
-    .map_err(|e| io_error("cannot create an upload spool file", dir, e))?;
-    let (std_file, path) = tmp.into_parts();
-    let mut out = tokio::fs::File::from_std(std_file);
-    let mut size = 0u64;
-    let limit = to.limit;
-    let mut reserved: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    while let Some(piece) = field.chunk().await.map_err(bad_multipart)? {
-        if size + piece.len() as u64 > limit {
-            return Err(too_large(limit));
-        }
-        // Pieces are small (a few KiB to a few MiB), far below u32::MAX permits.
-        let n = u32::try_from(piece.len()).map_err(|_| too_large(limit))?;
-        let permit = to
-            .space
-            .clone()
-            .try_acquire_many_owned(n)
-            .map_err(|_| spool_full(to.space_bytes))?;
-        match reserved.as_mut() {
-            Some(r) => r.merge(permit),
-            None => reserved = Some(permit),
-        }
-        out.write_all(&piece)
-            .await
-            .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
-        size += piece.len() as u64;
-        to.metrics.uploaded_bytes.inc_by(piece.len() as u64);
-    }
-    out.flush()
-        .await
-        .map_err(|e| io_error("cannot write the upload spool file", dir, e))?;
-    Ok(Spooled {
-        path,
-        file_name,
-        size,
-        _reserved: reserved,
-    })
-}
-
 pub async fn upload(
     State(st): Shared,
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Result<Response, AppError> {
-    // A declared length over the limit is refused before a byte is spooled.
+    // A declared length over the limit is refused before a byte is read.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = st.cfg.upload_limit();
+    let limit = st.cfg.max_upload_bytes;
     let r = match declared {
         Some(len) if len > limit.saturating_add(FORM_SLACK) => Err(too_large(limit)),
-        _ => receive_and_store(&st, &mut form).await,
+        _ => receive_and_store(&st, &mut form, declared.map_or(limit, |d| d.min(limit))).await,
     };
     if r.is_err() {
         let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut form)).await;
@@ -237,106 +166,263 @@ pub async fn drain(form: &mut Multipart) {
     }
 }
 
-/// Read a whole upload form, spooling its file part, and check it as the handler
-/// does: the `name` field (or the file name) is a valid name, `replicas` a number, a
-/// file was chosen. The spool file and its space are given back when the result (or
-/// the error) is dropped. The fuzz target `upload_form` drives this with any body.
-pub async fn read_form(form: &mut Multipart, to: &Spool<'_>) -> Result<UploadForm, AppError> {
-    let (mut name, mut replicas, mut overwrite) = (None::<String>, 0u32, false);
-    let mut spooled: Option<Spooled> = None;
-    while let Some(field) = form.next_field().await.map_err(bad_multipart)? {
-        match field.name().unwrap_or("") {
-            "file" if spooled.is_none() => spooled = Some(spool(to, field).await?),
-            "name" => {
-                let n = small_text(field).await?;
-                let n = n.trim();
-                if !n.is_empty() {
-                    // Fields before the file (as the web form sends them) fail fast.
-                    check_name(n)?;
-                    name = Some(n.to_string());
+/// What the file part's reader saw, for the handler's answer when the put fails.
+#[derive(Default)]
+struct Seen {
+    bytes: u64,
+    too_large: bool,
+    error: Option<AppError>,
+}
+
+/// The file part as a reader: counted, cut at `limit`, its multipart errors kept.
+fn part_reader<'f>(
+    first: Bytes,
+    field: Field<'f>,
+    limit: u64,
+    seen: Arc<Mutex<Seen>>,
+    metrics: &'f Metrics,
+) -> impl tokio::io::AsyncRead + Unpin + Send + 'f {
+    let pieces = futures::stream::once(async move { Ok(first) })
+        .chain(field)
+        .map(move |piece| {
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match piece {
+                Ok(b) => {
+                    s.bytes += b.len() as u64;
+                    if s.bytes > limit {
+                        s.too_large = true;
+                        return Err(std::io::Error::other("the upload is over the limit"));
+                    }
+                    metrics.uploaded_bytes.inc_by(b.len() as u64);
+                    Ok(b)
+                }
+                Err(e) => {
+                    let msg = e.body_text();
+                    s.error = Some(bad_multipart(e));
+                    Err(std::io::Error::other(msg))
                 }
             }
-            "replicas" => {
-                let v = small_text(field).await?;
-                let v = v.trim();
-                replicas = if v.is_empty() {
-                    0
-                } else {
-                    v.parse().map_err(|_| {
-                        AppError::bad_request(format!("replicas must be a whole number, not {v:?}"))
-                    })?
-                };
-            }
-            "overwrite" => {
-                overwrite = matches!(small_text(field).await?.trim(), "on" | "1" | "true" | "yes")
-            }
-            // Unknown fields (and a second file) are read and dropped.
-            _ => {
-                let mut field = field;
-                while field.chunk().await.map_err(bad_multipart)?.is_some() {}
+        });
+    tokio_util::io::StreamReader::new(Box::pin(pieces))
+}
+
+/// Store the file part through `to.sink` as it arrives.
+async fn store_part(
+    to: &Reading<'_>,
+    mut field: Field<'_>,
+    opts: PutOptions,
+) -> Result<(u64, Part), AppError> {
+    let no_file_name = field.file_name().unwrap_or("").is_empty();
+    let first = field.chunk().await.map_err(bad_multipart)?;
+    // A browser sends an empty part with no file name when no file was chosen.
+    let Some(first) = first
+        .filter(|f| !f.is_empty())
+        .or_else(|| (!no_file_name).then(Bytes::new))
+    else {
+        while field.chunk().await.map_err(bad_multipart)?.is_some() {}
+        return Err(AppError::bad_request("No file was chosen."));
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut reader = part_reader(first, field, to.limit, seen.clone(), to.metrics);
+    let stored = match &to.sink {
+        Sink::Peers { client, memory } => {
+            match client.put_stream(&mut reader, to.most, opts, memory).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // The reader's own failure (over the limit, a broken form) first.
+                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.too_large {
+                        return Err(too_large(to.limit));
+                    }
+                    return Err(s.error.take().unwrap_or_else(|| AppError::from(e)));
+                }
             }
         }
+        Sink::Memory => {
+            let mut kept = Vec::new();
+            let copied = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut kept).await;
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if s.too_large {
+                return Err(too_large(to.limit));
+            }
+            if let Some(err) = s.error.take() {
+                return Err(err);
+            }
+            copied.map_err(|e| AppError::bad_request(format!("could not read the upload: {e}")))?;
+            return Ok((kept.len() as u64, Part::Kept(kept)));
+        }
+    };
+    let size = seen.lock().unwrap_or_else(|p| p.into_inner()).bytes;
+    Ok((size, Part::Stored(stored)))
+}
+
+/// What became of the file part.
+enum Part {
+    Stored(Streamed),
+    Kept(Vec<u8>),
+}
+
+/// Read a whole upload form and check it as the handler does: the `name` field (or the
+/// file name) is a valid name, `replicas` a number, a file was chosen, and no field
+/// comes after the file (it is stored as it arrives: its name and replica count are
+/// fixed when it begins). On an error the stored stream is aborted. The fuzz target
+/// `upload_form` drives this with any body.
+pub async fn read_form(form: &mut Multipart, to: &Reading<'_>) -> Result<UploadForm, AppError> {
+    match read_fields(form, to).await {
+        Ok(f) => Ok(f),
+        Err((e, stored)) => {
+            if let (Some(s), Sink::Peers { client, .. }) = (stored, &to.sink) {
+                s.abort(client).await;
+            }
+            Err(e)
+        }
     }
-    let Some(file) = spooled else {
-        return Err(AppError::bad_request(
-            "The form has no file: choose one to upload.",
+}
+
+type FormError = (AppError, Option<Streamed>);
+
+fn stored(file: Option<(String, u64, Part)>) -> Option<Streamed> {
+    match file {
+        Some((_, _, Part::Stored(s))) => Some(s),
+        _ => None,
+    }
+}
+
+async fn read_fields(form: &mut Multipart, to: &Reading<'_>) -> Result<UploadForm, FormError> {
+    let (mut name, mut replicas, mut overwrite) = (None::<String>, 0u32, false);
+    let mut file: Option<(String, u64, Part)> = None;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err((bad_multipart(e), stored(file))),
+        };
+        let field_name = field.name().unwrap_or("").to_string();
+        if file.is_some() && matches!(field_name.as_str(), "name" | "replicas" | "overwrite") {
+            return Err((
+                AppError::bad_request(format!(
+                    "form field {field_name:?} comes after the file: send name, replicas and overwrite before the file part (the file is stored as it arrives)"
+                )),
+                stored(file),
+            ));
+        }
+        let r: Result<(), AppError> = async {
+            match field_name.as_str() {
+                "file" if file.is_none() => {
+                    let n = match name.clone() {
+                        Some(n) => n,
+                        None => field
+                            .file_name()
+                            .and_then(names::local_file_name)
+                            .ok_or_else(|| {
+                                AppError::bad_request(
+                                    "The file part has no file name: give a name.",
+                                )
+                            })?,
+                    };
+                    check_name(&n)?;
+                    let opts = PutOptions {
+                        name: n.clone(),
+                        replicas,
+                        overwrite,
+                    };
+                    let (size, stored) = store_part(to, field, opts).await?;
+                    file = Some((n, size, stored));
+                }
+                "name" => {
+                    let n = small_text(field).await?;
+                    let n = n.trim();
+                    if !n.is_empty() {
+                        check_name(n)?;
+                        name = Some(n.to_string());
+                    }
+                }
+                "replicas" => {
+                    let v = small_text(field).await?;
+                    let v = v.trim();
+                    replicas = if v.is_empty() {
+                        0
+                    } else {
+                        v.parse().map_err(|_| {
+                            AppError::bad_request(format!(
+                                "replicas must be a whole number, not {v:?}"
+                            ))
+                        })?
+                    };
+                }
+                "overwrite" => {
+                    overwrite =
+                        matches!(small_text(field).await?.trim(), "on" | "1" | "true" | "yes")
+                }
+                // Unknown fields (and a second file) are read and dropped.
+                _ => {
+                    let mut field = field;
+                    while field.chunk().await.map_err(bad_multipart)?.is_some() {}
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            return Err((e, stored(file)));
+        }
+    }
+    let Some((name, size, part)) = file else {
+        return Err((
+            AppError::bad_request("The form has no file: choose one to upload."),
+            None,
         ));
     };
-    // A browser sends an empty part with no file name when no file was chosen.
-    if file.size == 0 && file.file_name.as_deref().unwrap_or("").is_empty() {
-        return Err(AppError::bad_request("No file was chosen."));
-    }
-    let name = match name {
-        Some(n) => n,
-        None => file
-            .file_name
-            .as_deref()
-            .and_then(names::local_file_name)
-            .ok_or_else(|| AppError::bad_request("The file part has no file name: give a name."))?,
+    let (stored, kept) = match part {
+        Part::Stored(s) => (Some(s), None),
+        Part::Kept(k) => (None, Some(k)),
     };
-    check_name(&name)?;
-
     Ok(UploadForm {
         name,
         replicas,
         overwrite,
-        file,
+        size,
+        stored,
+        kept,
     })
 }
 
 async fn receive_and_store(
     st: &Arc<crate::AppState>,
     form: &mut Multipart,
+    most: u64,
 ) -> Result<Response, AppError> {
-    let dir: PathBuf = st.cfg.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let to = Spool {
-        dir: &dir,
-        limit: st.cfg.upload_limit(),
-        space: &st.spool,
-        space_bytes: st.cfg.upload_spool_bytes,
+    let to = Reading {
+        limit: st.cfg.max_upload_bytes,
+        most,
+        sink: Sink::Peers {
+            client: &st.client,
+            memory: &st.upload_memory,
+        },
         metrics: &st.metrics,
     };
     let UploadForm {
         name,
         replicas,
         overwrite,
-        file,
+        size,
+        stored,
+        ..
     } = read_form(form, &to).await?;
-
-    tracing::info!(name = %name, size = file.size, replicas, overwrite, "upload received; storing");
-    let opts = PutOptions {
-        name: name.clone(),
-        replicas,
-        overwrite,
-    };
-    let stored = st.client.put(&file.path, opts, Arc::new(Quiet)).await.map_err(|e| {
+    let stored = stored.ok_or_else(|| {
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the upload was not stored",
+        )
+    })?;
+    tracing::info!(name = %name, size, replicas, overwrite, "upload received; committing");
+    let stored = stored.commit(&st.client).await.map_err(|e| {
         let mut err = AppError::from(e);
         if err.status == StatusCode::CONFLICT && !overwrite {
             err.message = format!("A different file named “{name}” already exists. Tick “Replace a different file of the same name” to overwrite it. ({})", err.message);
         }
         err
     })?;
-    drop(file);
     st.metrics.uploads.inc();
     tracing::info!(name = %name, id = %stored.id, chunks = stored.chunks, deduplicated = stored.deduplicated, "upload stored");
     let flag = if stored.deduplicated { "dedup" } else { "1" };
@@ -357,24 +443,18 @@ mod tests {
             .expect("valid request")
     }
 
-    async fn read(
-        body: &'static str,
-        limit: u64,
-    ) -> (Result<UploadForm, AppError>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let space = Arc::new(tokio::sync::Semaphore::new(1 << 20));
+    async fn read(body: &'static str, limit: u64) -> Result<UploadForm, AppError> {
         let metrics = Metrics::default();
-        let to = Spool {
-            dir: dir.path(),
+        let to = Reading {
             limit,
-            space: &space,
-            space_bytes: 1 << 20,
+            most: limit,
+            sink: Sink::Memory,
             metrics: &metrics,
         };
         let mut m = Multipart::from_request(form(body), &())
             .await
             .expect("multipart");
-        (read_form(&mut m, &to).await, dir)
+        read_form(&mut m, &to).await
     }
 
     #[tokio::test]
@@ -394,15 +474,12 @@ Content-Type: application/octet-stream
 hello
 --XyZ--
 ";
-        let (r, dir) = read(body, 1 << 20).await;
-        let up = r.expect("accepted");
+        let up = read(body, 1 << 20).await.expect("accepted");
         assert_eq!(
-            (up.name.as_str(), up.replicas, up.file.size),
+            (up.name.as_str(), up.replicas, up.size),
             ("docs/a.txt", 2, 5)
         );
-        assert_eq!(std::fs::read(up.file.path()).expect("spooled"), b"hello");
-        drop(up);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+        assert_eq!(up.kept.as_deref(), Some(&b"hello"[..]));
     }
 
     #[tokio::test]
@@ -413,13 +490,42 @@ Content-Disposition: form-data; name=\"file\"; filename=\"../up.bin\"
 hello
 --XyZ--
 ";
-        let (r, _dir) = read(body, 1 << 20).await;
-        assert_eq!(r.expect("accepted").name, "up.bin");
-        let (r, dir) = read(body, 4).await;
+        assert_eq!(read(body, 1 << 20).await.expect("accepted").name, "up.bin");
         assert_eq!(
-            r.err().map(|e| e.status),
+            read(body, 4).await.err().map(|e| e.status),
             Some(StatusCode::PAYLOAD_TOO_LARGE)
         );
-        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_field_after_the_file_or_no_file_chosen_is_refused() {
+        let late = "--XyZ
+Content-Disposition: form-data; name=\"file\"; filename=\"a.bin\"
+
+hello
+--XyZ
+Content-Disposition: form-data; name=\"replicas\"
+
+2
+--XyZ--
+";
+        let e = read(late, 1 << 20).await.err().expect("refused");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("comes after the file"), "{}", e.message);
+        let none = "--XyZ
+Content-Disposition: form-data; name=\"name\"
+
+a.bin
+--XyZ
+Content-Disposition: form-data; name=\"file\"; filename=\"\"
+
+
+--XyZ--
+";
+        let e = read(none, 1 << 20).await.err().expect("refused");
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::BAD_REQUEST, "No file was chosen.")
+        );
     }
 }
