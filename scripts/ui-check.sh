@@ -51,7 +51,7 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do wait_serving 127.0.0.1:${ports[$i]} "peer$i"; done
 start webserver SHOAL_LISTEN_ADDR=127.0.0.1:$P_WEB_GRPC SHOAL_HTTP_ADDR=127.0.0.1:$P_WEB_HTTP \
-  SHOAL_TRACKER_URL=$TRACKER SHOAL_UPLOAD_DIR="$TMP" "$BIN/shoal-webserver"
+  SHOAL_TRACKER_URL=$TRACKER "$BIN/shoal-webserver"
 wait_serving 127.0.0.1:$P_WEB_GRPC webserver
 WEB=http://127.0.0.1:$P_WEB_HTTP
 

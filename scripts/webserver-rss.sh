@@ -27,7 +27,7 @@ command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get i
 # shellcheck source=scripts/lib/procs.sh
 . scripts/lib/procs.sh  # (the script runs from the repo root)
 procs_init shoal-rss
-mkdir -p "$TMP/spool"
+
 start tracker SHOAL_LISTEN_ADDR=127.0.0.1:$P_TRACKER SHOAL_DATA_DIR="$TMP/tracker" SHOAL_REPLICATION__FACTOR=2 "$BIN/shoal-tracker"
 wait_serving 127.0.0.1:$P_TRACKER tracker
 zones=(a a b); ports=($P_PEER1 $P_PEER2 $P_PEER3)
@@ -37,7 +37,7 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do wait_serving 127.0.0.1:${ports[$i]} "peer$i"; done
 start webserver SHOAL_LISTEN_ADDR=127.0.0.1:$P_WEB_GRPC SHOAL_HTTP_ADDR=127.0.0.1:$P_WEB_HTTP \
-  SHOAL_TRACKER_URL=$TRACKER SHOAL_UPLOAD_DIR="$TMP/spool" "$BIN/shoal-webserver"
+  SHOAL_TRACKER_URL=$TRACKER "$BIN/shoal-webserver"
 WS_PID=${pids[-1]}
 wait_serving 127.0.0.1:$P_WEB_GRPC webserver
 WEB=http://127.0.0.1:$P_WEB_HTTP
@@ -72,7 +72,6 @@ code=$(cat "$TMP/upload.code")
 up_s=$(echo "$(date +%s.%N) - $start_s" | bc 2>/dev/null || echo "?")
 upload_peak=$peak_kib
 echo "webserver-rss: upload done in ${up_s}s; peak VmRSS during upload $(mib "$upload_peak") MiB"
-[ -z "$(ls -A "$TMP/spool")" ] || fail "spool files left behind: $(ls -A "$TMP/spool")"
 
 echo "webserver-rss: downloading back through HTTP"
 peak_kib=0

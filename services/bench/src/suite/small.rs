@@ -213,10 +213,11 @@ impl Bench {
                     "-sSf".into(),
                     "-o".into(),
                     "/dev/null".into(),
-                    "-F".into(),
-                    format!("file=@{}", hsrc.join(format!("f{i}")).display()),
+                    // The name first: the webserver stores the file as it arrives.
                     "-F".into(),
                     format!("name=http-{run}-{i}"),
+                    "-F".into(),
+                    format!("file=@{}", hsrc.join(format!("f{i}")).display()),
                     format!("{http}/upload"),
                 ]
             };
