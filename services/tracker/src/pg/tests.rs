@@ -227,3 +227,32 @@ fn trim_keeps_recent_entries_and_the_newest_and_flags_readers_behind() {
     assert_eq!(s.load().unwrap().seq, after.seq);
     assert!(entries(s.log_since(after.seq).unwrap()).is_empty());
 }
+
+/// A streaming upload's windows add to its held chunks; a placement or renewal sets
+/// them; a released upload holds nothing.
+#[test]
+fn upload_holds_append_by_window_and_set_otherwise() {
+    let Some(url) = fresh_db() else { return };
+    let s = PgStore::connect(&url, plain()).unwrap();
+    let h = |b: &[u8]| shoal_common::hash::Hash::of(b);
+    let ttl = Duration::from_secs(60);
+    s.hold_upload("u", &[h(b"a")], true, ttl).unwrap();
+    s.hold_upload("u", &[h(b"b"), h(b"c")], true, ttl).unwrap();
+    let held = s.held_chunks().unwrap();
+    assert_eq!(held.len(), 3, "windows add up");
+    s.hold_upload("u", &[h(b"d")], false, ttl).unwrap();
+    assert_eq!(
+        s.held_chunks().unwrap(),
+        [h(b"d")].into_iter().collect(),
+        "a placement sets the list"
+    );
+    s.release_upload("u");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !s.held_chunks().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "release never applied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
