@@ -1047,19 +1047,6 @@ class E2E:
         check(after == ids, f"content ids changed by the restore: "
                             f"{[n for n in ids if ids[n] != after.get(n)][:5]}")
 
-
-def num(span: dict, key: str) -> int | None:
-    """A numeric span attribute (u64 values travel as strings in OTLP)."""
-    v = (span.get("attributes") or {}).get(key)
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return int(v)
-    try:
-        return int(str(v))
-    except ValueError:
-        return None
-
     def s13_big_web_upload(self) -> None:
         """A 2 GiB upload through the webserver's HTTP gateway (curl, a multipart form)
         while the webserver's only writable space is 256 MiB of tmpfs on a read-only
@@ -1101,6 +1088,19 @@ def num(span: dict, key: str) -> int | None:
         self.cl.shoal(*self.cl.endpoint_args(), "rm", name)
         del self.files[name]
         path.unlink()
+
+
+def num(span: dict, key: str) -> int | None:
+    """A numeric span attribute (u64 values travel as strings in OTLP)."""
+    v = (span.get("attributes") or {}).get(key)
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return int(v)
+    try:
+        return int(str(v))
+    except ValueError:
+        return None
 
 
 SCENARIOS = [

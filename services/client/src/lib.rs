@@ -6,6 +6,7 @@
 //! several peers in parallel, verifies each and the whole file, and resumes from a
 //! `.part` file. Memory stays bounded: files are streamed, never loaded whole.
 
+mod buf;
 pub mod display;
 mod error;
 mod failover;

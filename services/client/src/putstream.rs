@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info_span, Instrument};
 
+use crate::buf::ChunkBuf;
 use crate::failover::Avoid;
 use crate::put::{Body, Renewal, Upload};
 use crate::{Client, ClientError, PutOptions, PutResult, Result};
@@ -137,19 +138,19 @@ fn read_hashed<R: AsyncRead + Unpin + Send>(
 /// Up to `len` bytes of `reader` (fewer only at its end), in one buffer.
 async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, len: u64) -> Result<Bytes> {
     let len = usize::try_from(len).map_err(|_| ClientError::Other("chunk too large".into()))?;
-    let mut buf = BytesMut::with_capacity(len);
-    loop {
-        let room = len - buf.len();
-        if room == 0 {
-            break;
-        }
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let mut buf = ChunkBuf::new(len)?;
+    while buf.len() < len {
         let n = reader
-            .read_buf(&mut (&mut buf).limit(room))
+            .read(buf.spare())
             .await
             .map_err(|e| ClientError::Other(format!("reading the content: {e}")))?;
         if n == 0 {
             break;
         }
+        buf.filled(n);
     }
     Ok(buf.freeze())
 }

@@ -7,12 +7,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
 use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
 use tracing::{info_span, warn, Instrument};
 
+use crate::buf::ChunkBuf;
 use crate::failover::{peer_failed, pick, Avoid};
 use crate::{Client, ClientError, Result};
 
@@ -53,7 +54,7 @@ impl Client {
         let order: Vec<&pb::PeerRef> = (0..n)
             .map(|k| &c.replicas[(c.index as usize + k) % n])
             .collect();
-        let mut buf = BytesMut::with_capacity(size);
+        let mut buf = ChunkBuf::new(size)?;
         let mut contributors: Vec<&pb::PeerRef> = Vec::new();
         let mut errors = Vec::new();
         let mut tries = vec![0u32; n];
@@ -86,7 +87,7 @@ impl Client {
                 }
             }
             if buf.len() == size {
-                let data = buf.split().freeze();
+                let data = std::mem::replace(&mut buf, ChunkBuf::new(size)?).freeze();
                 if hash_of(data.clone()).await? == expected {
                     return Ok(data);
                 }
@@ -103,7 +104,6 @@ impl Client {
                         .collect::<Vec<_>>()
                         .join(",")
                 ));
-                buf.reserve(size);
                 contributors.clear();
             }
         }
@@ -119,11 +119,14 @@ impl Client {
         &self,
         peer: &pb::PeerRef,
         c: &pb::ChunkReplicas,
-        buf: &mut BytesMut,
+        buf: &mut ChunkBuf,
     ) -> std::result::Result<(), ReplicaError> {
         let mut r = self.open_replica(peer, c, buf.len() as u64).await?;
         while let Some(data) = r.next().await? {
-            buf.extend_from_slice(&data);
+            // The reader refuses bytes past the chunk's size: this always fits.
+            if !buf.extend_from_slice(&data) {
+                return Err((0, None, "peer sent more bytes than the chunk holds".into()));
+            }
         }
         Ok(())
     }

@@ -125,18 +125,7 @@ impl Tracker {
             let st = self.state();
             let now = Instant::now();
             let up = check_placement(&st, &upload_id, file_id, &digests)?;
-            let holders: Vec<Vec<(String, String)>> = hashes
-                .iter()
-                .map(|h| {
-                    st.live_holders(h, &self.cfg, now)
-                        .iter()
-                        .filter(|p| {
-                            !p.draining && st.liveness(p, &self.cfg, now) == Liveness::Alive
-                        })
-                        .map(|p| (p.id.clone(), p.zone.clone()))
-                        .collect()
-                })
-                .collect();
+            let holders = holders(&st, &hashes, &self.cfg, now);
             (up, self.cached_candidates(&st, now), holders)
         };
         let candidates = (*candidates).clone();
@@ -433,6 +422,26 @@ fn check_placement(
         chunk_size: up.chunk_size,
         size: up.size,
     })
+}
+
+/// For each chunk, the alive, not draining peers (id, zone) that hold it: what
+/// placement counts as copies already made.
+pub(super) fn holders(
+    st: &State,
+    hashes: &[Hash],
+    cfg: &TrackerConfig,
+    now: Instant,
+) -> Vec<Vec<(String, String)>> {
+    hashes
+        .iter()
+        .map(|h| {
+            st.live_holders(h, cfg, now)
+                .iter()
+                .filter(|p| !p.draining && st.liveness(p, cfg, now) == Liveness::Alive)
+                .map(|p| (p.id.clone(), p.zone.clone()))
+                .collect()
+        })
+        .collect()
 }
 
 /// One chunk's placement: the decision, its reason, and its outcome for the metrics.

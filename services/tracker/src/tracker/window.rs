@@ -12,7 +12,7 @@
 //! a whole-file placement spreads them; those charges can outlive the heartbeats that
 //! report the same bytes stored, which only spreads one stream's chunks further.
 
-use super::put::{place_file, Placed, UploadShape};
+use super::put::{holders, place_file, Placed, UploadShape};
 use super::*;
 
 /// Chunks one streaming PlaceChunks may place.
@@ -44,18 +44,7 @@ impl Tracker {
             let st = self.state();
             let now = Instant::now();
             let (shape, first) = check_window(&st, &upload_id, &digests)?;
-            let holders: Vec<Vec<(String, String)>> = hashes
-                .iter()
-                .map(|h| {
-                    st.live_holders(h, &self.cfg, now)
-                        .iter()
-                        .filter(|p| {
-                            !p.draining && st.liveness(p, &self.cfg, now) == Liveness::Alive
-                        })
-                        .map(|p| (p.id.clone(), p.zone.clone()))
-                        .collect()
-                })
-                .collect();
+            let holders = holders(&st, &hashes, &self.cfg, now);
             let mut candidates = (*self.cached_candidates(&st, now)).clone();
             if let Some(up) = st.uploads.get(&upload_id) {
                 for c in &mut candidates {
