@@ -6,6 +6,7 @@
 //! several peers in parallel, verifies each and the whole file, and resumes from a
 //! `.part` file. Memory stays bounded: files are streamed, never loaded whole.
 
+mod body;
 mod buf;
 pub mod display;
 mod error;
@@ -13,6 +14,7 @@ mod failover;
 mod get;
 mod put;
 mod putstream;
+mod renewal;
 mod stream;
 mod tracker;
 

@@ -9,24 +9,19 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{stream, StreamExt};
 use shoal_common::hash::{ChainingValue, ChunkTree, Hash};
-use shoal_common::STREAM_MESSAGE_BYTES;
 use shoal_proto::v1 as pb;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::body::Body;
 use crate::failover::{answer_deadline, Avoid, Clock};
+use crate::renewal::Renewal;
 use crate::{Client, ClientError, Progress, Result};
-
-/// Chunks a renewal shows receipts for: the latest ones (one new receipt is proof).
-const RENEW_CHUNKS: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -137,90 +132,6 @@ pub fn hash_file(
         })
         .collect();
     Ok((id.to_hex(), chunks, grown))
-}
-
-/// Where a chunk's bytes come from: a file being put, or memory (a stream's chunk).
-#[derive(Clone)]
-pub(crate) enum Body<'a> {
-    File { path: &'a Path, offset: u64 },
-    Memory(Bytes),
-}
-
-/// A chunk's PutChunk messages: read from a file by a blocking task, or sliced from memory.
-type Messages = futures::future::Either<
-    ReceiverStream<pb::PutChunkRequest>,
-    stream::Iter<std::vec::IntoIter<pb::PutChunkRequest>>,
->;
-
-impl Body<'_> {
-    /// The PutChunk messages of `len` bytes: `header`, then the data in pieces.
-    fn messages(&self, len: u64, header: pb::PutChunkHeader) -> Messages {
-        match self {
-            Body::File { path, offset } => futures::future::Either::Left(chunk_messages(
-                path.to_path_buf(),
-                *offset,
-                len,
-                header,
-            )),
-            Body::Memory(data) => {
-                let mut msgs = vec![pb::PutChunkRequest {
-                    msg: Some(pb::put_chunk_request::Msg::Header(header)),
-                }];
-                // Slices of one buffer: no byte is copied here.
-                for at in (0..data.len()).step_by(STREAM_MESSAGE_BYTES) {
-                    let end = (at + STREAM_MESSAGE_BYTES).min(data.len());
-                    msgs.push(pb::PutChunkRequest {
-                        msg: Some(pb::put_chunk_request::Msg::Data(data.slice(at..end))),
-                    });
-                }
-                futures::future::Either::Right(stream::iter(msgs))
-            }
-        }
-    }
-}
-
-/// Stream bytes `[offset, offset+len)` of `path` as PutChunk data messages after `header`.
-fn chunk_messages(
-    path: PathBuf,
-    offset: u64,
-    len: u64,
-    header: pb::PutChunkHeader,
-) -> ReceiverStream<pb::PutChunkRequest> {
-    let (tx, rx) = mpsc::channel(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Seek, SeekFrom};
-        if tx
-            .blocking_send(pb::PutChunkRequest {
-                msg: Some(pb::put_chunk_request::Msg::Header(header)),
-            })
-            .is_err()
-        {
-            return;
-        }
-        let Ok(mut f) = File::open(&path) else { return };
-        if f.seek(SeekFrom::Start(offset)).is_err() {
-            return;
-        }
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(STREAM_MESSAGE_BYTES as u64) as usize;
-            // A short read means the file changed under us: the peer's hash check rejects it.
-            let data = match shoal_common::read_message(&mut f, n) {
-                Ok(buf) if buf.len() == n => Bytes::from(buf),
-                _ => return,
-            };
-            left -= n as u64;
-            if tx
-                .blocking_send(pb::PutChunkRequest {
-                    msg: Some(pb::put_chunk_request::Msg::Data(data)),
-                })
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 impl Client {
@@ -378,7 +289,7 @@ impl Client {
     /// they make progress: every third of its expiry, the receipts gathered since the
     /// last renewal go to the tracker as proof (a long put outlives one expiry; an idle
     /// one does not). A failed renewal is only logged: the commit says what counts.
-    pub(crate) async fn store_all(
+    async fn store_all(
         &self,
         upload_id: &str,
         expires_in_ms: u64,
@@ -396,20 +307,6 @@ impl Client {
                 _ = renewal.tick() => renewal.renew(self, upload_id, &stored).await,
             }
         }
-    }
-
-    async fn renew_upload(&self, upload_id: &str, stored: Vec<pb::ChunkStored>) -> Result<()> {
-        let req = pb::RenewUploadRequest {
-            upload_id: upload_id.to_string(),
-            stored,
-        };
-        self.trackers
-            .call("put: renew upload", move |mut c| {
-                let req = req.clone();
-                async move { c.renew_upload(req).await }
-            })
-            .await
-            .map(|_| ())
     }
 
     /// Store one chunk on min(R, 2) peers: down its pipeline, then, for every hop
@@ -621,55 +518,6 @@ impl Client {
             .await?;
         debug!(chunk = index, reason = %resp.reason, "replacement targets");
         Ok((resp.targets, resp.ticket))
-    }
-}
-
-/// Keeps an upload alive while it makes progress: every third of its expiry, the
-/// receipts gathered since the last renewal go to the tracker as proof.
-pub(crate) struct Renewal {
-    /// None: the tracker does not renew (an expiry of 0).
-    timer: Option<tokio::time::Interval>,
-    /// How many of the stored chunks the tracker has seen receipts for.
-    shown: usize,
-}
-
-impl Renewal {
-    pub(crate) fn new(expires_in_ms: u64) -> Self {
-        let every = std::time::Duration::from_millis(expires_in_ms / 3)
-            .max(std::time::Duration::from_millis(100));
-        Self {
-            timer: (expires_in_ms > 0)
-                .then(|| tokio::time::interval_at(tokio::time::Instant::now() + every, every)),
-            shown: 0,
-        }
-    }
-
-    /// Ready when a renewal is due (never, without a timer).
-    pub(crate) async fn tick(&mut self) {
-        match self.timer.as_mut() {
-            Some(t) => {
-                t.tick().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Show the receipts of chunks stored since the last renewal (the latest ones: one
-    /// new receipt is proof). A failed renewal is only logged: the commit says what counts.
-    pub(crate) async fn renew(
-        &mut self,
-        client: &Client,
-        upload_id: &str,
-        stored: &[pb::ChunkStored],
-    ) {
-        if stored.len() <= self.shown {
-            return;
-        }
-        let latest = stored[self.shown.max(stored.len().saturating_sub(RENEW_CHUNKS))..].to_vec();
-        self.shown = stored.len();
-        if let Err(e) = client.renew_upload(upload_id, latest).await {
-            warn!(error = %e, "could not renew the upload; it may expire before the commit");
-        }
     }
 }
 

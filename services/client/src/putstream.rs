@@ -18,9 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info_span, Instrument};
 
+use crate::body::Body;
 use crate::buf::ChunkBuf;
 use crate::failover::Avoid;
-use crate::put::{Body, Renewal, Upload};
+use crate::put::Upload;
+use crate::renewal::Renewal;
 use crate::{Client, ClientError, PutOptions, PutResult, Result};
 
 /// The memory streaming puts may hold in chunk buffers, shared by all of them (one
