@@ -87,8 +87,8 @@ struct PeerRow {
     capacity: i64,
     used: i64,
     active_transfers: i32,
-    /// Milliseconds since this replica last heard from it.
-    age_ms: f64,
+    /// When this replica last heard from it.
+    last_seen: Instant,
 }
 
 /// Journal entries taken for writing.
@@ -102,7 +102,6 @@ pub struct Batch {
 impl Batch {
     /// Take what the journal holds (None: nothing to write).
     pub fn take(st: &mut State) -> Option<Batch> {
-        let now = Instant::now();
         let j = st.journal.as_mut()?;
         let (seen, drained, ops) = (
             std::mem::take(&mut j.seen),
@@ -119,7 +118,7 @@ impl Batch {
                 capacity: p.capacity as i64,
                 used: p.used as i64,
                 active_transfers: p.active_transfers as i32,
-                age_ms: now.saturating_duration_since(p.last_seen).as_secs_f64() * 1000.0,
+                last_seen: p.last_seen,
             })
             .collect();
         if rows.is_empty() && drained.is_empty() && ops.is_empty() {
@@ -166,6 +165,12 @@ impl Batch {
             )
             .map_err(err)?;
         for r in &self.rows {
+            // The row's time is `now()` (the transaction's start, on the database's clock,
+            // so replicas on skewed hosts agree) minus the age: measured here, after that
+            // start, so the row is never newer than the heartbeat it records. (An age taken
+            // earlier made it newer; a goodbye said just after that heartbeat then looked
+            // older than the peer's last word, and a restarting peer was judged dead.)
+            let age_ms = r.last_seen.elapsed().as_secs_f64() * 1000.0;
             txn.execute(
                 &upsert,
                 &[
@@ -175,7 +180,7 @@ impl Batch {
                     &r.capacity,
                     &r.used,
                     &r.active_transfers,
-                    &r.age_ms,
+                    &age_ms,
                 ],
             )
             .map_err(err)?;
@@ -281,12 +286,15 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
         .values()
         .map(|p| (p.id.clone(), p.inventory_version))
         .collect();
+    // Taken before the snapshot starts: the ages read are measured from that start
+    // (`now()`), so `asked - age` is never newer than the row (see `Batch::write`).
+    let asked = Instant::now();
     let (peers, mut inventories) = pg.call(move |c| {
         let mut txn = crate::pg::snapshot(c)?;
         let peers: Vec<DbPeer> = txn
             .query(
                 "SELECT id, addr, zone, capacity, used, active_transfers, draining,
-                        (extract(epoch FROM now() - last_seen) * 1000)::bigint,
+                        ceil(extract(epoch FROM now() - last_seen) * 1000)::bigint,
                         inventory_version
                  FROM peers",
                 &[],
@@ -330,7 +338,6 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
         txn.commit().map_err(err)?;
         Ok::<_, StoreError>((peers, inventories))
     })??;
-    let now = Instant::now();
     let mut st = t.state();
     let pending: (HashSet<String>, HashMap<String, bool>) = st
         .journal
@@ -338,9 +345,9 @@ pub fn refresh_peers(t: &Tracker) -> Result<()> {
         .map(|j| (j.seen.clone(), j.drained.clone()))
         .unwrap_or_default();
     for d in peers {
-        let last_seen = now
+        let last_seen = asked
             .checked_sub(Duration::from_millis(d.age_ms.max(0) as u64))
-            .unwrap_or(now);
+            .unwrap_or(asked);
         let p = st.peers.entry(d.id.clone()).or_insert_with(|| PeerEntry {
             id: d.id.clone(),
             addr: d.addr.clone(),
@@ -487,4 +494,52 @@ fn fail(jobs: Vec<Job>, e: StoreError) -> Vec<Job> {
         job.fail(e.clone());
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrackerConfig;
+    use shoal_proto::v1 as pb;
+
+    /// A heartbeat written out and read back is never newer than it was: a goodbye said
+    /// right after it must still count (it did not, now and then: the restarting peer was
+    /// judged dead on the PostgreSQL store).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_trip_through_the_store_never_makes_a_peer_newer() {
+        // The blocking PostgreSQL client runs a runtime of its own: off the workers.
+        let t = tokio::task::spawn_blocking(|| {
+            let url = crate::pg::tests::fresh_db()?;
+            let mut cfg = TrackerConfig::for_data_dir(std::path::PathBuf::new());
+            cfg.store.url = Some(url);
+            let keys = shoal_common::ticket::TicketKeys::new(None, None, None);
+            Some(Tracker::open(cfg, None, keys).unwrap())
+        })
+        .await
+        .unwrap();
+        let Some(t) = t else { return };
+        for round_no in 0..20 {
+            let heard = Instant::now();
+            let peer = pb::PeerRef {
+                id: format!("p{round_no}"),
+                addr: "127.0.0.1:1".into(),
+                zone: "z".into(),
+            };
+            t.state().register_peer(peer, 1 << 30, 0, Vec::new(), heard);
+            let t2 = t.clone();
+            tokio::task::spawn_blocking(move || round(&t2))
+                .await
+                .unwrap()
+                .unwrap();
+            let st = t.state();
+            for p in st.peers.values() {
+                assert!(
+                    p.last_seen <= heard,
+                    "{} read back {:?} after its last heartbeat",
+                    p.id,
+                    p.last_seen.saturating_duration_since(heard)
+                );
+            }
+        }
+    }
 }
