@@ -10,9 +10,12 @@ export VERSION
 run: release
 	@bash scripts/run-local.sh
 
-## test: the whole test suite (starts a throwaway PostgreSQL for the store tests)
+## test: the whole test suite (starts a throwaway PostgreSQL for the store tests). The
+## binaries the tests run are built in the same cargo call as the tests: one feature
+## resolution (dev-dependencies add tokio's test-util, reqwest's hyper features), so
+## nextest reuses every artifact instead of compiling tokio and all above it again.
 test:
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --tests
 	CARGO=$(CARGO) bash scripts/test.sh
 
 ## lint: formatting and clippy, warnings are errors; no tracker source file over 600 lines

@@ -63,7 +63,7 @@ def walk_panels(panels):
 
 # Names the services register, from their source. The prometheus-client encoder
 # exports a counter X as X_total and a histogram X as X_bucket, X_sum and X_count;
-# types are checked on a real scrape (services/testkit/tests/metrics.rs), not here.
+# types are checked on a real scrape (services/testkit/tests/it/metrics.rs), not here.
 source_names = set()
 for path in glob.glob("services/*/src/**/*.rs", recursive=True):
     text = open(path, encoding="utf-8").read()

@@ -20,7 +20,7 @@ CARGO=${CARGO:-cargo}
 PROFILE=${BENCH_PROFILE:-release}
 case "$PROFILE" in
   release) BIN=target/release; build=("$CARGO" build --release --bins) ;;
-  dev|debug) BIN=target/debug; build=("$CARGO" build --bins) ;;
+  dev|debug) BIN=target/debug; build=("$CARGO" build --workspace --bins --tests) ;;  # as `make test` builds: reused in CI
   *) echo "bench: BENCH_PROFILE must be release or dev, not $PROFILE" >&2; exit 2 ;;
 esac
 mkdir -p target/bench

@@ -6,19 +6,12 @@
 //!
 //! Needs the binaries (`cargo build --workspace --bins`; `make test` does).
 
-#[path = "bad_input/cli.rs"]
 mod cli;
-#[path = "bad_input/config.rs"]
 mod config;
-#[path = "bad_input/harness.rs"]
 mod harness;
-#[path = "bad_input/peer.rs"]
 mod peer;
-#[path = "bad_input/raw.rs"]
 mod raw;
-#[path = "bad_input/tracker.rs"]
 mod tracker;
-#[path = "bad_input/web.rs"]
 mod web;
 
 use std::sync::Arc;
