@@ -8,6 +8,6 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
-## fuzz-smoke: every fuzz target for 10 s each (a quick check that they build and run)
+## fuzz-smoke: every fuzz target for 10 s each, unoptimised build (a quick check that they build and run)
 fuzz-smoke:
-	@bash scripts/fuzz.sh 10
+	@FUZZ_PROFILE=dev bash scripts/fuzz.sh 10
