@@ -134,6 +134,10 @@ impl Cluster {
                 .env("SHOAL_TRACKER_URL", &self.tracker_url)
                 .env("SHOAL_ZONE", &p.zone)
                 .env("SHOAL_SCRUB__RATE_BYTES", "0");
+            // BENCH_DIRECT_WRITES=true: the peers write chunk files with O_DIRECT.
+            if let Ok(v) = std::env::var("BENCH_DIRECT_WRITES") {
+                cmd.env("SHOAL_DIRECT_WRITES", v);
+            }
             p.pid = ctx
                 .procs
                 .spawn(&format!("{}-peer{}{suffix}", self.tag, i + 1), cmd)?;

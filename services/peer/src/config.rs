@@ -32,6 +32,10 @@ pub struct PeerConfig {
     /// of telling the tracker it is restarting (copies expected back within the grace).
     #[serde(default)]
     pub leave_on_shutdown: bool,
+    /// Write chunk files with `O_DIRECT` (past the page cache; see `store/direct.rs`);
+    /// a filesystem that refuses it (tmpfs) gets buffered writes.
+    #[serde(default = "default_true")]
+    pub direct_writes: bool,
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
@@ -94,6 +98,10 @@ fn default_scrub_pause() -> Duration {
 }
 fn default_inventory_part() -> usize {
     100_000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_transfers() -> u32 {
@@ -236,6 +244,13 @@ mod tests {
             !load(&[])
                 .unwrap_or_else(|e| panic!("{e}"))
                 .leave_on_shutdown
+        );
+        // O_DIRECT chunk writes are the default; one variable turns them off.
+        assert!(load(&[]).unwrap_or_else(|e| panic!("{e}")).direct_writes);
+        assert!(
+            !load(&[("SHOAL_DIRECT_WRITES", "false")])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .direct_writes
         );
         let e = load(&[("SHOAL_LEAVE_ON_SHUTDOW", "true")]).unwrap_err();
         assert!(

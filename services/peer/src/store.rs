@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use shoal_common::hash::Hash;
 
+mod direct;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("chunk {expected} failed verification: received bytes hash to {actual}")]
@@ -55,6 +57,9 @@ pub struct ChunkStore {
     written: Mutex<Written>,
     /// Names this process's write sequence (see [`ChunkStore::write_mark`]).
     boot: u64,
+    /// Write chunk files with `O_DIRECT` (see [`direct`]).
+    direct: bool,
+    buffers: direct::Pool,
 }
 
 /// How long a write is remembered for deletions that must spare it.
@@ -112,7 +117,14 @@ impl ChunkStore {
             inventory: Mutex::new(inventory),
             written: Mutex::default(),
             boot: rand::random::<u64>() | 1,
+            direct: false,
+            buffers: Default::default(),
         })
+    }
+
+    /// Write chunk files with `O_DIRECT` where the filesystem allows (see [`direct`]).
+    pub fn set_direct_writes(&mut self, on: bool) {
+        self.direct = on;
     }
 
     pub fn path(&self, h: &Hash) -> PathBuf {
@@ -171,10 +183,11 @@ impl ChunkStore {
             self.root
                 .join("tmp")
                 .join(format!("{}.{:016x}", h.to_hex(), rand::random::<u64>()));
-        let file = File::create(&tmp)?;
+        let (file, direct) = direct::create(&tmp, self.direct, &self.buffers)?;
         Ok(ChunkWriter {
             store: self,
             file: Some(file),
+            direct,
             tmp,
             hasher: blake3::Hasher::new(),
             written: 0,
@@ -323,6 +336,8 @@ pub fn read_from(file: &mut File, offset: u64, len: u64) -> io::Result<()> {
 pub struct ChunkWriter<'a> {
     store: &'a ChunkStore,
     file: Option<File>,
+    /// Set when the file was opened with `O_DIRECT`: bytes gather here first.
+    direct: Option<direct::Direct>,
     tmp: PathBuf,
     hasher: blake3::Hasher,
     written: u64,
@@ -342,10 +357,11 @@ impl ChunkWriter<'_> {
         }
         // Large updates use BLAKE3's SIMD paths; 256 KiB messages hash at several GB/s.
         self.hasher.update(data);
-        self.file
-            .as_mut()
-            .expect("open until commit")
-            .write_all(data)?;
+        let file = self.file.as_mut().expect("open until commit");
+        match self.direct.as_mut() {
+            Some(d) => d.write(file, data)?,
+            None => file.write_all(data)?,
+        }
         self.written = received;
         Ok(())
     }
@@ -366,9 +382,12 @@ impl ChunkWriter<'_> {
                 actual,
             });
         }
-        let file = self.file.take().expect("open until commit");
+        let mut file = self.file.take().expect("open until commit");
         if self.store.claim(&self.hash) {
             return Ok(false);
+        }
+        if let Some(d) = self.direct.as_mut() {
+            d.finish(&mut file, self.size)?;
         }
         file.sync_data()?;
         drop(file);
@@ -387,6 +406,9 @@ impl ChunkWriter<'_> {
 
 impl Drop for ChunkWriter<'_> {
     fn drop(&mut self) {
+        if let Some(d) = self.direct.take() {
+            d.release(&self.store.buffers);
+        }
         let _ = fs::remove_file(&self.tmp);
     }
 }
