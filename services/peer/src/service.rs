@@ -532,12 +532,14 @@ impl PeerRpc for PeerService {
         if core.faults.frozen() {
             core.faults.gets_while_frozen.fetch_add(1, Relaxed);
         }
-        if core.counters.active_reads.load(Relaxed) >= core.max_reads {
-            return Err(Status::resource_exhausted(format!(
+        // The slot is taken here, not in the reading task: a burst of requests must not
+        // all pass the check before any task has counted itself.
+        let slot = Active::admit(&core.counters.active_reads, core.max_reads).map_err(|_| {
+            Status::resource_exhausted(format!(
                 "peer busy: {} reads in progress; try another replica",
                 core.max_reads
-            )));
-        }
+            ))
+        })?;
         let (mut file, len) = {
             let store = core.store.clone();
             tokio::task::spawn_blocking(move || store.open_chunk(&h))
@@ -563,10 +565,12 @@ impl PeerRpc for PeerService {
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let verify = req.verify;
         let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset, verify);
+        // The reading task gives the slot back when it ends.
+        std::mem::forget(slot);
         tokio::task::spawn_blocking(move || {
             let _e = span.enter();
             let _active = Active::new(&core.counters.active_transfers);
-            let _slot = Active::new(&core.counters.active_reads);
+            let _slot = Active(&core.counters.active_reads);
             // Without `verify` only the range is read: the reader hashes every byte it
             // gets against the chunk's name and reports a copy that fails, and scrub
             // re-hashes copies at rest. With it, the whole copy is hashed as before and
