@@ -137,35 +137,56 @@ pub async fn run(
         .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
     let stop = shutdown.clone();
     let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);
+    let leave = cfg.leave_on_shutdown;
     router
         .add_service(svc)
         .serve_with_incoming_shutdown(shoal_common::net::incoming(listener), async move {
             stop.cancelled().await;
             h.set(false).await;
-            // Let in-flight transfers finish (bounded), then leave.
             let deadline = tokio::time::Instant::now() + timeout;
-            while c.counters.active_transfers.load(Relaxed) > 0
-                && tokio::time::Instant::now() < deadline
+            // Goodbye first, while chunks are still taken: the tracker stops placing
+            // chunks here, and a chunk it placed just before (a put in flight) still
+            // lands, so no put ends short of its copies and nothing needs repair.
+            background.cancel();
+            // A heartbeat still in flight would reach the tracker after the goodbye and
+            // undo it (a restarting peer judged by its last heartbeat, dead after
+            // dead_after): let the agent finish its step (bounded) first.
+            if tokio::time::timeout(Duration::from_secs(5), agent_loop)
+                .await
+                .is_err()
             {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                warn!("the tracker agent did not stop within 5 s; saying goodbye anyway");
             }
+            // A restart (the same id and volume come back) is not a leave: unless told
+            // to leave, the tracker keeps this peer's copies expected for its grace.
+            agent.deregister(!leave).await;
+            settle(&c.counters, deadline).await;
         })
         .await?;
-    background.cancel();
-    // A heartbeat still in flight would reach the tracker after the goodbye and undo it
-    // (a restarting peer judged by its last heartbeat, dead after dead_after): let the
-    // agent finish its step (bounded) before saying goodbye.
-    if tokio::time::timeout(Duration::from_secs(5), agent_loop)
-        .await
-        .is_err()
-    {
-        warn!("the tracker agent did not stop within 5 s; saying goodbye anyway");
-    }
-    // A restart (the same id and volume come back) is not a leave: unless told to leave,
-    // the tracker keeps this peer's copies expected for its restart grace.
-    agent.deregister(!cfg.leave_on_shutdown).await;
     Ok(())
 }
+
+/// After the goodbye, writes placed before it may still arrive: serve until none has
+/// started for `SETTLE_QUIET` and no transfer is in flight, or until `deadline`.
+async fn settle(counters: &service::Counters, deadline: tokio::time::Instant) {
+    let mut seen = counters.writes_started.load(Relaxed);
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        let started = counters.writes_started.load(Relaxed);
+        if started != seen {
+            (seen, quiet_since) = (started, now);
+        }
+        let idle = counters.active_transfers.load(Relaxed) == 0;
+        if (idle && now - quiet_since >= SETTLE_QUIET) || now >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long writes must have been quiet after the goodbye before the peer stops.
+const SETTLE_QUIET: Duration = Duration::from_secs(1);
 
 /// The role each peer method needs: reads for clients with a read token, uploads with a
 /// write token, deletions and copies only from the cluster.

@@ -39,6 +39,8 @@ pub struct Counters {
     /// against its own limit.
     pub active_writes: AtomicU32,
     pub active_reads: AtomicU32,
+    /// PutChunk calls ever begun: a stopping peer serves until they have been quiet.
+    pub writes_started: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub chunks_received: AtomicU64,
@@ -332,6 +334,7 @@ impl PeerRpc for PeerService {
         req: Request<Streaming<pb::PutChunkRequest>>,
     ) -> R<pb::PutChunkResponse> {
         let core = &self.core;
+        core.counters.writes_started.fetch_add(1, Relaxed);
         if core.faults.frozen() {
             core.faults.puts_while_frozen.fetch_add(1, Relaxed);
         }

@@ -526,6 +526,112 @@ async fn a_restarting_peer_moves_no_data() {
     same_bytes(&c, "k", &src, &work.path().join("out")).await;
 }
 
+/// Puts racing a peer's SIGTERM (a rolling restart under load): the peer says goodbye
+/// before it stops taking chunks, so a placement made before the goodbye still lands
+/// there and none made after names it. No put ends short of R: nothing to repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_racing_a_peer_shutdown_leave_nothing_to_repair() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let mut cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 3))
+        .await
+        .unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let puts = {
+        let (c, dir) = (cluster.client(), work.path().to_path_buf());
+        let (stop, done) = (stop.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut names = Vec::new();
+            while !stop.load(Relaxed) {
+                let name = format!("race-{}", names.len());
+                put(&c, &dir, &name, 2 * 65536, names.len() as u64, 3).await;
+                names.push(name);
+                done.fetch_add(1, Relaxed);
+            }
+            names
+        })
+    };
+    let at_least = |n: u64| {
+        let done = done.clone();
+        async move {
+            wait_for(&format!("{n} puts done"), CONVERGE, || async {
+                done.load(Relaxed) >= n
+            })
+            .await
+            .unwrap()
+        }
+    };
+    at_least(3).await;
+    // The stop blocks until the peer has left: puts go on from the other workers.
+    tokio::task::block_in_place(|| cluster.stop_peer(0));
+    at_least(done.load(Relaxed) + 3).await;
+    stop.store(true, Relaxed);
+    let names = puts.await.unwrap();
+    let id = cluster.peer_id(0);
+    assert_eq!(peer_state(&c, &id).await, pb::PeerState::Restarting as i32);
+    // The stopped peer's copies count (it is restarting): look at every disk.
+    let on_disk = disks(&cluster);
+    for name in &names {
+        for (i, ch) in c.stat(name).await.unwrap().chunks.iter().enumerate() {
+            let holders: Vec<usize> = (0..on_disk.len())
+                .filter(|&p| on_disk[p].contains(&ch.hash))
+                .collect();
+            assert_eq!(holders.len(), 3, "{name} chunk {i} on peers {holders:?}");
+        }
+    }
+    assert!(names.len() >= 6, "{} puts", names.len());
+}
+
+/// The order of a peer's SIGTERM, step by step: a chunk placed on it just before the
+/// stop, sent after the tracker has heard its goodbye, is still taken (the peer serves
+/// on after the goodbye until writes have been quiet) and a placement made after the
+/// goodbye never names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_peer_says_goodbye_before_it_stops_taking_chunks() {
+    use crate::tickets;
+    let mut cluster = tickets::cluster(false).await;
+    let b = tickets::bytes_for("placed before the stop", 60_000);
+    let p = tickets::place(&cluster, &b).await;
+    let (head, next) = (p.targets[0].clone(), p.targets[1].clone());
+    let i = (0..cluster.peers.len())
+        .find(|&i| cluster.peer_id(i) == head.id)
+        .unwrap();
+    let node = cluster.peers[i].take().unwrap();
+    let stopping = std::thread::spawn(move || node.stop());
+    let c = cluster.client();
+    wait_for("the tracker hears the goodbye", CONVERGE, || async {
+        peer_state(&c, &head.id).await == pb::PeerState::Restarting as i32
+    })
+    .await
+    .unwrap();
+    let later = tickets::place(&cluster, &tickets::bytes_for("placed after", 60_000)).await;
+    assert!(
+        later.targets.iter().all(|t| t.id != head.id),
+        "placed on a peer that said goodbye: {:?}",
+        later.targets
+    );
+    let r = tickets::put(
+        &cluster,
+        &head.addr,
+        &b,
+        vec![next],
+        p.ticket.into_iter().collect(),
+    )
+    .await;
+    let stored = r.expect("a chunk placed before the goodbye is taken after it");
+    assert_eq!(stored.stored_on.len(), 2, "{stored:?}");
+    stopping.join().unwrap();
+    let h = blake3::hash(&b).to_hex().to_string();
+    assert!(
+        cluster.chunks_on_disk(i).contains(&h),
+        "on the stopped peer's disk"
+    );
+}
+
 /// During a restart, a chunk left with fewer than min(2, R) live copies is repaired at
 /// once (R=2: one peer away leaves one copy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

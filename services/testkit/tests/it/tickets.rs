@@ -19,7 +19,7 @@ const READ: &str = "tickets-read-token-0123456789";
 const WRITE: &str = "tickets-write-token-0123456789";
 
 /// Three peers in three zones, two copies per chunk: every pipeline leaves one peer out.
-async fn cluster(auth: bool) -> TestCluster {
+pub(crate) async fn cluster(auth: bool) -> TestCluster {
     let mut o = ClusterOptions::zones(&["a", "b", "c"]).replication(2);
     if auth {
         o.auth = AuthConfig {
@@ -49,7 +49,7 @@ fn peer_at(c: &TestCluster, addr: &str) -> pb::peer_client::PeerClient<GrpcChann
     )
 }
 
-fn bytes_for(tag: &str, len: usize) -> Vec<u8> {
+pub(crate) fn bytes_for(tag: &str, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     blake3::Hasher::new()
         .update(tag.as_bytes())
@@ -59,7 +59,7 @@ fn bytes_for(tag: &str, len: usize) -> Vec<u8> {
 }
 
 /// Begin an upload of one chunk and place it: the tracker's pipeline and ticket.
-async fn place(c: &TestCluster, b: &[u8]) -> pb::ChunkPlacement {
+pub(crate) async fn place(c: &TestCluster, b: &[u8]) -> pb::ChunkPlacement {
     let mut t = tracker(c);
     let h = blake3::hash(b).to_hex().to_string();
     let begin = t
@@ -91,7 +91,7 @@ async fn place(c: &TestCluster, b: &[u8]) -> pb::ChunkPlacement {
 }
 
 /// One PutChunk: header (with `forward` and `tickets`), then the bytes.
-async fn put(
+pub(crate) async fn put(
     c: &TestCluster,
     addr: &str,
     b: &[u8],
