@@ -134,7 +134,7 @@ impl Cluster {
                 .env("SHOAL_TRACKER_URL", &self.tracker_url)
                 .env("SHOAL_ZONE", &p.zone)
                 .env("SHOAL_SCRUB__RATE_BYTES", "0");
-            // BENCH_DIRECT_WRITES=true: the peers write chunk files with O_DIRECT.
+            // BENCH_DIRECT_WRITES=false: the peers write chunk files through the page cache.
             if let Ok(v) = std::env::var("BENCH_DIRECT_WRITES") {
                 cmd.env("SHOAL_DIRECT_WRITES", v);
             }
