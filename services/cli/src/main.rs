@@ -88,6 +88,10 @@ enum Cmd {
         /// Output path (default: the file's name in the current directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write through the page cache (by default the file is written with O_DIRECT
+        /// where the filesystem allows: a download is not read back by shoal).
+        #[arg(long, env = "SHOAL_GET_CACHED")]
+        cached: bool,
     },
     /// List files, in byte order of their names (every one, fetched a page at a time).
     Ls {
@@ -273,7 +277,7 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
             Err(e) => Err(ClientError::Other(e)),
         };
     }
-    let client = connect(cli).await?;
+    let mut client = connect(cli).await?;
     let bars = !json && std::io::stderr().is_terminal();
     match &cli.cmd {
         Cmd::Put {
@@ -303,7 +307,9 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
         Cmd::Get {
             name_or_id,
             output: out,
+            cached,
         } => {
+            client.options.direct_output = !cached;
             let detail = client.stat(name_or_id).await?;
             let summary = detail
                 .summary

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::{info_span, warn, Instrument};
 
 use crate::failover::{peer_failed, pick, Avoid};
+use crate::outfile::OutFile;
 use crate::{Client, ClientError, Progress, Result};
 
 /// A failed read from one replica: bytes received before the failure, the gRPC code
@@ -115,6 +116,9 @@ impl ChunkHash {
 
 /// A chunk that holds the right bytes, with its chaining value in the file's tree.
 type Verified = Option<ChainingValue>;
+
+/// Bytes for the output file: at this offset, of the chunk that ends at the last.
+type Piece = (u64, Bytes, u64);
 
 /// Which chunks of an existing `.part` file already hold the right bytes.
 fn verify_existing(
@@ -252,13 +256,20 @@ impl Client {
         );
 
         // One writer thread for the whole file: positional writes from any chunk.
-        let (wtx, mut wrx) = mpsc::channel::<(u64, Bytes)>(32);
-        let wfile = file.try_clone().map_err(|e| ClientError::io(&part, e))?;
+        let (wtx, mut wrx) = mpsc::channel::<Piece>(32);
+        let mut wfile = OutFile::new(
+            file.try_clone().map_err(|e| ClientError::io(&part, e))?,
+            &part,
+            summary.chunk_size,
+            summary.size,
+            self.options.direct_output,
+        )
+        .map_err(|e| ClientError::io(&part, e))?;
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            while let Some((off, data)) = wrx.blocking_recv() {
-                wfile.write_all_at(&data, off)?;
+            while let Some((off, data, end)) = wrx.blocking_recv() {
+                wfile.write(off, &data, end)?;
             }
-            Ok(())
+            wfile.finish()
         });
 
         // Peers that fail or stall are avoided for the rest of this get.
@@ -323,7 +334,7 @@ impl Client {
         c: &pb::ChunkReplicas,
         file_offset: u64,
         mut hasher: ChunkHash,
-        wtx: mpsc::Sender<(u64, Bytes)>,
+        wtx: mpsc::Sender<Piece>,
         progress: &dyn Progress,
         avoid: &Avoid,
     ) -> Result<(String, u64, Verified)> {
@@ -430,7 +441,7 @@ impl Client {
         pos: u64,
         hasher: &mut ChunkHash,
         file_offset: u64,
-        wtx: &mpsc::Sender<(u64, Bytes)>,
+        wtx: &mpsc::Sender<Piece>,
         progress: &dyn Progress,
     ) -> std::result::Result<u64, ReplicaError> {
         let mut r = self.open_replica(peer, c, pos).await?;
@@ -438,7 +449,7 @@ impl Client {
             let len = data.len() as u64;
             hasher.update(&data);
             let at = file_offset + pos + r.got - len;
-            wtx.send((at, data))
+            wtx.send((at, data, file_offset + c.size))
                 .await
                 .map_err(|_| (r.got - len, None, "local writer failed".to_string()))?;
             progress.advance(len);

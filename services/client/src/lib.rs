@@ -12,6 +12,7 @@ pub mod display;
 mod error;
 mod failover;
 mod get;
+mod outfile;
 mod put;
 mod putstream;
 mod renewal;
@@ -56,6 +57,9 @@ pub struct Options {
     pub progress_timeout: std::time::Duration,
     /// Pipelines one chunk of a put may try, the first included, before the put fails.
     pub put_attempts: usize,
+    /// Write a get's output file with `O_DIRECT` where the filesystem allows (past the
+    /// page cache: the download is not read back here).
+    pub direct_output: bool,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             put_parallelism: 4,
             progress_timeout: shoal_common::config::DEFAULT_PROGRESS_TIMEOUT,
             put_attempts: 4,
+            direct_output: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod direct;
 pub mod grpc;
 pub mod hash;
 pub mod names;
