@@ -5,7 +5,7 @@
 //! where it stopped; a chunk that fails verification starts again at its start), so
 //! each chunk under way gathers its bytes in an aligned block of its own
 //! (`shoal_common::direct`), written whole with `O_DIRECT`; the file's last block is
-//! padded and the file cut back to its size at the end.
+//! padded and the file cut back to its size.
 //!
 //! Direct writes are used only when every chunk starts on the alignment (a chunk size
 //! that is a multiple of it) and the filesystem takes them; otherwise, and for a piece
@@ -34,7 +34,6 @@ pub(crate) struct OutFile {
     stages: HashMap<u64, Stage>,
     pool: Pool,
     size: u64,
-    padded: bool,
 }
 
 impl OutFile {
@@ -58,7 +57,6 @@ impl OutFile {
             stages: HashMap::new(),
             pool: Pool::default(),
             size,
-            padded: false,
         })
     }
 
@@ -92,10 +90,14 @@ impl OutFile {
             return Ok(());
         }
         // The chunk is complete: its tail goes out padded (only the file's last chunk
-        // has a tail off the alignment; the padding is cut at `finish`).
-        if stage.buf.filled() > 0 {
-            self.padded |= !stage.buf.filled().is_multiple_of(ALIGN);
+        // has a tail off the alignment), and the padding is cut at once: the `.part`
+        // file keeps its size, which is what a resumed get checks first.
+        let tail = stage.buf.filled();
+        if tail > 0 {
             self.put(stage.buf.take_padded(), stage.at)?;
+            if !tail.is_multiple_of(ALIGN) {
+                self.buffered.set_len(self.size)?;
+            }
         }
         self.pool.give(stage.buf);
         Ok(())
@@ -117,15 +119,6 @@ impl OutFile {
         }
         self.buffered.write_all_at(block, at)?;
         Ok(block.len() as u64)
-    }
-
-    /// Cut the padding of the last block. Chunks still under way were abandoned (a
-    /// chunk that started again elsewhere wrote all its bytes anew): dropped.
-    pub(crate) fn finish(self) -> io::Result<()> {
-        if self.padded {
-            self.buffered.set_len(self.size)?;
-        }
-        Ok(())
     }
 }
 
@@ -192,7 +185,6 @@ mod tests {
                 }
                 round += 1;
             }
-            o.finish().unwrap();
             let back = std::fs::read(&p).unwrap();
             assert_eq!(back.len() as u64, size);
             assert!(back == want, "size {size}: bytes differ");
@@ -212,7 +204,6 @@ mod tests {
         assert!(!o.is_direct(), "direct writes given up");
         o.write(ALIGN as u64, &want[ALIGN + 1..], 2 * ALIGN as u64)
             .unwrap();
-        o.finish().unwrap();
         assert!(std::fs::read(&p).unwrap() == want[1..], "bytes differ");
     }
 
@@ -226,7 +217,6 @@ mod tests {
             let at = i as u64 * 3000;
             o.write(at, c, at + c.len() as u64).unwrap();
         }
-        o.finish().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), want);
     }
 }
