@@ -9,20 +9,20 @@
 //! values are merged into the root ([`ChunkTree`]). Files whose chunks are not subtrees
 //! (a chunk size that is not a power of two) fall back to a second pass.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
-use shoal_common::hash::{ChainingValue, ChunkTree, Hash};
+use shoal_common::hash::{ChunkTree, Hash};
 use shoal_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tracing::{info_span, warn, Instrument};
 
 use crate::failover::{peer_failed, pick, Avoid};
 use crate::outfile::OutFile;
+use crate::verify::{verify_existing, verify_file, ChunkHash, Verified};
 use crate::{Client, ClientError, Progress, Result};
 
 /// A failed read from one replica: bytes received before the failure, the gRPC code
@@ -49,131 +49,8 @@ pub fn part_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// BLAKE3 of a whole file, read in 8 MiB blocks hashed on all cores: memory stays at
-/// one block (a memory map would count the whole file in the process's RSS).
-pub(crate) fn whole_file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
-    use std::io::Read;
-    let mut f = File::open(path)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read(&mut buf[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        h.update_rayon(&buf[..n]);
-        if n < buf.len() {
-            break;
-        }
-    }
-    Ok(h.finalize())
-}
-
-/// The hashes a chunk is checked with as its bytes arrive: its own (against the
-/// chunk's name) and, when the file's chunks are subtrees, its place in the file's tree.
-struct ChunkHash {
-    index: u64,
-    own: blake3::Hasher,
-    tree: Option<(ChunkTree, blake3::Hasher)>,
-}
-
-impl ChunkHash {
-    fn new(index: u64, tree: Option<ChunkTree>) -> Self {
-        Self {
-            index,
-            own: blake3::Hasher::new(),
-            tree: tree.map(|t| (t, t.hasher(index))),
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        self.own.update(data);
-        if let Some((_, h)) = &mut self.tree {
-            h.update(data);
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = Self::new(self.index, self.tree.as_ref().map(|(t, _)| *t));
-    }
-
-    fn own(&self) -> Hash {
-        self.own.finalize().into()
-    }
-
-    fn chaining_value(&self) -> Option<ChainingValue> {
-        self.tree
-            .as_ref()
-            .map(|(_, h)| ChunkTree::chaining_value(h))
-    }
-}
-
-/// A chunk that holds the right bytes, with its chaining value in the file's tree.
-type Verified = Option<ChainingValue>;
-
 /// Bytes for the output file: at this offset, of the chunk that ends at the last.
 type Piece = (u64, Bytes, u64);
-
-/// Which chunks of an existing `.part` file already hold the right bytes.
-fn verify_existing(
-    file: &File,
-    chunks: &[pb::ChunkReplicas],
-    chunk_size: u64,
-    tree: Option<ChunkTree>,
-) -> Vec<Option<Verified>> {
-    let mut buf = Vec::new();
-    chunks
-        .iter()
-        .map(|c| {
-            buf.resize(c.size as usize, 0);
-            file.read_exact_at(&mut buf, c.index as u64 * chunk_size)
-                .ok()?;
-            let mut h = ChunkHash::new(c.index as u64, tree);
-            h.update(&buf);
-            (h.own().to_hex() == c.hash).then(|| h.chaining_value())
-        })
-        .collect()
-}
-
-/// Check the downloaded file against its id: from the chunks' chaining values when the
-/// chunks are subtrees, from the single chunk's hash for a one-chunk file, else by
-/// hashing the file again.
-fn verify_file(
-    part: &Path,
-    summary: &pb::FileSummary,
-    chunks: &[pb::ChunkReplicas],
-    tree: Option<ChunkTree>,
-    cvs: &[Verified],
-) -> Result<()> {
-    let whole = match tree {
-        Some(t) => {
-            let cvs: Option<Vec<ChainingValue>> = cvs.iter().copied().collect();
-            cvs.and_then(|cvs| t.root(&cvs)).map(|h| h.to_hex())
-        }
-        None if chunks.len() == 1 && summary.size > 0 => Some(chunks[0].hash.clone()),
-        None => None,
-    };
-    let whole = match whole {
-        Some(h) => h,
-        None => whole_file_hash(part)
-            .map_err(|e| ClientError::io(part, e))?
-            .to_hex()
-            .to_string(),
-    };
-    if whole != summary.id {
-        return Err(ClientError::Verify(format!(
-            "file hashes to {whole}, expected {}",
-            summary.id
-        )));
-    }
-    Ok(())
-}
 
 impl Client {
     /// Download `name_or_id` into `out`.
@@ -269,7 +146,9 @@ impl Client {
             while let Some((off, data, end)) = wrx.blocking_recv() {
                 wfile.write(off, &data, end)?;
             }
-            wfile.finish()
+            // Chunks still under way were abandoned (one that started again elsewhere
+            // wrote all its bytes anew): their blocks go with `wfile`.
+            Ok(())
         });
 
         // Peers that fail or stall are avoided for the rest of this get.
@@ -585,57 +464,5 @@ impl ReplicaRead {
         }
         self.got += len;
         Ok(Some(msg.data))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn digest(data: &[u8], chunk_size: u64) -> (pb::FileSummary, Vec<pb::ChunkReplicas>) {
-        let summary = pb::FileSummary {
-            id: blake3::hash(data).to_hex().to_string(),
-            size: data.len() as u64,
-            chunk_size,
-            ..Default::default()
-        };
-        let chunks = data
-            .chunks(chunk_size as usize)
-            .enumerate()
-            .map(|(i, c)| pb::ChunkReplicas {
-                index: i as u32,
-                hash: blake3::hash(c).to_hex().to_string(),
-                size: c.len() as u64,
-                ..Default::default()
-            })
-            .collect();
-        (summary, chunks)
-    }
-
-    /// The id check from chaining values agrees with hashing the file, for chunk trees,
-    /// one-chunk files and the fallback pass, and rejects a file that is not the id's.
-    #[test]
-    fn verify_file_by_tree_single_chunk_and_second_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("f.part");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        for (len, chunk_size) in [(100_000, 4096), (3000, 4096), (100_000, 3000), (0, 4096)] {
-            let data = &data[..len];
-            std::fs::write(&part, data).unwrap();
-            let (mut summary, chunks) = digest(data, chunk_size);
-            let tree = ChunkTree::new(summary.size, chunk_size);
-            let file = File::open(&part).unwrap();
-            let cvs: Vec<Verified> = verify_existing(&file, &chunks, chunk_size, tree)
-                .into_iter()
-                .map(|v| v.expect("every chunk verifies"))
-                .collect();
-            verify_file(&part, &summary, &chunks, tree, &cvs).unwrap();
-            summary.id = blake3::hash(b"another file").to_hex().to_string();
-            let err = verify_file(&part, &summary, &chunks, tree, &cvs).unwrap_err();
-            assert!(
-                matches!(err, ClientError::Verify(_)),
-                "{len}/{chunk_size}: {err}"
-            );
-        }
     }
 }

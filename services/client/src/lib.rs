@@ -18,6 +18,7 @@ mod putstream;
 mod renewal;
 mod stream;
 mod tracker;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

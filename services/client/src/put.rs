@@ -118,7 +118,7 @@ pub fn hash_file(
         }
         // One chunk (or none): the file's id is the chunk's hash.
         None if count <= 1 => hashed.first().map_or_else(|| Hash::of(b""), |(_, h, _)| *h),
-        None => crate::get::whole_file_hash(path)
+        None => crate::verify::whole_file_hash(path)
             .map_err(|e| ClientError::io(path, e))?
             .into(),
     };
