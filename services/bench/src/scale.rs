@@ -211,6 +211,7 @@ impl pb::peer_server::Peer for FakeServer {
         Ok(tonic::Response::new(pb::ReplicateChunkResponse {
             bytes: r.size,
             source_peer_id: r.sources.first().map(|s| s.id.clone()).unwrap_or_default(),
+            mark: None,
         }))
     }
 }
@@ -471,7 +472,7 @@ async fn meta_puts(
                                 p.targets
                                     .iter()
                                     .map(|t| {
-                                        keys.receipt(&t.id, &up.upload_id, &chunk.to_hex(), 4096)
+                                        keys.receipt(&t.id, &up.upload_id, &chunk.to_hex(), 4096, None)
                                     })
                                     .collect()
                             })

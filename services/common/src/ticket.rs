@@ -189,13 +189,14 @@ impl TicketKeys {
 
 impl TicketKeys {
     /// The receipt a peer `peer_id` signs once it holds `hash` (`size` bytes) durable
-    /// for `upload_id`.
+    /// for `upload_id`, its write sequence then at `mark`.
     pub fn receipt(
         &self,
         peer_id: &str,
         upload_id: &str,
         hash: &str,
         size: u64,
+        mark: Option<pb::WriteMark>,
     ) -> pb::StoreReceipt {
         let mut r = pb::StoreReceipt {
             peer_id: peer_id.to_string(),
@@ -203,6 +204,7 @@ impl TicketKeys {
             hash: hash.to_string(),
             size,
             mac: Default::default(),
+            mark,
         };
         r.mac = receipt_mac(&receipt_key(&self.current), &r).to_vec().into();
         r
@@ -239,7 +241,8 @@ fn receipt_key(k: &[u8; 32]) -> [u8; 32] {
     blake3::derive_key(RECEIPT_CONTEXT, k)
 }
 
-/// Keyed BLAKE3 over every field of a receipt but the MAC, length-prefixed.
+/// Keyed BLAKE3 over every field of a receipt but the MAC, length-prefixed (the mark
+/// only when present: an older peer's receipts, which have none, still verify).
 fn receipt_mac(key: &[u8; 32], r: &pb::StoreReceipt) -> [u8; 32] {
     let mut h = blake3::Hasher::new_keyed(key);
     let mut field = |b: &[u8]| {
@@ -250,6 +253,10 @@ fn receipt_mac(key: &[u8; 32], r: &pb::StoreReceipt) -> [u8; 32] {
     field(r.upload_id.as_bytes());
     field(r.hash.to_ascii_lowercase().as_bytes());
     field(&r.size.to_le_bytes());
+    if let Some(m) = &r.mark {
+        field(&m.boot.to_le_bytes());
+        field(&m.seq.to_le_bytes());
+    }
     *h.finalize().as_bytes()
 }
 
@@ -367,7 +374,7 @@ mod tests {
     #[test]
     fn receipts_verify_bind_every_field_and_rotate() {
         let k = keys();
-        let r = k.receipt("p1", "u1", H, 100);
+        let r = k.receipt("p1", "u1", H, 100, None);
         assert!(k.check_receipt(&r, "u1", H, 100));
         assert!(!k.check_receipt(&r, "u2", H, 100), "another upload");
         assert!(!k.check_receipt(&r, "u1", "cd", 100), "another chunk");
@@ -383,13 +390,29 @@ mod tests {
             ..r.clone()
         };
         assert!(!k.check_receipt(&forged, "u1", H, 100));
+        // The mark is signed too: a client cannot move it, add it or take it away.
+        let mark = |seq| Some(pb::WriteMark { boot: 7, seq });
+        let marked = k.receipt("p1", "u1", H, 100, mark(10));
+        assert!(k.check_receipt(&marked, "u1", H, 100));
+        for m in [mark(11), None] {
+            let moved = pb::StoreReceipt {
+                mark: m,
+                ..marked.clone()
+            };
+            assert!(!k.check_receipt(&moved, "u1", H, 100), "mark {m:?}");
+        }
+        let added = pb::StoreReceipt {
+            mark: mark(10),
+            ..r.clone()
+        };
+        assert!(!k.check_receipt(&added, "u1", H, 100), "a mark added");
         let rotated = TicketKeys::new(
             Some("new-ticket-key-0123456789"),
             Some("cluster-token-0123456789"),
             None,
         );
         let old = TicketKeys::new(Some("cluster-token-0123456789"), None, None);
-        assert!(rotated.check_receipt(&old.receipt("p1", "u1", H, 100), "u1", H, 100));
+        assert!(rotated.check_receipt(&old.receipt("p1", "u1", H, 100, None), "u1", H, 100));
     }
 
     #[test]

@@ -213,6 +213,13 @@ impl Drop for Active<'_> {
 }
 
 impl PeerCore {
+    /// The write mark once a copy is in the store: every inventory snapshotted at this
+    /// mark or later lists it.
+    fn mark_stored(&self) -> pb::WriteMark {
+        let (boot, seq) = self.store.advance_mark();
+        pb::WriteMark { boot, seq }
+    }
+
     /// Receive a chunk from a stream of byte messages into the store, verifying it.
     /// Runs the disk side on a blocking thread fed through a bounded channel.
     async fn receive(
@@ -468,6 +475,7 @@ impl PeerRpc for PeerService {
                     upload,
                     &h.to_hex(),
                     header.size,
+                    Some(core.mark_stored()),
                 ));
                 r.tee_stalled
             }
@@ -718,7 +726,7 @@ impl PeerRpc for PeerService {
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         info!(deleted, spared = spared.len(), "chunks deleted on request");
-        let (boot, seq) = self.core.store.mark_deleted();
+        let (boot, seq) = self.core.store.advance_mark();
         Ok(Response::new(pb::DeleteChunksResponse {
             deleted,
             spared,
@@ -740,6 +748,7 @@ impl PeerRpc for PeerService {
             return Ok(Response::new(pb::ReplicateChunkResponse {
                 source_peer_id: core.id.clone(),
                 bytes: 0,
+                mark: Some(core.mark_stored()),
             }));
         }
         let _active = Active::new(&core.counters.active_transfers);
@@ -782,6 +791,7 @@ impl PeerRpc for PeerService {
                     return Ok(Response::new(pb::ReplicateChunkResponse {
                         source_peer_id: src.id.clone(),
                         bytes: req.size,
+                        mark: Some(core.mark_stored()),
                     }));
                 }
                 Err(e) => {

@@ -229,9 +229,10 @@ impl ChunkStore {
         (self.boot, self.written().seq)
     }
 
-    /// A deletion has run: advance the sequence so that a later mark proves an
-    /// inventory read after it (see `DeleteChunksResponse.mark`); returns the new mark.
-    pub fn mark_deleted(&self) -> (u64, u64) {
+    /// A deletion has run, or a copy is stored: advance the sequence so that a later
+    /// mark proves an inventory read after it (see `DeleteChunksResponse.mark` and
+    /// `ReplicateChunkResponse.mark`); returns the new mark.
+    pub fn advance_mark(&self) -> (u64, u64) {
         let mut w = self.written();
         w.seq += 1;
         (self.boot, w.seq)
@@ -471,7 +472,7 @@ mod tests {
         );
         // The answer's mark follows the deletion: a mark read before it is lower.
         let read_before = s.write_mark();
-        let answered = s.mark_deleted();
+        let answered = s.advance_mark();
         assert!(answered.1 > read_before.1 && s.write_mark() == answered);
     }
 

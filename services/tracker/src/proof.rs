@@ -11,6 +11,7 @@ use shoal_common::ticket::TicketKeys;
 use shoal_proto::v1 as pb;
 
 use crate::error::{Error, Result};
+use crate::state::WriteMark;
 use crate::store::FileRecord;
 
 /// Receipts one chunk may carry (a pipeline of at most 16 peers, a few retries).
@@ -26,7 +27,7 @@ pub fn receipted_peers<'a>(
     h: &Hash,
     len: u64,
     receipts: &'a [pb::StoreReceipt],
-) -> Result<Vec<&'a str>> {
+) -> Result<Vec<(&'a str, Option<WriteMark>)>> {
     if receipts.len() > MAX_RECEIPTS {
         return Err(Error::InvalidArgument(format!(
             "at most {MAX_RECEIPTS} receipts per chunk, got {}",
@@ -34,10 +35,11 @@ pub fn receipted_peers<'a>(
         )));
     }
     let hex = h.to_hex();
-    let mut out: Vec<&str> = Vec::new();
+    let mut out: Vec<(&str, Option<WriteMark>)> = Vec::new();
     for r in receipts {
-        if keys.check_receipt(r, upload_id, &hex, len) && !out.contains(&r.peer_id.as_str()) {
-            out.push(&r.peer_id);
+        if keys.check_receipt(r, upload_id, &hex, len) && !out.iter().any(|(p, _)| *p == r.peer_id)
+        {
+            out.push((&r.peer_id, crate::service::write_mark(r.mark)));
         }
     }
     Ok(out)
@@ -75,15 +77,25 @@ mod tests {
     fn only_valid_receipts_for_this_upload_and_chunk_count() {
         let k = TicketKeys::from_token("proof-cluster-token-0123456789");
         let c = h(b"chunk");
-        let good = k.receipt("p1", "u1", &c.to_hex(), 10);
+        let good = k.receipt("p1", "u1", &c.to_hex(), 10, None);
         let dup = good.clone();
-        let other_upload = k.receipt("p2", "u2", &c.to_hex(), 10);
+        let other_upload = k.receipt("p2", "u2", &c.to_hex(), 10, None);
         let forged = pb::StoreReceipt {
             peer_id: "p3".into(),
             ..good.clone()
         };
         let rs = [good, dup, other_upload, forged];
-        assert_eq!(receipted_peers(&k, "u1", &c, 10, &rs).unwrap(), vec!["p1"]);
+        assert_eq!(
+            receipted_peers(&k, "u1", &c, 10, &rs).unwrap(),
+            vec![("p1", None)]
+        );
+        let mark = Some(pb::WriteMark { boot: 7, seq: 3 });
+        let marked = [k.receipt("p1", "u1", &c.to_hex(), 10, mark)];
+        assert_eq!(
+            receipted_peers(&k, "u1", &c, 10, &marked).unwrap(),
+            vec![("p1", Some((7, 3)))],
+            "the signed mark comes with the peer"
+        );
         assert!(receipted_peers(&k, "u1", &c, 11, &rs).unwrap().is_empty());
         let many = vec![pb::StoreReceipt::default(); MAX_RECEIPTS + 1];
         assert!(receipted_peers(&k, "u1", &c, 10, &many).is_err());

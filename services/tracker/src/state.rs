@@ -101,6 +101,9 @@ pub struct State {
     /// Copies the tracker has told a peer to delete: an inventory report that races the
     /// deletion must not bring them back (see `deleting`).
     pub deleting: HashMap<(String, Hash), Masked>,
+    /// Copies a repair or an upload stored, by peer, with the peer's write mark once stored and when:
+    /// a full inventory snapshotted before that mark must not drop them (see `inventory`).
+    pub fresh: HashMap<String, HashMap<Hash, (WriteMark, Instant)>>,
     /// The last shared catalogue log entry this state includes (PostgreSQL store).
     pub applied_seq: i64,
     /// Peer and location changes not yet written to the shared store (PostgreSQL only).
@@ -372,6 +375,9 @@ impl State {
     }
 
     fn drop_location(&mut self, peer_id: &str, h: &Hash) {
+        if let Some(fresh) = self.fresh.get_mut(peer_id) {
+            fresh.remove(h);
+        }
         if self.locations.remove(peer_id, h) {
             self.dirty.insert(*h);
         }

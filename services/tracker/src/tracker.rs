@@ -15,7 +15,7 @@ use crate::config::TrackerConfig;
 use crate::error::{bad_hash, Error, Result};
 use crate::fragment::{chunk_count, chunk_len, fragment};
 use crate::placement::{Candidate, Decision, Planner};
-use crate::state::{now_ms, Deletion, Liveness, State};
+use crate::state::{now_ms, Deletion, Liveness, State, WriteMark};
 use crate::store::{Change, FileRecord, Store};
 use crate::uploads::Upload;
 use crate::writer::{Planned, Writer};

@@ -20,7 +20,8 @@ pub(super) fn start_copies(t: &Arc<Tracker>, ms: &Arc<Mutex<ManagerState>>, star
                             drop(st);
                             warn!("repair target held a copy being deleted; not counted, repaired again later");
                         } else {
-                            st.add_location(&target.id, h);
+                            let mark = crate::service::write_mark(resp.mark);
+                            st.add_stored(&target.id, h, mark, Instant::now());
                             drop(st);
                             t.metrics.repaired_chunks.inc();
                             t.metrics.repaired_bytes.inc_by(resp.bytes);

@@ -1,6 +1,12 @@
 //! A peer's inventory as it reports it: whole at registration, or in parts, and
 //! snapshotted at a write mark so that a report older than a deletion's answer cannot
-//! bring the removed copy back (see `deleting`).
+//! bring the removed copy back (see `deleting`), and a report older than a copy stored
+//! by a repair or an upload cannot drop it: the repair's answer and the upload's signed
+//! receipt carry the peer's mark once the copy was stored, and a full inventory
+//! snapshotted before that mark keeps it listed (else the chunk looked short, was
+//! copied again elsewhere, and came back one copy over target).
+
+use std::time::Duration;
 
 use shoal_common::hash::Hash;
 use shoal_proto::v1 as pb;
@@ -8,6 +14,12 @@ use tokio::time::Instant;
 
 use super::{LocOp, State, WriteMark, MAX_INVENTORY_CHUNKS};
 use crate::error::{Error, Result};
+
+/// How long a repair copy outlives full inventories snapshotted before it was stored
+/// (one is applied within a heartbeat call of being taken: far less).
+pub const FRESH_FOR: Duration = Duration::from_secs(60);
+/// Repair copies remembered per peer before the expired ones are dropped.
+const FRESH_PRUNE: usize = 4096;
 
 /// A full inventory as a peer sent it: its chunks (all, or the first part when `id` is
 /// non-zero) and its write mark when it was taken (`None` from a peer that sends none).
@@ -101,6 +113,7 @@ impl State {
         if !self.deleting.is_empty() {
             chunks.retain(|h| !self.report_masked(peer_id, h, mark, now));
         }
+        chunks.extend(self.predated(peer_id, mark, now));
         self.forget_inventory(peer_id);
         for h in &chunks {
             self.locations.add(peer_id, *h);
@@ -146,6 +159,9 @@ impl State {
             self.forget_inventory(peer_id);
             self.journal_op(LocOp::Reset(peer_id.to_string()));
         }
+        if full {
+            added.extend(self.predated(peer_id, mark, now));
+        }
         for h in added {
             if !self.report_masked(peer_id, &h, mark, now) {
                 self.add_location(peer_id, h);
@@ -160,6 +176,41 @@ impl State {
             self.refresh(peer_id);
         }
         Ok(())
+    }
+
+    /// A repair or an upload (its signed receipt) stored `h` on `peer_id`, whose write
+    /// mark was `mark` once it had (`None` from a peer that sends none): listed now, and
+    /// through full inventories snapshotted before `mark`.
+    pub fn add_stored(&mut self, peer_id: &str, h: Hash, mark: Option<WriteMark>, now: Instant) {
+        if !self.add_location(peer_id, h) {
+            return;
+        }
+        let Some(mark) = mark else { return };
+        let fresh = self.fresh.entry(peer_id.to_string()).or_default();
+        if fresh.len() >= FRESH_PRUNE {
+            fresh.retain(|_, (_, at)| now.saturating_duration_since(*at) < FRESH_FOR);
+        }
+        fresh.insert(h, (mark, now));
+    }
+
+    /// A full inventory snapshotted at `mark` is replacing `peer_id`'s copies: the copies
+    /// stored after that mark, which it may not list yet, and are not being
+    /// deleted. The ones it covers are forgotten (it is the truth for them).
+    fn predated(&mut self, peer_id: &str, mark: Option<WriteMark>, now: Instant) -> Vec<Hash> {
+        let Some(fresh) = self.fresh.get_mut(peer_id) else {
+            return Vec::new();
+        };
+        fresh.retain(|_, (stored, at)| {
+            now.saturating_duration_since(*at) < FRESH_FOR
+                && mark.is_some_and(|seen| seen.0 == stored.0 && seen.1 < stored.1)
+        });
+        let kept: Vec<Hash> = fresh.keys().copied().collect();
+        if kept.is_empty() {
+            self.fresh.remove(peer_id);
+        }
+        kept.into_iter()
+            .filter(|h| !self.deleting.contains_key(&(peer_id.to_string(), *h)))
+            .collect()
     }
 
     /// A part of a big inventory counts as a sign of life, on this replica only and

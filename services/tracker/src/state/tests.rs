@@ -319,3 +319,88 @@ fn removing_a_file_marks_the_chunks_it_shared_whose_target_fell() {
         "a chunk whose target fell is evaluated again"
     );
 }
+
+/// A repair copy stored after a full inventory was snapshotted is not dropped when that
+/// inventory arrives (the chunk would look short, be copied again elsewhere and come
+/// back one copy over target); an inventory snapshotted after the copy is the truth.
+#[tokio::test(start_paused = true)]
+async fn a_full_inventory_older_than_a_repair_copy_keeps_it() {
+    let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+    let mut st = State::default();
+    st.register_peer(peer("p"), 1 << 30, 0, vec![a], Instant::now());
+    st.add_stored("p", b, Some((7, 10)), Instant::now());
+    // Snapshotted at mark 9, before the copy was stored: whole, and in parts.
+    st.report_chunks("p", vec![a], vec![], true, None, Some((7, 9)))
+        .unwrap();
+    assert!(
+        st.locations.has(&b),
+        "a report older than the copy keeps it"
+    );
+    st.register(
+        peer("p"),
+        1 << 30,
+        0,
+        inventory::Snapshot {
+            chunks: vec![a],
+            id: 0,
+            mark: Some((7, 9)),
+        },
+        Instant::now(),
+    )
+    .unwrap();
+    assert!(st.locations.has(&b), "so does a registration");
+    // Snapshotted at the copy's mark or later: the peer's word goes.
+    st.report_chunks("p", vec![a], vec![], true, None, Some((7, 10)))
+        .unwrap();
+    assert!(
+        !st.locations.has(&b),
+        "a report at the copy's mark is the truth"
+    );
+    assert!(st.fresh.is_empty(), "and the copy is forgotten");
+}
+
+/// What protects a repair copy ends with the peer's process, its own removal, a
+/// deletion, or time; a peer that sends no marks is believed as before.
+#[tokio::test(start_paused = true)]
+async fn a_repair_copy_is_protected_only_by_a_mark_of_the_same_process() {
+    let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+    let full = |st: &mut State, mark| {
+        st.report_chunks("p", vec![a], vec![], true, None, mark)
+            .unwrap()
+    };
+    let mut st = State::default();
+    st.register_peer(peer("p"), 1 << 30, 0, vec![a], Instant::now());
+    st.add_stored("p", b, Some((7, 10)), Instant::now());
+    full(&mut st, Some((8, 1)));
+    assert!(
+        !st.locations.has(&b),
+        "another boot: the report is the truth"
+    );
+
+    st.add_stored("p", b, Some((7, 10)), Instant::now());
+    full(&mut st, None);
+    assert!(!st.locations.has(&b), "no mark: the report is the truth");
+
+    st.add_stored("p", b, Some((7, 10)), Instant::now());
+    st.report_chunks("p", vec![], vec![b], false, None, None)
+        .unwrap();
+    full(&mut st, Some((7, 9)));
+    assert!(!st.locations.has(&b), "the peer removed it itself");
+
+    st.add_stored("p", b, Some((7, 10)), Instant::now());
+    let trim = Deletion {
+        peer_id: "p".into(),
+        addr: String::new(),
+        chunks: vec![b],
+        after: (7, 10),
+    };
+    st.note_deletions(std::slice::from_ref(&trim), Instant::now());
+    full(&mut st, Some((7, 9)));
+    assert!(!st.locations.has(&b), "being deleted");
+
+    st.add_stored("p", b, Some((7, 10)), Instant::now());
+    tokio::time::advance(inventory::FRESH_FOR).await;
+    full(&mut st, Some((7, 9)));
+    assert!(!st.locations.has(&b), "expired");
+    assert!(st.fresh.is_empty());
+}

@@ -31,7 +31,7 @@ impl Tracker {
                 // The copies the client stored, counted with the ones already known: only
                 // copies a peer signed for (`peer_ids` are claims, never counted).
                 let mut seen = HashSet::new();
-                let mut stored: Vec<(String, Hash)> = Vec::new();
+                let mut stored: Vec<(String, Hash, Option<WriteMark>)> = Vec::new();
                 for s in &req.stored {
                     let h = *up.chunks.get(s.index as usize).ok_or_else(|| {
                         Error::InvalidArgument(format!("chunk index {} out of range", s.index))
@@ -43,13 +43,13 @@ impl Tracker {
                         )));
                     }
                     let len = chunk_len(up.size, up.chunk_size, s.index as u64);
-                    for peer in
+                    for (peer, mark) in
                         crate::proof::receipted_peers(&keys, &req.upload_id, &h, len, &s.receipts)?
                     {
                         // Counted even while a deletion of this chunk is on its way to
                         // the peer: the peer spares a copy acknowledged since.
                         if st.peers.contains_key(peer) {
-                            stored.push((peer.to_string(), h));
+                            stored.push((peer.to_string(), h, mark));
                         }
                     }
                 }
@@ -61,7 +61,7 @@ impl Tracker {
                         .iter()
                         .map(|p| p.id.as_str())
                         .collect();
-                    for (peer, _) in stored.iter().filter(|(_, c)| c == h) {
+                    for (peer, _, _) in stored.iter().filter(|(_, c, _)| c == h) {
                         if st
                             .peers
                             .get(peer)
@@ -104,8 +104,9 @@ impl Tracker {
                 let upload_id = req.upload_id.clone();
                 let summary = st.file_summary(&up.name, &file, created, cfg, now);
                 Ok(Planned::new(summary, changes).then(move |st| {
-                    for (peer, h) in stored {
-                        st.add_location(&peer, h);
+                    let now = Instant::now();
+                    for (peer, h, mark) in stored {
+                        st.add_stored(&peer, h, mark, now);
                     }
                     st.uploads.end(&upload_id);
                 }))

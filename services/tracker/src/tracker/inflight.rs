@@ -45,7 +45,7 @@ impl Tracker {
                     len,
                     &s.receipts,
                 )?;
-                for peer in peers {
+                for (peer, _) in peers {
                     new += usize::from(up.proven.insert((s.index, peer.to_string())));
                 }
             }
@@ -143,7 +143,7 @@ mod tests {
         pb::ChunkStored {
             index: 0,
             peer_ids: vec![],
-            receipts: vec![keys.receipt(peer, up, &h.to_hex(), 1)],
+            receipts: vec![keys.receipt(peer, up, &h.to_hex(), 1, None)],
         }
     }
 
