@@ -17,6 +17,7 @@ mod metrics;
 mod model;
 mod names;
 mod paging;
+mod rawget;
 mod receipts;
 mod replication;
 mod streaming;
