@@ -92,10 +92,10 @@ enum Cmd {
         /// where the filesystem allows: a download is not read back by shoal).
         #[arg(long, env = "SHOAL_GET_CACHED")]
         cached: bool,
-        /// Fetch chunks over gRPC only (by default peers that offer it send them on
-        /// the raw-get path, with sendfile; never with TLS).
-        #[arg(long, env = "SHOAL_GET_GRPC")]
-        grpc: bool,
+        /// Fetch chunks on the raw-get path from peers that offer it (the peer sends
+        /// them with sendfile, beside gRPC; never with TLS). Default: gRPC.
+        #[arg(long, env = "SHOAL_GET_RAW")]
+        raw: bool,
     },
     /// List files, in byte order of their names (every one, fetched a page at a time).
     Ls {
@@ -312,10 +312,10 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
             name_or_id,
             output: out,
             cached,
-            grpc,
+            raw,
         } => {
             client.options.direct_output = !cached;
-            client.options.raw_gets = !grpc;
+            client.options.raw_gets = *raw;
             let detail = client.stat(name_or_id).await?;
             let summary = detail
                 .summary

@@ -406,7 +406,7 @@ impl Client {
                         size: c.size,
                         got: 0,
                         idle: progress,
-                    })
+                    });
                 }
                 Err(NotOpened::Failed(e)) => return Err(e),
                 Err(NotOpened::NotRaw(why)) => {

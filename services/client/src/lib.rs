@@ -63,7 +63,8 @@ pub struct Options {
     /// page cache: the download is not read back here).
     pub direct_output: bool,
     /// Read chunks on the raw-get path (`shoal_common::rawget`: the peer `sendfile`s
-    /// them) from peers that speak it; gRPC otherwise, and always with TLS.
+    /// them) from peers that speak it; gRPC otherwise, and always with TLS. Off by
+    /// default: on the hosts measured so far it bought no time (docs/benchmarks.md).
     pub raw_gets: bool,
 }
 
@@ -75,7 +76,7 @@ impl Default for Options {
             progress_timeout: shoal_common::config::DEFAULT_PROGRESS_TIMEOUT,
             put_attempts: 4,
             direct_output: true,
-            raw_gets: true,
+            raw_gets: false,
         }
     }
 }

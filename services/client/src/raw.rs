@@ -98,7 +98,11 @@ impl RawConns {
         let s = match tokio::time::timeout(progress, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return Err(NotOpened::Failed((0, Some(Code::Unavailable), format!("connect {addr}: {e}"))))
+                return Err(NotOpened::Failed((
+                    0,
+                    Some(Code::Unavailable),
+                    format!("connect {addr}: {e}"),
+                )))
             }
             Err(_) => {
                 return Err(NotOpened::Failed((
@@ -132,18 +136,18 @@ impl RawConns {
         if write_frame(&mut s, req).await.is_err() {
             return Ok(None);
         }
-        let answer = match tokio::time::timeout(progress, read_frame::<pb::RawGetAnswer>(&mut s)).await
-        {
-            Err(_) => {
-                return Err(NotOpened::Failed((
-                    0,
-                    Some(Code::DeadlineExceeded),
-                    format!("no answer within {progress:?}"),
-                )))
-            }
-            Ok(Err(_)) => return Ok(None),
-            Ok(Ok(a)) => a,
-        };
+        let answer =
+            match tokio::time::timeout(progress, read_frame::<pb::RawGetAnswer>(&mut s)).await {
+                Err(_) => {
+                    return Err(NotOpened::Failed((
+                        0,
+                        Some(Code::DeadlineExceeded),
+                        format!("no answer within {progress:?}"),
+                    )))
+                }
+                Ok(Err(_)) => return Ok(None),
+                Ok(Ok(a)) => a,
+            };
         if answer.code != 0 {
             self.keep(addr, s);
             return Err(NotOpened::Failed((
@@ -216,7 +220,11 @@ impl RawBody {
                     self.left = 0;
                     return Ok(Some(buf.freeze()));
                 }
-                return Err((got, Some(Code::Unavailable), "peer closed the connection".into()));
+                return Err((
+                    got,
+                    Some(Code::Unavailable),
+                    "peer closed the connection".into(),
+                ));
             }
         }
         self.left -= want as u64;

@@ -28,9 +28,7 @@ pub const MAX_FRAME: usize = 16 * 1024;
 
 /// Read one length-prefixed message; a length over [`MAX_FRAME`] is refused before
 /// anything is allocated for it.
-pub async fn read_frame<M: Message + Default>(
-    r: &mut (impl AsyncRead + Unpin),
-) -> io::Result<M> {
+pub async fn read_frame<M: Message + Default>(r: &mut (impl AsyncRead + Unpin)) -> io::Result<M> {
     let len = r.read_u32_le().await? as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -95,7 +93,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         let cut = &wire[..wire.len() - 1];
-        assert!(read_frame::<pb::RawGetRequest>(&mut &cut[..]).await.is_err());
+        assert!(read_frame::<pb::RawGetRequest>(&mut &cut[..])
+            .await
+            .is_err());
     }
 
     #[test]

@@ -200,16 +200,21 @@ impl Raw {
         std::mem::forget(slot);
         let slot = ReadSlot(core.clone());
         let store = core.store.clone();
-        let (mut file, len) = tokio::task::spawn_blocking(move || store.open_chunk(&h))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        let end = range_end(&h, req.offset, req.length, len)?;
-        crate::store::read_from(&mut file, req.offset, end - req.offset)
-            .map_err(|e| Status::internal(format!("reading chunk {h}: {e}")))?;
+        let (offset, length) = (req.offset, req.length);
+        // Opening, and the read-ahead hints, may wait on the disk: not on this thread.
+        let (file, end) = tokio::task::spawn_blocking(move || {
+            let (mut file, len) = store.open_chunk(&h)?;
+            let end = range_end(&h, offset, length, len)?;
+            crate::store::read_from(&mut file, offset, end - offset)
+                .map_err(|e| Status::internal(format!("reading chunk {h}: {e}")))?;
+            Ok::<_, Status>((file, end))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Open {
             file,
-            offset: req.offset,
-            len: end - req.offset,
+            offset,
+            len: end - offset,
             _slot: slot,
         })
     }
@@ -219,7 +224,8 @@ impl Raw {
     async fn send(&self, s: TcpStream, open: Open, span: tracing::Span) -> Option<TcpStream> {
         let sock = s.into_std().ok()?;
         sock.set_nonblocking(false).ok()?;
-        sock.set_write_timeout(Some(self.core.progress_timeout)).ok()?;
+        sock.set_write_timeout(Some(self.core.progress_timeout))
+            .ok()?;
         let (core, stop) = (self.core.clone(), self.stop.clone());
         let (sock, sent) = tokio::task::spawn_blocking(move || {
             let _e = span.enter();

@@ -39,13 +39,13 @@ async fn gets_read_chunks_on_the_raw_path_where_peers_offer_it_else_grpc() {
     let cluster = TestCluster::start(ClusterOptions::zones(&["a", "b"]).replication(2))
         .await
         .unwrap();
-    let (raw, grpc) = round_trip(&cluster.client()).await;
+    let mut c = cluster.client();
+    c.options.raw_gets = true;
+    let (raw, grpc) = round_trip(&c).await;
     assert!(raw >= 16, "16 chunks of 64 KiB, every one raw: {raw}");
     assert_eq!(grpc, 0);
-    // The client asked not to: gRPC.
-    let mut c = cluster.client();
-    c.options.raw_gets = false;
-    let (raw, grpc) = round_trip(&c).await;
+    // By default, gRPC.
+    let (raw, grpc) = round_trip(&cluster.client()).await;
     assert_eq!((raw, grpc >= 16), (0, true));
 
     // Peers with raw gets off answer a raw request with nothing in kind: the client
@@ -53,7 +53,9 @@ async fn gets_read_chunks_on_the_raw_path_where_peers_offer_it_else_grpc() {
     let mut o = ClusterOptions::zones(&["a", "b"]).replication(2);
     o.peer_tweak = |p| p.raw_gets = false;
     let off = TestCluster::start(o).await.unwrap();
-    let (raw, grpc) = round_trip(&off.client()).await;
+    let mut c = off.client();
+    c.options.raw_gets = true;
+    let (raw, grpc) = round_trip(&c).await;
     assert_eq!((raw, grpc >= 16), (0, true));
 }
 
@@ -77,7 +79,8 @@ async fn a_raw_get_is_checked_as_get_chunk_is() {
         ..Default::default()
     };
     let cluster = TestCluster::start(o).await.unwrap();
-    let c = Client::with_token(&cluster.tracker_url(), Some(READ.into())).unwrap();
+    let mut c = Client::with_token(&cluster.tracker_url(), Some(READ.into())).unwrap();
+    c.options.raw_gets = true;
     let writer = Client::with_token(&cluster.tracker_url(), Some(WRITE.into())).unwrap();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -90,7 +93,12 @@ async fn a_raw_get_is_checked_as_get_chunk_is() {
     let out = work.path().join("out");
     c.get("f", &out, Arc::new(Quiet)).await.unwrap();
     assert_eq!(file_hash(&out).unwrap(), file_hash(&src).unwrap());
-    assert_eq!(c.reads_by_path().1, 0, "a read token reads raw: {:?}", c.reads_by_path());
+    assert_eq!(
+        c.reads_by_path().1,
+        0,
+        "a read token reads raw: {:?}",
+        c.reads_by_path()
+    );
 
     let chunk = c.stat("f").await.unwrap().chunks[0].clone();
     let peer = cluster.peers[0].as_ref().unwrap().addr;
