@@ -92,10 +92,6 @@ enum Cmd {
         /// where the filesystem allows: a download is not read back by shoal).
         #[arg(long, env = "SHOAL_GET_CACHED")]
         cached: bool,
-        /// Fetch chunks on the raw-get path from peers that offer it (the peer sends
-        /// them with sendfile, beside gRPC; never with TLS). Default: gRPC.
-        #[arg(long, env = "SHOAL_GET_RAW")]
-        raw: bool,
     },
     /// List files, in byte order of their names (every one, fetched a page at a time).
     Ls {
@@ -312,10 +308,8 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
             name_or_id,
             output: out,
             cached,
-            raw,
         } => {
             client.options.direct_output = !cached;
-            client.options.raw_gets = *raw;
             let detail = client.stat(name_or_id).await?;
             let summary = detail
                 .summary

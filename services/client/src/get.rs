@@ -11,7 +11,6 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,11 +18,10 @@ use futures::{stream, StreamExt, TryStreamExt};
 use shoal_common::hash::{ChunkTree, Hash};
 use shoal_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{info_span, warn, Instrument};
 
 use crate::failover::{peer_failed, pick, Avoid};
 use crate::outfile::OutFile;
-use crate::raw::{NotOpened, RawBody};
 use crate::verify::{verify_existing, verify_file, ChunkHash, Verified};
 use crate::{Client, ClientError, Progress, Result};
 
@@ -379,42 +377,13 @@ impl Client {
         }
     }
 
-    /// Open `[offset, size)` of chunk `c` on one peer: on the raw-get path when the peer
-    /// speaks it (and TLS is off), else over gRPC.
+    /// Open `[offset, size)` of chunk `c` on one peer.
     pub(crate) async fn open_replica(
         &self,
         peer: &pb::PeerRef,
         c: &pb::ChunkReplicas,
         offset: u64,
     ) -> std::result::Result<ReplicaRead, ReplicaError> {
-        let progress = self.options.progress_timeout;
-        if self.options.raw_gets
-            && shoal_common::tls::client().is_none()
-            && !self.raw.refused(&peer.addr)
-        {
-            let token = self.token.as_deref();
-            match self
-                .raw
-                .open(&peer.addr, &c.hash, offset, c.size, token, progress)
-                .await
-            {
-                Ok(body) => {
-                    self.raw.opened_raw.fetch_add(1, Relaxed);
-                    return Ok(ReplicaRead {
-                        body: Body::Raw(body),
-                        offset,
-                        size: c.size,
-                        got: 0,
-                        idle: progress,
-                    });
-                }
-                Err(NotOpened::Failed(e)) => return Err(e),
-                Err(NotOpened::NotRaw(why)) => {
-                    debug!(peer = %peer.id, reason = %why, "no raw gets from this peer; reading over gRPC");
-                    self.raw.refuse(&peer.addr);
-                }
-            }
-        }
         let mut client = self
             .peer(&peer.addr)
             .map_err(|e| (0, None, e.to_string()))?;
@@ -425,6 +394,7 @@ impl Client {
             // Every byte is hashed here; the peer need not hash it too.
             verify: false,
         };
+        let progress = self.options.progress_timeout;
         let stream = tokio::time::timeout(progress, client.get_chunk(req))
             .await
             .map_err(|_| {
@@ -436,9 +406,8 @@ impl Client {
             })?
             .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
             .into_inner();
-        self.raw.opened_grpc.fetch_add(1, Relaxed);
         Ok(ReplicaRead {
-            body: Body::Grpc(stream),
+            stream,
             offset,
             size: c.size,
             got: 0,
@@ -451,7 +420,7 @@ impl Client {
 /// stream that stalls for the progress timeout, sends more than the chunk holds, or ends
 /// early is an error carrying how many bytes arrived before it.
 pub(crate) struct ReplicaRead {
-    body: Body,
+    stream: tonic::Streaming<pb::ChunkData>,
     offset: u64,
     size: u64,
     /// Bytes received so far.
@@ -459,23 +428,10 @@ pub(crate) struct ReplicaRead {
     idle: std::time::Duration,
 }
 
-/// Where a replica's bytes come from.
-enum Body {
-    Grpc(tonic::Streaming<pb::ChunkData>),
-    Raw(RawBody),
-}
-
 impl ReplicaRead {
     pub async fn next(&mut self) -> std::result::Result<Option<Bytes>, ReplicaError> {
         let got = self.got;
-        let stream = match &mut self.body {
-            Body::Grpc(s) => s,
-            Body::Raw(r) => {
-                let piece = r.next(got).await?;
-                return self.check(piece.map(|data| pb::ChunkData { data }));
-            }
-        };
-        let msg = match tokio::time::timeout(self.idle, stream.message()).await {
+        let msg = match tokio::time::timeout(self.idle, self.stream.message()).await {
             Err(_) => {
                 return Err((
                     got,
@@ -484,20 +440,8 @@ impl ReplicaRead {
                 ))
             }
             Ok(Err(e)) => return Err((got, Some(e.code()), e.message().to_string())),
-            Ok(Ok(m)) => m,
-        };
-        self.check(msg)
-    }
-
-    /// A message (`None`: the end) checked against the range asked for.
-    fn check(
-        &mut self,
-        msg: Option<pb::ChunkData>,
-    ) -> std::result::Result<Option<Bytes>, ReplicaError> {
-        let got = self.got;
-        let msg = match msg {
-            None if self.offset + got == self.size => return Ok(None),
-            None => {
+            Ok(Ok(None)) if self.offset + got == self.size => return Ok(None),
+            Ok(Ok(None)) => {
                 return Err((
                     got,
                     None,
@@ -508,7 +452,7 @@ impl ReplicaRead {
                     ),
                 ))
             }
-            Some(m) => m,
+            Ok(Ok(Some(m))) => m,
         };
         let len = msg.data.len() as u64;
         if self.offset + got + len > self.size {

@@ -15,14 +15,13 @@ mod get;
 mod outfile;
 mod put;
 mod putstream;
-mod raw;
 mod renewal;
 mod stream;
 mod tracker;
 mod verify;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use shoal_common::grpc::GrpcChannel as Channel;
 use shoal_proto::v1 as pb;
@@ -62,10 +61,6 @@ pub struct Options {
     /// Write a get's output file with `O_DIRECT` where the filesystem allows (past the
     /// page cache: the download is not read back here).
     pub direct_output: bool,
-    /// Read chunks on the raw-get path (`shoal_common::rawget`: the peer `sendfile`s
-    /// them) from peers that speak it; gRPC otherwise, and always with TLS. Off by
-    /// default: on the hosts measured so far it bought no time (docs/benchmarks.md).
-    pub raw_gets: bool,
 }
 
 impl Default for Options {
@@ -76,7 +71,6 @@ impl Default for Options {
             progress_timeout: shoal_common::config::DEFAULT_PROGRESS_TIMEOUT,
             put_attempts: 4,
             direct_output: true,
-            raw_gets: false,
         }
     }
 }
@@ -84,7 +78,6 @@ impl Default for Options {
 pub struct Client {
     pub trackers: Trackers,
     peers: Mutex<HashMap<String, Channel>>,
-    raw: Arc<raw::RawConns>,
     token: Option<String>,
     pub options: Options,
 }
@@ -100,7 +93,6 @@ impl Client {
         Ok(Self {
             trackers: Trackers::new(tracker_urls, token.as_deref())?,
             peers: Mutex::new(HashMap::new()),
-            raw: Default::default(),
             token,
             options: Options::default(),
         })
@@ -129,15 +121,6 @@ impl Client {
             )));
         }
         Ok((Self::with_token(&resp.tracker_urls.join(","), token)?, resp))
-    }
-
-    /// Chunk ranges this client opened on the raw-get path and over gRPC.
-    pub fn reads_by_path(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.raw.opened_raw.load(Relaxed),
-            self.raw.opened_grpc.load(Relaxed),
-        )
     }
 
     pub(crate) fn peer(&self, addr: &str) -> Result<pb::peer_client::PeerClient<Channel>> {

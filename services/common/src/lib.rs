@@ -10,7 +10,6 @@ pub mod grpc;
 pub mod hash;
 pub mod names;
 pub mod net;
-pub mod rawget;
 pub mod rpcmetrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -38,10 +38,6 @@ pub struct PeerConfig {
     /// way in (docs/benchmarks.md, issue 17).
     #[serde(default = "yes")]
     pub direct_writes: bool,
-    /// Serve chunk reads on the raw-get path too (`shoal_common::rawget`: sendfile, no
-    /// gRPC framing), on the same port; never with TLS. Off: gRPC only.
-    #[serde(default = "yes")]
-    pub raw_gets: bool,
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
@@ -249,13 +245,6 @@ mod tests {
             !load(&[])
                 .unwrap_or_else(|e| panic!("{e}"))
                 .leave_on_shutdown
-        );
-        // Raw gets by default, off on request.
-        assert!(load(&[]).unwrap_or_else(|e| panic!("{e}")).raw_gets);
-        assert!(
-            !load(&[("SHOAL_RAW_GETS", "false")])
-                .unwrap_or_else(|e| panic!("{e}"))
-                .raw_gets
         );
         // O_DIRECT chunk writes by default; buffered on request.
         assert!(load(&[]).unwrap_or_else(|e| panic!("{e}")).direct_writes);

@@ -8,7 +8,6 @@ pub mod agent;
 pub mod config;
 pub mod directory;
 pub mod metrics;
-pub mod rawget;
 pub mod service;
 pub mod store;
 
@@ -57,7 +56,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (router, health, tokens) =
         shoal_common::grpc::secure_server(&["shoal.v1.Peer"], &cfg.auth, &cfg.tls, policy).await?;
-    let raw_tokens = tokens.clone();
     let cluster_token = tokens.cluster;
     let id =
         peer_id(&cfg.data_dir).with_context(|| format!("peer id in {}", cfg.data_dir.display()))?;
@@ -140,19 +138,9 @@ pub async fn run(
     let stop = shutdown.clone();
     let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);
     let leave = cfg.leave_on_shutdown;
-    // Raw gets carry chunk bytes in the clear: never beside a TLS server.
-    let raw_stop = CancellationToken::new();
-    let raw = (cfg.raw_gets && !cfg.tls.enabled()).then(|| {
-        Arc::new(rawget::Raw {
-            core: core.clone(),
-            tokens: raw_tokens,
-            stop: raw_stop.clone(),
-        })
-    });
-    let _raw_stop = raw_stop.drop_guard();
     router
         .add_service(svc)
-        .serve_with_incoming_shutdown(rawget::incoming(listener, raw), async move {
+        .serve_with_incoming_shutdown(shoal_common::net::incoming(listener), async move {
             stop.cancelled().await;
             h.set(false).await;
             let deadline = tokio::time::Instant::now() + timeout;

@@ -138,7 +138,7 @@ impl Faults {
         self.refuse_puts.store(on, Relaxed);
     }
 
-    pub(crate) fn spend(&self, n: u64) {
+    fn spend(&self, n: u64) {
         let _ = self.budget.fetch_update(Relaxed, Relaxed, |b| {
             (b != u64::MAX).then(|| b.saturating_sub(n))
         });
@@ -158,7 +158,7 @@ impl Faults {
     }
 
     /// Hold a blocking transfer while frozen, or until `gone` says its reader left.
-    pub(crate) fn hold_blocking(&self, gone: impl Fn() -> bool) {
+    fn hold_blocking(&self, gone: impl Fn() -> bool) {
         if !self.frozen() {
             return;
         }
@@ -182,32 +182,21 @@ fn send_blocking<T>(tx: &mpsc::Sender<T>, msg: T, within: Duration) -> Result<()
     }
 }
 
-/// The end of the range `offset`+`length` of chunk `h`, `len` bytes long (`length` 0:
-/// to the end), or why it is outside.
-pub(crate) fn range_end(h: &Hash, offset: u64, length: u64, len: u64) -> Result<u64, Status> {
-    if offset > len || offset.checked_add(length).is_none_or(|end| end > len) {
-        return Err(Status::out_of_range(format!(
-            "range {offset}+{length} is outside chunk {h} of {len} bytes"
-        )));
-    }
-    Ok(if length == 0 { len } else { offset + length })
-}
-
 /// How long to wait for the answer of a pipeline whose bytes are all sent: each hop
 /// may spend one progress deadline discovering that its own next hop is stuck.
 pub fn answer_deadline(progress: Duration, hops: usize) -> Duration {
     progress * (hops as u32 + 1)
 }
 
-pub(crate) struct Active<'a>(pub(crate) &'a AtomicU32);
+struct Active<'a>(&'a AtomicU32);
 impl<'a> Active<'a> {
-    pub(crate) fn new(c: &'a AtomicU32) -> Self {
+    fn new(c: &'a AtomicU32) -> Self {
         c.fetch_add(1, Relaxed);
         Active(c)
     }
 
     /// Count a transfer, or refuse it when the peer already serves `max`.
-    pub(crate) fn admit(c: &'a AtomicU32, max: u32) -> Result<Self, Status> {
+    fn admit(c: &'a AtomicU32, max: u32) -> Result<Self, Status> {
         let a = Active::new(c);
         if c.load(Relaxed) > max {
             return Err(Status::resource_exhausted(format!(
@@ -568,7 +557,22 @@ impl PeerRpc for PeerService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))??
         };
-        let end = range_end(&h, req.offset, req.length, len)?;
+        if req.offset > len
+            || req
+                .offset
+                .checked_add(req.length)
+                .is_none_or(|end| end > len)
+        {
+            return Err(Status::out_of_range(format!(
+                "range {}+{} is outside chunk {h} of {len} bytes",
+                req.offset, req.length
+            )));
+        }
+        let end = if req.length == 0 {
+            len
+        } else {
+            req.offset + req.length
+        };
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let verify = req.verify;
         let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset, verify);

@@ -17,7 +17,6 @@ mod metrics;
 mod model;
 mod names;
 mod paging;
-mod rawget;
 mod receipts;
 mod replication;
 mod streaming;

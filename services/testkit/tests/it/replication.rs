@@ -267,21 +267,10 @@ async fn scrub_finds_corruption_and_repair_restores_the_copy() {
 /// the get can find it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrupt_copy_found_by_a_get_is_quarantined_and_repaired() {
-    corrupt_copy_found_by_a_get(false).await;
-}
-
-/// The same on the raw-get path (the peer sendfiles the bad bytes as they are).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn corrupt_copy_found_by_a_raw_get_is_quarantined_and_repaired() {
-    corrupt_copy_found_by_a_get(true).await;
-}
-
-async fn corrupt_copy_found_by_a_get(raw: bool) {
     let mut o = opts(&["a", "b", "b"], 2);
     o.peer_tweak = |p| p.scrub.rate_bytes = 0;
     let cluster = TestCluster::start(o).await.unwrap();
-    let mut c = cluster.client();
-    c.options.raw_gets = raw;
+    let c = cluster.client();
     let work = tempfile::tempdir().unwrap();
     let src = put(&c, work.path(), "g", 16 * 65536, 8, 2).await;
     let peer0 = cluster.peer_id(0);
