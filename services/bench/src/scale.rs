@@ -472,7 +472,13 @@ async fn meta_puts(
                                 p.targets
                                     .iter()
                                     .map(|t| {
-                                        keys.receipt(&t.id, &up.upload_id, &chunk.to_hex(), 4096, None)
+                                        keys.receipt(
+                                            &t.id,
+                                            &up.upload_id,
+                                            &chunk.to_hex(),
+                                            4096,
+                                            None,
+                                        )
                                     })
                                     .collect()
                             })

@@ -383,7 +383,15 @@ pub(crate) mod tests {
         let receipts = placed.placements[0]
             .targets
             .iter()
-            .map(|p| keys.receipt(&p.id, &up.upload_id, &chunk.to_hex(), tag.len() as u64, None))
+            .map(|p| {
+                keys.receipt(
+                    &p.id,
+                    &up.upload_id,
+                    &chunk.to_hex(),
+                    tag.len() as u64,
+                    None,
+                )
+            })
             .collect();
         t.commit_upload(pb::CommitUploadRequest {
             upload_id: up.upload_id,
