@@ -23,7 +23,7 @@ mod views;
 
 pub use deleting::{Answer, Deletion, Masked, WriteMark, DELETION_MASK};
 pub use dirty::Dirty;
-pub use inventory::Snapshot;
+pub use inventory::{Fresh, Snapshot};
 
 #[derive(Debug, Clone)]
 pub struct PeerEntry {
@@ -103,7 +103,7 @@ pub struct State {
     pub deleting: HashMap<(String, Hash), Masked>,
     /// Copies a repair or an upload stored, by peer, with the peer's write mark once stored and when:
     /// a full inventory snapshotted before that mark must not drop them (see `inventory`).
-    pub fresh: HashMap<String, HashMap<Hash, (WriteMark, Instant)>>,
+    pub fresh: HashMap<String, inventory::Fresh>,
     /// The last shared catalogue log entry this state includes (PostgreSQL store).
     pub applied_seq: i64,
     /// Peer and location changes not yet written to the shared store (PostgreSQL only).
@@ -376,7 +376,7 @@ impl State {
 
     fn drop_location(&mut self, peer_id: &str, h: &Hash) {
         if let Some(fresh) = self.fresh.get_mut(peer_id) {
-            fresh.remove(h);
+            fresh.at.remove(h);
         }
         if self.locations.remove(peer_id, h) {
             self.dirty.insert(*h);

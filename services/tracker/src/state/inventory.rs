@@ -18,8 +18,23 @@ use crate::error::{Error, Result};
 /// How long a repair copy outlives full inventories snapshotted before it was stored
 /// (one is applied within a heartbeat call of being taken: far less).
 pub const FRESH_FOR: Duration = Duration::from_secs(60);
-/// Repair copies remembered per peer before the expired ones are dropped.
+/// Copies remembered per peer before the first pruning.
 const FRESH_PRUNE: usize = 4096;
+
+/// Copies stored on one peer that a whole inventory may not list yet: by chunk, the
+/// peer's write mark once stored and when the tracker learned of it.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    pub at: std::collections::HashMap<Hash, (WriteMark, Instant)>,
+    /// Size past which the next insert drops what no report can predate any more
+    /// (doubling: a commit of many chunks costs no quadratic scan).
+    prune_above: usize,
+}
+
+/// Whether a report snapshotted at `seen` lists a copy stored at `stored`.
+fn covers(seen: WriteMark, stored: WriteMark) -> bool {
+    seen.0 == stored.0 && seen.1 >= stored.1
+}
 
 /// A full inventory as a peer sent it: its chunks (all, or the first part when `id` is
 /// non-zero) and its write mark when it was taken (`None` from a peer that sends none).
@@ -186,11 +201,22 @@ impl State {
             return;
         }
         let Some(mark) = mark else { return };
-        let fresh = self.fresh.entry(peer_id.to_string()).or_default();
-        if fresh.len() >= FRESH_PRUNE {
-            fresh.retain(|_, (_, at)| now.saturating_duration_since(*at) < FRESH_FOR);
+        // A peer sends a whole inventory only after a heartbeat's answer asks for it,
+        // snapshotted then: a copy its last heartbeat's mark covers is in every one to
+        // come (most of a big upload's copies, stored long before its commit).
+        let heard = self.peers.get(peer_id).map(|p| p.write_mark);
+        if heard.is_some_and(|seen| covers(seen, mark)) {
+            return;
         }
-        fresh.insert(h, (mark, now));
+        let fresh = self.fresh.entry(peer_id.to_string()).or_default();
+        if fresh.at.len() >= fresh.prune_above {
+            fresh.at.retain(|_, (stored, at)| {
+                now.saturating_duration_since(*at) < FRESH_FOR
+                    && !heard.is_some_and(|seen| covers(seen, *stored))
+            });
+            fresh.prune_above = (fresh.at.len() * 2).max(FRESH_PRUNE);
+        }
+        fresh.at.insert(h, (mark, now));
     }
 
     /// A full inventory snapshotted at `mark` is replacing `peer_id`'s copies: the copies
@@ -200,11 +226,11 @@ impl State {
         let Some(fresh) = self.fresh.get_mut(peer_id) else {
             return Vec::new();
         };
-        fresh.retain(|_, (stored, at)| {
+        fresh.at.retain(|_, (stored, at)| {
             now.saturating_duration_since(*at) < FRESH_FOR
-                && mark.is_some_and(|seen| seen.0 == stored.0 && seen.1 < stored.1)
+                && mark.is_some_and(|seen| seen.0 == stored.0 && !covers(seen, *stored))
         });
-        let kept: Vec<Hash> = fresh.keys().copied().collect();
+        let kept: Vec<Hash> = fresh.at.keys().copied().collect();
         if kept.is_empty() {
             self.fresh.remove(peer_id);
         }

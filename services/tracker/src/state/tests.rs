@@ -404,3 +404,36 @@ async fn a_repair_copy_is_protected_only_by_a_mark_of_the_same_process() {
     assert!(!st.locations.has(&b), "expired");
     assert!(st.fresh.is_empty());
 }
+
+/// A commit of many chunks, most stored long before it: only the copies the peer's last
+/// heartbeat has not covered are remembered, and remembering stays linear (no rescan of
+/// the whole set per copy).
+#[tokio::test(start_paused = true)]
+async fn only_copies_newer_than_the_last_heartbeat_are_remembered() {
+    let mut st = State::default();
+    st.register_peer(peer("p"), 1 << 30, 0, vec![], Instant::now());
+    st.peers.get_mut("p").unwrap().write_mark = (7, 100_000);
+    let hs: Vec<Hash> = (0..200_000u32)
+        .map(|i| Hash::of(&i.to_le_bytes()))
+        .collect();
+    let t = std::time::Instant::now();
+    for (i, h) in hs.iter().enumerate() {
+        st.add_stored("p", *h, Some((7, i as u64 + 1)), Instant::now());
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "quadratic: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.locations.of("p").len(), 200_000, "every copy counted");
+    assert_eq!(
+        st.fresh["p"].at.len(),
+        100_000,
+        "only the ones after mark 100,000"
+    );
+    // A whole inventory snapshotted after all of them settles them at once.
+    st.report_chunks("p", hs.clone(), vec![], true, None, Some((7, 200_000)))
+        .unwrap();
+    assert!(st.fresh.is_empty());
+    assert_eq!(st.locations.of("p").len(), 200_000);
+}
