@@ -101,8 +101,8 @@ pub struct State {
     /// Copies the tracker has told a peer to delete: an inventory report that races the
     /// deletion must not bring them back (see `deleting`).
     pub deleting: HashMap<(String, Hash), Masked>,
-    /// Copies a repair or an upload stored, by peer, with the peer's write mark once stored and when:
-    /// a full inventory snapshotted before that mark must not drop them (see `inventory`).
+    /// Copies a repair or an upload stored, by peer, with the peer's write mark once
+    /// stored: a full inventory snapshotted before that mark must not drop them.
     pub fresh: HashMap<String, inventory::Fresh>,
     /// The last shared catalogue log entry this state includes (PostgreSQL store).
     pub applied_seq: i64,

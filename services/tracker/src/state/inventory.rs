@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use super::{LocOp, State, WriteMark, MAX_INVENTORY_CHUNKS};
 use crate::error::{Error, Result};
 
-/// How long a repair copy outlives full inventories snapshotted before it was stored
+/// How long a stored copy outlives full inventories snapshotted before it was stored
 /// (one is applied within a heartbeat call of being taken: far less).
 pub const FRESH_FOR: Duration = Duration::from_secs(60);
 /// Copies remembered per peer before the first pruning.
-const FRESH_PRUNE: usize = 4096;
+pub(super) const FRESH_PRUNE: usize = 4096;
 
 /// Copies stored on one peer that a whole inventory may not list yet: by chunk, the
 /// peer's write mark once stored and when the tracker learned of it.
@@ -28,7 +28,7 @@ pub struct Fresh {
     pub at: std::collections::HashMap<Hash, (WriteMark, Instant)>,
     /// Size past which the next insert drops what no report can predate any more
     /// (doubling: a commit of many chunks costs no quadratic scan).
-    prune_above: usize,
+    pub(super) prune_above: usize,
 }
 
 /// Whether a report snapshotted at `seen` lists a copy stored at `stored`.
