@@ -138,6 +138,10 @@ impl Cluster {
             if let Ok(v) = std::env::var("BENCH_DIRECT_WRITES") {
                 cmd.env("SHOAL_DIRECT_WRITES", v);
             }
+            // BENCH_DIRECT_READS=false: the peers serve chunks through the page cache.
+            if let Ok(v) = std::env::var("BENCH_DIRECT_READS") {
+                cmd.env("SHOAL_DIRECT_READS", v);
+            }
             p.pid = ctx
                 .procs
                 .spawn(&format!("{}-peer{}{suffix}", self.tag, i + 1), cmd)?;

@@ -14,7 +14,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 /// Alignment of memory, offsets and lengths (covers 512 B and 4 KiB devices).
 pub const ALIGN: usize = 4096;
@@ -25,14 +27,32 @@ pub const BLOCK: usize = 256 << 10;
 /// Buffers kept for reuse (reused pages are already mapped: no page faults per chunk).
 const POOL: usize = 8;
 
-/// Spare buffers, shared by the writers of one store or one download.
-#[derive(Default)]
-pub struct Pool(Mutex<Vec<Vec<u8>>>);
+/// Spare buffers, shared by the writers of one store or one download (or the readers
+/// of one store).
+pub struct Pool {
+    spare: Mutex<Vec<Vec<u8>>>,
+    /// Buffers kept for reuse at most.
+    keep: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::keeping(POOL)
+    }
+}
 
 impl Pool {
+    /// A pool that keeps up to `keep` spare buffers.
+    pub fn keeping(keep: usize) -> Self {
+        Self {
+            spare: Mutex::default(),
+            keep,
+        }
+    }
+
     /// A [`BLOCK`]-sized buffer aligned to [`ALIGN`], empty.
     pub fn take(&self) -> AlignedBuf {
-        let spare = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let buf = spare.unwrap_or_else(|| vec![0; BLOCK + ALIGN]);
         // Within ALIGN (always, for bytes); kept in bounds whatever it says.
         let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
@@ -45,9 +65,39 @@ impl Pool {
 
     /// Hand a buffer back for the next writer.
     pub fn give(&self, b: AlignedBuf) {
-        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL {
+        let mut pool = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.keep {
             pool.push(b.buf);
+        }
+    }
+
+    /// Lend `b`'s bytes out as [`Bytes`] without copying them: the buffer comes back to
+    /// this pool when the last slice of them is dropped.
+    pub fn lend(self: &Arc<Self>, b: AlignedBuf) -> Bytes {
+        Bytes::from_owner(Lent {
+            buf: Some(b),
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A buffer lent out by [`Pool::lend`].
+struct Lent {
+    buf: Option<AlignedBuf>,
+    pool: Arc<Pool>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], AlignedBuf::bytes)
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(mut b) = self.buf.take() {
+            b.filled = 0;
+            self.pool.give(b);
         }
     }
 }
@@ -72,6 +122,33 @@ impl AlignedBuf {
 
     pub fn filled(&self) -> usize {
         self.filled
+    }
+
+    /// The bytes gathered or read so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.filled]
+    }
+
+    /// Fill the buffer from `file` at `offset`, a multiple of [`ALIGN`]: [`BLOCK`] bytes,
+    /// fewer only at the end of the file. What it held before is dropped. Works on a
+    /// file opened with `O_DIRECT` (the memory, offset and length are all aligned) and
+    /// on any other.
+    pub fn read_at(&mut self, file: &File, offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        self.filled = 0;
+        let block = self.start..self.start + BLOCK;
+        while self.filled < BLOCK {
+            let at = block.start + self.filled;
+            let n = file.read_at(&mut self.buf[at..block.end], offset + self.filled as u64)?;
+            if n == 0 {
+                break;
+            }
+            self.filled += n;
+            if !self.filled.is_multiple_of(ALIGN) {
+                break; // a short read off the alignment: the end of the file
+            }
+        }
+        Ok(self.filled)
     }
 
     pub fn is_full(&self) -> bool {
@@ -121,5 +198,39 @@ mod tests {
         assert_eq!(b.take_padded().len(), BLOCK);
         pool.give(b);
         assert_eq!(pool.take().filled(), 0, "a reused buffer starts empty");
+    }
+
+    #[test]
+    fn blocks_read_whole_then_short_at_the_end_and_lent_buffers_come_back() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..BLOCK + 3 * ALIGN + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        // O_DIRECT where the filesystem allows, the page cache elsewhere: the same bytes.
+        let direct = open(&path, OpenOptions::new().read(true)).unwrap();
+        for file in [direct, Some(File::open(&path).unwrap())]
+            .into_iter()
+            .flatten()
+        {
+            let pool = Arc::new(Pool::keeping(2));
+            let mut b = pool.take();
+            assert_eq!(b.read_at(&file, 0).unwrap(), BLOCK);
+            assert_eq!(b.bytes(), &data[..BLOCK]);
+            let first = pool.lend(b);
+            let mut b = pool.take();
+            assert_eq!(b.read_at(&file, BLOCK as u64).unwrap(), 3 * ALIGN + 17);
+            assert_eq!(b.bytes(), &data[BLOCK..]);
+            let tail = pool.lend(b).slice(ALIGN..);
+            assert_eq!(&tail[..], &data[BLOCK + ALIGN..]);
+            assert_eq!(pool.spare.lock().unwrap().len(), 0, "both buffers are lent");
+            drop(first);
+            drop(tail);
+            assert_eq!(pool.spare.lock().unwrap().len(), 2, "both came back");
+            let mut b = pool.take();
+            assert_eq!(b.filled(), 0, "a returned buffer starts empty");
+            assert_eq!(b.read_at(&file, (BLOCK + 4 * ALIGN) as u64).unwrap(), 0);
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct PeerConfig {
     /// way in (docs/benchmarks.md, issue 17).
     #[serde(default = "yes")]
     pub direct_writes: bool,
+    /// Read chunk files with `O_DIRECT` into pooled buffers lent out as the messages
+    /// (see `store::ChunkReader`); a filesystem that refuses it gets cached reads.
+    #[serde(default = "yes")]
+    pub direct_reads: bool,
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
@@ -252,6 +256,12 @@ mod tests {
             !load(&[("SHOAL_DIRECT_WRITES", "false")])
                 .unwrap_or_else(|e| panic!("{e}"))
                 .direct_writes
+        );
+        assert!(load(&[]).unwrap_or_else(|e| panic!("{e}")).direct_reads);
+        assert!(
+            !load(&[("SHOAL_DIRECT_READS", "false")])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .direct_reads
         );
         let e = load(&[("SHOAL_LEAVE_ON_SHUTDOW", "true")]).unwrap_err();
         assert!(

@@ -61,10 +61,11 @@ pub async fn run(
         peer_id(&cfg.data_dir).with_context(|| format!("peer id in {}", cfg.data_dir.display()))?;
     let dir = cfg.data_dir.clone();
     let fixed = cfg.capacity_bytes;
-    let direct = cfg.direct_writes;
+    let (direct, direct_reads) = (cfg.direct_writes, cfg.direct_reads);
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::ChunkStore> {
         let mut store = store::ChunkStore::open(&dir, fixed.unwrap_or(0))?;
         store.set_direct_writes(direct);
+        store.set_direct_reads(direct_reads);
         if fixed.is_none() {
             // The chunks already here are part of what the peer offers: free space alone
             // would shrink the capacity by them at every restart.

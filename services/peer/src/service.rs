@@ -551,12 +551,13 @@ impl PeerRpc for PeerService {
                 core.max_reads
             ))
         })?;
-        let (mut file, len) = {
+        let mut reader = {
             let store = core.store.clone();
-            tokio::task::spawn_blocking(move || store.open_chunk(&h))
+            tokio::task::spawn_blocking(move || store.reader(&h))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))??
         };
+        let len = reader.len();
         if req.offset > len
             || req
                 .offset
@@ -587,16 +588,13 @@ impl PeerRpc for PeerService {
             // re-hashes copies at rest. With it, the whole copy is hashed as before and
             // a copy that no longer matches is refused, quarantined and reported.
             let from = if verify { 0 } else { req.offset };
-            if let Err(e) = crate::store::read_from(&mut file, from, end - from) {
-                let _ = tx.blocking_send(Err(Status::internal(format!("reading chunk {h}: {e}"))));
-                return;
-            }
             let mut hasher = verify.then(blake3::Hasher::new);
             let mut pos = from;
             let stop = if verify { len } else { end };
+            reader.advise(from, stop - from);
             while pos < stop {
                 let want = (stop - pos).min(shoal_common::STREAM_MESSAGE_BYTES as u64) as usize;
-                let buf = match shoal_common::read_message(&mut file, want) {
+                let buf = match reader.read_at(pos, want) {
                     Ok(b) if b.is_empty() => break,
                     Ok(b) => b,
                     Err(e) => {
@@ -612,7 +610,7 @@ impl PeerRpc for PeerService {
                 }
                 let (s, e) = (pos.max(req.offset), (pos + n as u64).min(end));
                 if s < e {
-                    let data = Bytes::from(buf).slice((s - pos) as usize..(e - pos) as usize);
+                    let data = buf.slice((s - pos) as usize..(e - pos) as usize);
                     core.faults.hold_blocking(|| tx.is_closed());
                     core.faults.spend(data.len() as u64);
                     core.counters
