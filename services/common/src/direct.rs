@@ -95,8 +95,7 @@ impl AsRef<[u8]> for Lent {
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        if let Some(mut b) = self.buf.take() {
-            b.filled = 0;
+        if let Some(b) = self.buf.take() {
             self.pool.give(b);
         }
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -321,16 +321,18 @@ impl ChunkStore {
 
     /// Re-hash a stored chunk: `Ok(true)` when it matches its name.
     pub fn verify(&self, h: &Hash, pace: &mut dyn FnMut(u64)) -> Result<bool, StoreError> {
-        let (mut f, _) = self.open_chunk(h)?;
+        // The same reads as serving: past the page cache where the store reads that way.
+        let mut r = self.reader(h)?;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; shoal_common::STREAM_MESSAGE_BYTES];
+        let mut pos = 0u64;
         loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
+            let b = r.read_at(pos, shoal_common::STREAM_MESSAGE_BYTES)?;
+            if b.is_empty() {
                 break;
             }
-            hasher.update(&buf[..n]);
-            pace(n as u64);
+            hasher.update(&b);
+            pos += b.len() as u64;
+            pace(b.len() as u64);
         }
         Ok(Hash::from(hasher.finalize()) == *h)
     }
