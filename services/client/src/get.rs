@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
+use shoal_common::bytestream::BytesStream;
 use shoal_common::hash::{ChunkTree, Hash};
 use shoal_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -28,6 +29,9 @@ use crate::{Client, ClientError, Progress, Result};
 /// A failed read from one replica: bytes received before the failure, the gRPC code
 /// (if the peer answered with one) and a message.
 pub(crate) type ReplicaError = (u64, Option<tonic::Code>, String);
+
+/// `Peer.GetChunk`, read with [`BytesStream`]: its `data` pieces straight off HTTP/2.
+const GET_CHUNK: &str = "/shoal.v1.Peer/GetChunk";
 
 #[derive(Debug, Clone)]
 pub struct GetResult {
@@ -384,8 +388,8 @@ impl Client {
         c: &pb::ChunkReplicas,
         offset: u64,
     ) -> std::result::Result<ReplicaRead, ReplicaError> {
-        let mut client = self
-            .peer(&peer.addr)
+        let channel = self
+            .peer_channel(&peer.addr)
             .map_err(|e| (0, None, e.to_string()))?;
         let req = pb::GetChunkRequest {
             hash: c.hash.clone(),
@@ -395,7 +399,13 @@ impl Client {
             verify: false,
         };
         let progress = self.options.progress_timeout;
-        let stream = tokio::time::timeout(progress, client.get_chunk(req))
+        let open = BytesStream::open(
+            channel,
+            GET_CHUNK,
+            &req,
+            shoal_common::grpc::MAX_MESSAGE_BYTES,
+        );
+        let stream = tokio::time::timeout(progress, open)
             .await
             .map_err(|_| {
                 (
@@ -404,8 +414,7 @@ impl Client {
                     format!("no answer within {progress:?}"),
                 )
             })?
-            .map_err(|e| (0, Some(e.code()), e.message().to_string()))?
-            .into_inner();
+            .map_err(|e| (0, Some(e.code()), e.message().to_string()))?;
         Ok(ReplicaRead {
             stream,
             offset,
@@ -420,7 +429,7 @@ impl Client {
 /// stream that stalls for the progress timeout, sends more than the chunk holds, or ends
 /// early is an error carrying how many bytes arrived before it.
 pub(crate) struct ReplicaRead {
-    stream: tonic::Streaming<pb::ChunkData>,
+    stream: BytesStream,
     offset: u64,
     size: u64,
     /// Bytes received so far.
@@ -431,7 +440,7 @@ pub(crate) struct ReplicaRead {
 impl ReplicaRead {
     pub async fn next(&mut self) -> std::result::Result<Option<Bytes>, ReplicaError> {
         let got = self.got;
-        let msg = match tokio::time::timeout(self.idle, self.stream.message()).await {
+        let data = match tokio::time::timeout(self.idle, self.stream.next()).await {
             Err(_) => {
                 return Err((
                     got,
@@ -452,9 +461,9 @@ impl ReplicaRead {
                     ),
                 ))
             }
-            Ok(Ok(Some(m))) => m,
+            Ok(Ok(Some(data))) => data,
         };
-        let len = msg.data.len() as u64;
+        let len = data.len() as u64;
         if self.offset + got + len > self.size {
             return Err((
                 got,
@@ -463,6 +472,6 @@ impl ReplicaRead {
             ));
         }
         self.got += len;
-        Ok(Some(msg.data))
+        Ok(Some(data))
     }
 }

@@ -124,6 +124,12 @@ impl Client {
     }
 
     pub(crate) fn peer(&self, addr: &str) -> Result<pb::peer_client::PeerClient<Channel>> {
+        Ok(pb::peer_client::PeerClient::new(self.peer_channel(addr)?)
+            .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES))
+    }
+
+    /// The one channel to the peer at `addr`.
+    pub(crate) fn peer_channel(&self, addr: &str) -> Result<Channel> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let ch = match peers.get(addr) {
             Some(c) => c.clone(),
@@ -134,7 +140,6 @@ impl Client {
                 c
             }
         };
-        Ok(pb::peer_client::PeerClient::new(ch)
-            .max_decoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES))
+        Ok(ch)
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bytestream;
 pub mod config;
 pub mod direct;
 pub mod grpc;
