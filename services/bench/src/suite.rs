@@ -538,14 +538,19 @@ impl Bench {
 
     fn get_args(&self, name: &str, out: &Path) -> Result<Vec<String>> {
         let c = self.cluster.as_ref().context("no cluster")?;
-        Ok(vec![
+        let mut args = vec![
             "--tracker".into(),
             c.tracker_url.clone(),
             "get".into(),
             name.into(),
             "-o".into(),
             out.display().to_string(),
-        ])
+        ];
+        // BENCH_GET_DIRECT=true: the CLI writes its output with O_DIRECT.
+        if std::env::var("BENCH_GET_DIRECT").is_ok_and(|v| v == "true") {
+            args.push("--direct".into());
+        }
+        Ok(args)
     }
 
     /// Each run on a fresh cluster (so nothing is deduplicated and VmHWM is per run).

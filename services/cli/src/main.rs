@@ -88,9 +88,12 @@ enum Cmd {
         /// Output path (default: the file's name in the current directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Write through the page cache (by default the file is written with O_DIRECT
-        /// where the filesystem allows: a download is not read back by shoal).
-        #[arg(long, env = "SHOAL_GET_CACHED")]
+        /// Write the file with O_DIRECT where the filesystem allows, past the page
+        /// cache (by default it is written through the cache, as curl or wget would).
+        #[arg(long, env = "SHOAL_GET_DIRECT")]
+        direct: bool,
+        /// Through the page cache: the default (kept for scripts that asked for it).
+        #[arg(long, hide = true, conflicts_with = "direct")]
         cached: bool,
     },
     /// List files, in byte order of their names (every one, fetched a page at a time).
@@ -307,9 +310,10 @@ async fn run(cli: &Cli) -> Result<i32, ClientError> {
         Cmd::Get {
             name_or_id,
             output: out,
-            cached,
+            direct,
+            cached: _,
         } => {
-            client.options.direct_output = !cached;
+            client.options.direct_output = *direct;
             let detail = client.stat(name_or_id).await?;
             let summary = detail
                 .summary

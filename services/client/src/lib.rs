@@ -59,7 +59,8 @@ pub struct Options {
     /// Pipelines one chunk of a put may try, the first included, before the put fails.
     pub put_attempts: usize,
     /// Write a get's output file with `O_DIRECT` where the filesystem allows (past the
-    /// page cache: the download is not read back here).
+    /// page cache). Off by default: through the cache the writes cost a copy and no
+    /// wait for the device, and the get ends as soon as the bytes are in.
     pub direct_output: bool,
 }
 
@@ -70,7 +71,7 @@ impl Default for Options {
             put_parallelism: 4,
             progress_timeout: shoal_common::config::DEFAULT_PROGRESS_TIMEOUT,
             put_attempts: 4,
-            direct_output: true,
+            direct_output: false,
         }
     }
 }
