@@ -4,10 +4,14 @@
 //! id, then renamed. An interrupted get resumes: chunks already right in the `.part`
 //! file are kept.
 //!
-//! The file's id is checked without reading the file again: each chunk is also hashed
-//! as a subtree of the file's BLAKE3 tree while it streams in, and the chunks' chaining
-//! values are merged into the root ([`ChunkTree`]). Files whose chunks are not subtrees
-//! (a chunk size that is not a power of two) fall back to a second pass.
+//! The file's id is checked without reading the file again: each chunk is hashed as a
+//! subtree of the file's BLAKE3 tree while it streams in, and the chunks' chaining
+//! values are merged into the root ([`ChunkTree`]). That one hash checks every byte: a
+//! chunk's own hash (its name) is computed only when the root does not match, from the
+//! `.part` file, to find which chunks were bad; those are reported, their peers checked
+//! and avoided, and they are fetched again with both hashes. Files whose chunks are not
+//! subtrees (a chunk size that is not a power of two, or one chunk) are checked against
+//! each chunk's name as they arrive, and by a second pass when there is no tree.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -55,6 +59,14 @@ pub fn part_path(out: &Path) -> PathBuf {
 
 /// Bytes for the output file: at this offset, of the chunk that ends at the last.
 type Piece = (u64, Bytes, u64);
+
+/// A chunk fetched into the `.part` file: the peers its bytes came from, in order.
+struct Fetched {
+    slot: usize,
+    from: Vec<pb::PeerRef>,
+    bytes: u64,
+    cv: Verified,
+}
 
 impl Client {
     /// Download `name_or_id` into `out`.
@@ -136,65 +148,62 @@ impl Client {
                 .sum(),
         );
 
-        // One writer thread for the whole file: positional writes from any chunk.
-        let (wtx, mut wrx) = mpsc::channel::<Piece>(32);
-        let mut wfile = OutFile::new(
-            file.try_clone().map_err(|e| ClientError::io(&part, e))?,
-            &part,
-            summary.chunk_size,
-            summary.size,
-            self.options.direct_output,
-        )
-        .map_err(|e| ClientError::io(&part, e))?;
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            while let Some((off, data, end)) = wrx.blocking_recv() {
-                wfile.write(off, &data, end)?;
-            }
-            // Chunks still under way were abandoned (one that started again elsewhere
-            // wrote all its bytes anew): their blocks go with `wfile`.
-            Ok(())
-        });
-
         // Peers that fail or stall are avoided for the rest of this get.
         let avoid = Avoid::default();
-        let mut fetches = Vec::new();
-        for (slot, (c, done)) in detail.chunks.iter().zip(&done).enumerate() {
-            if done.is_some() {
-                continue;
-            }
-            let (wtx, progress) = (wtx.clone(), progress.clone());
-            let offset = c.index as u64 * summary.chunk_size;
-            let avoid = &avoid;
-            fetches.push(async move {
-                let hash = ChunkHash::new(c.index as u64, tree);
-                let (peer, n, cv) = self
-                    .fetch_chunk(c, offset, hash, wtx, progress.as_ref(), avoid)
-                    .await?;
-                Ok::<_, ClientError>((slot, peer, n, cv))
-            });
-        }
-        let fetched: Vec<(usize, String, u64, Verified)> = stream::iter(fetches)
-            .buffer_unordered(self.options.get_parallelism.max(1))
-            .try_collect()
+        let want: Vec<usize> = (0..done.len()).filter(|&i| done[i].is_none()).collect();
+        // Where the chunks are subtrees of the file's tree, a chunk's bytes are hashed
+        // once, at its place in the tree: the root checks every byte against the id.
+        // Only when it does not match is each chunk hashed against its name, to find
+        // the bad ones, which are reported and fetched again, checked both ways.
+        let deferred = tree.is_some();
+        let fetched = self
+            .fetch_into(&file, &part, detail, &want, deferred, &avoid, &progress)
             .await?;
-        drop(wtx);
-        writer
-            .await
-            .map_err(|e| ClientError::Other(e.to_string()))?
-            .map_err(|e| ClientError::io(&part, e))?;
-
         let mut by_peer: std::collections::BTreeMap<String, u64> = Default::default();
-        for (slot, p, n, cv) in fetched {
-            done[slot] = Some(cv);
-            *by_peer.entry(p).or_default() += n;
+        let mut sources = vec![Vec::new(); done.len()];
+        for f in fetched {
+            done[f.slot] = Some(f.cv);
+            if let Some(p) = f.from.last() {
+                *by_peer.entry(p.id.clone()).or_default() += f.bytes;
+            }
+            sources[f.slot] = f.from;
         }
 
         // The whole file must hash to its id.
-        let (p, s, chunks) = (part.clone(), summary.clone(), detail.chunks.clone());
-        let cvs: Vec<Verified> = done.into_iter().map(Option::flatten).collect();
-        tokio::task::spawn_blocking(move || verify_file(&p, &s, &chunks, tree, &cvs))
-            .await
-            .map_err(|e| ClientError::Other(e.to_string()))??;
+        let cvs: Vec<Verified> = done.iter().cloned().map(Option::flatten).collect();
+        let checked = self.verify_whole(&part, detail, tree, cvs).await;
+        match checked {
+            Err(ClientError::Verify(why)) if deferred => {
+                let bad = self.find_bad(&file, &part, detail, &want).await?;
+                if bad.is_empty() {
+                    return Err(ClientError::Verify(format!(
+                        "{why}, though every chunk matches its hash: the chunk list does not make this file"
+                    )));
+                }
+                for &slot in &bad {
+                    let c = &detail.chunks[slot];
+                    warn!(
+                        chunk = c.index,
+                        "chunk failed verification; fetching it again"
+                    );
+                    for p in &sources[slot] {
+                        self.report_bad(&p.id, &c.hash, "client hash mismatch")
+                            .await;
+                        self.check_copy(p, c).await;
+                        avoid.add(&p.id, "sent bytes that failed verification");
+                    }
+                }
+                for f in self
+                    .fetch_into(&file, &part, detail, &bad, false, &avoid, &progress)
+                    .await?
+                {
+                    done[f.slot] = Some(f.cv);
+                }
+                let cvs: Vec<Verified> = done.into_iter().map(Option::flatten).collect();
+                self.verify_whole(&part, detail, tree, cvs).await?;
+            }
+            other => other?,
+        }
         std::fs::rename(&part, out).map_err(|e| ClientError::io(out, e))?;
         progress.finish();
         Ok(GetResult {
@@ -206,6 +215,113 @@ impl Client {
             resumed_chunks: resumed,
             from_peers: by_peer.into_iter().collect(),
         })
+    }
+
+    /// Fetch the chunks at `slots` of `detail` into the `.part` file (one writer thread
+    /// for the whole file: positional writes from any chunk). `deferred`: each chunk is
+    /// hashed only at its place in the file's tree, and checked by the root.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_into(
+        &self,
+        file: &std::fs::File,
+        part: &Path,
+        detail: &pb::FileDetail,
+        slots: &[usize],
+        deferred: bool,
+        avoid: &Avoid,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<Vec<Fetched>> {
+        let summary = detail.summary.clone().unwrap_or_default();
+        let tree = ChunkTree::new(summary.size, summary.chunk_size);
+        let (wtx, mut wrx) = mpsc::channel::<Piece>(32);
+        let mut wfile = OutFile::new(
+            file.try_clone().map_err(|e| ClientError::io(part, e))?,
+            part,
+            summary.chunk_size,
+            summary.size,
+            self.options.direct_output,
+        )
+        .map_err(|e| ClientError::io(part, e))?;
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            while let Some((off, data, end)) = wrx.blocking_recv() {
+                wfile.write(off, &data, end)?;
+            }
+            // Chunks still under way were abandoned (one that started again elsewhere
+            // wrote all its bytes anew): their blocks go with `wfile`.
+            Ok(())
+        });
+        // A vector, not a lazy map: the get's future must stay `Send` for any lifetime.
+        let mut fetches = Vec::with_capacity(slots.len());
+        for &slot in slots {
+            let c = &detail.chunks[slot];
+            let (wtx, progress) = (wtx.clone(), progress.clone());
+            let offset = c.index as u64 * summary.chunk_size;
+            fetches.push(async move {
+                let hash = ChunkHash::new(c.index as u64, tree, !deferred);
+                self.fetch_chunk(c, offset, hash, wtx, progress.as_ref(), avoid)
+                    .await
+                    .map(|(from, bytes, cv)| Fetched {
+                        slot,
+                        from,
+                        bytes,
+                        cv,
+                    })
+            });
+        }
+        let fetched: Vec<Fetched> = stream::iter(fetches)
+            .buffer_unordered(self.options.get_parallelism.max(1))
+            .try_collect()
+            .await?;
+        drop(wtx);
+        writer
+            .await
+            .map_err(|e| ClientError::Other(e.to_string()))?
+            .map_err(|e| ClientError::io(part, e))?;
+        Ok(fetched)
+    }
+
+    /// The whole file against its id ([`verify_file`]), on a blocking thread.
+    async fn verify_whole(
+        &self,
+        part: &Path,
+        detail: &pb::FileDetail,
+        tree: Option<ChunkTree>,
+        cvs: Vec<Verified>,
+    ) -> Result<()> {
+        let (p, s, chunks) = (
+            part.to_path_buf(),
+            detail.summary.clone().unwrap_or_default(),
+            detail.chunks.clone(),
+        );
+        tokio::task::spawn_blocking(move || verify_file(&p, &s, &chunks, tree, &cvs))
+            .await
+            .map_err(|e| ClientError::Other(e.to_string()))?
+    }
+
+    /// Which of the chunks at `slots` do not hold their hash's bytes in the `.part` file.
+    async fn find_bad(
+        &self,
+        file: &std::fs::File,
+        part: &Path,
+        detail: &pb::FileDetail,
+        slots: &[usize],
+    ) -> Result<Vec<usize>> {
+        let f = file.try_clone().map_err(|e| ClientError::io(part, e))?;
+        let chunks: Vec<pb::ChunkReplicas> =
+            slots.iter().map(|&s| detail.chunks[s].clone()).collect();
+        let (cs, slots) = (
+            detail.summary.as_ref().map_or(0, |s| s.chunk_size),
+            slots.to_vec(),
+        );
+        let found = tokio::task::spawn_blocking(move || verify_existing(&f, &chunks, cs, None))
+            .await
+            .map_err(|e| ClientError::Other(e.to_string()))?;
+        Ok(slots
+            .into_iter()
+            .zip(found)
+            .filter(|(_, ok)| ok.is_none())
+            .map(|(s, _)| s)
+            .collect())
     }
 
     /// Fetch one chunk, verified. Replicas are tried starting at `index mod n` so
@@ -220,7 +336,7 @@ impl Client {
         wtx: mpsc::Sender<Piece>,
         progress: &dyn Progress,
         avoid: &Avoid,
-    ) -> Result<(String, u64, Verified)> {
+    ) -> Result<(Vec<pb::PeerRef>, u64, Verified)> {
         let expected: Hash = c
             .hash
             .parse()
@@ -279,12 +395,10 @@ impl Client {
                 }
             }
             if pos == c.size {
-                if hasher.own() == expected {
-                    let last = contributors
-                        .last()
-                        .map(|p| p.id.clone())
-                        .unwrap_or_default();
-                    return Ok((last, c.size, hasher.chaining_value()));
+                // A deferred check (`None`) is the file root's to make.
+                if hasher.own_matches(&expected) != Some(false) {
+                    let from = contributors.into_iter().cloned().collect();
+                    return Ok((from, c.size, hasher.chaining_value()));
                 }
                 for p in &contributors {
                     self.report_bad(&p.id, &c.hash, "client hash mismatch")
@@ -305,7 +419,7 @@ impl Client {
             }
         }
         if c.size == 0 {
-            return Ok((String::new(), 0, hasher.chaining_value()));
+            return Ok((Vec::new(), 0, hasher.chaining_value()));
         }
         Err(ClientError::Other(format!(
             "chunk {} could not be fetched from any replica: {}",

@@ -41,34 +41,46 @@ pub(crate) fn whole_file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
 
 /// The hashes a chunk is checked with as its bytes arrive: its own (against the
 /// chunk's name) and, when the file's chunks are subtrees, its place in the file's tree.
+/// The own hash may be left out when there is a tree: the file's root then checks the
+/// chunk's bytes, at the cost of finding which chunk was bad only after the fact.
 pub(crate) struct ChunkHash {
     index: u64,
-    own: blake3::Hasher,
+    own: Option<blake3::Hasher>,
     tree: Option<(ChunkTree, blake3::Hasher)>,
 }
 
 impl ChunkHash {
-    pub(crate) fn new(index: u64, tree: Option<ChunkTree>) -> Self {
+    /// `own`: hash the chunk against its name too (always, without a tree).
+    pub(crate) fn new(index: u64, tree: Option<ChunkTree>, own: bool) -> Self {
         Self {
             index,
-            own: blake3::Hasher::new(),
+            own: (own || tree.is_none()).then(blake3::Hasher::new),
             tree: tree.map(|t| (t, t.hasher(index))),
         }
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
-        self.own.update(data);
+        if let Some(h) = &mut self.own {
+            h.update(data);
+        }
         if let Some((_, h)) = &mut self.tree {
             h.update(data);
         }
     }
 
     pub(crate) fn reset(&mut self) {
-        *self = Self::new(self.index, self.tree.as_ref().map(|(t, _)| *t));
+        *self = Self::new(
+            self.index,
+            self.tree.as_ref().map(|(t, _)| *t),
+            self.own.is_some(),
+        );
     }
 
-    pub(crate) fn own(&self) -> Hash {
-        self.own.finalize().into()
+    /// Whether the bytes hash to `expected`; `None` when that check is the root's.
+    pub(crate) fn own_matches(&self, expected: &Hash) -> Option<bool> {
+        self.own
+            .as_ref()
+            .map(|h| Hash::from(h.finalize()) == *expected)
     }
 
     pub(crate) fn chaining_value(&self) -> Option<ChainingValue> {
@@ -95,9 +107,10 @@ pub(crate) fn verify_existing(
             buf.resize(c.size as usize, 0);
             file.read_exact_at(&mut buf, c.index as u64 * chunk_size)
                 .ok()?;
-            let mut h = ChunkHash::new(c.index as u64, tree);
+            let mut h = ChunkHash::new(c.index as u64, tree, true);
             h.update(&buf);
-            (h.own().to_hex() == c.hash).then(|| h.chaining_value())
+            let expected: Hash = c.hash.parse().ok()?;
+            h.own_matches(&expected)?.then(|| h.chaining_value())
         })
         .collect()
 }

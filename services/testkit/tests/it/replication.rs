@@ -325,6 +325,31 @@ async fn corrupt_copy_found_by_a_get_is_quarantined_and_repaired() {
     same_bytes(&c, "g", &src, &work.path().join("out2")).await;
 }
 
+/// A get hashes each chunk once, at its place in the file's tree, and leaves the check
+/// against the chunk's name to the file's root (where that finds a mismatch, each chunk
+/// is checked against its name to find the bad copy: the test above). A chunk list
+/// whose chunks all hold their own bytes but do not make the file (two swapped) is
+/// still refused, and nothing appears under the output's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_list_that_does_not_make_the_file_is_refused() {
+    let cluster = TestCluster::start(opts(&["a", "b"], 2)).await.unwrap();
+    let c = cluster.client();
+    let work = tempfile::tempdir().unwrap();
+    let src = put(&c, work.path(), "s", 16 * 65536, 9, 2).await;
+    let mut detail = c.stat("s").await.unwrap();
+    assert!(detail.chunks.len() >= 3, "{} chunks", detail.chunks.len());
+    let (a, b) = (detail.chunks[0].clone(), detail.chunks[1].clone());
+    detail.chunks[0] = pb::ChunkReplicas { index: 0, ..b };
+    detail.chunks[1] = pb::ChunkReplicas { index: 1, ..a };
+    let out = work.path().join("out");
+    let err = c.get_detail(&detail, &out, quiet()).await.unwrap_err();
+    assert!(matches!(err, shoal_client::ClientError::Verify(_)), "{err}");
+    assert!(err.to_string().contains("chunk list"), "{err}");
+    assert!(!out.exists(), "a file that failed verification was kept");
+    // The copies were sound: nothing was reported, and the real list still reads.
+    same_bytes(&c, "s", &src, &out).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_rehomes_everything_without_dropping_below_r_minus_1() {
     let cluster = TestCluster::start(opts(&["a", "a", "b", "b"], 2))
