@@ -162,6 +162,18 @@ async fn stalled_bodies_give_their_slots_back_after_the_body_timeout() {
         .expect("write");
     let started = Instant::now();
     let url = format!("http://{http}/download/big.bin");
+    // The unread download holds the one slot first (a HEAD answered before the server
+    // took the GET would find the slot free and end the wait below at once).
+    shoal_testkit::wait_for(
+        "the unread download takes the slot",
+        Duration::from_secs(20),
+        || {
+            let (web, url) = (web.clone(), url.clone());
+            async move { web.head(&url).send().await.is_ok_and(|r| r.status() == 503) }
+        },
+    )
+    .await
+    .expect("the unread download takes the slot");
     shoal_testkit::wait_for("the download slot", Duration::from_secs(20), || {
         let (web, url) = (web.clone(), url.clone());
         async move { web.head(&url).send().await.is_ok_and(|r| r.status() == 200) }
