@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod directory;
 pub mod metrics;
+mod routes;
 pub mod service;
 pub mod store;
 
@@ -136,6 +137,7 @@ pub async fn run(
     let svc = PeerServer::new(service::PeerService { core: core.clone() })
         .max_decoding_message_size(shoal_common::grpc::PEER_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(shoal_common::grpc::MAX_MESSAGE_BYTES);
+    let svc = routes::PeerRoutes::new(svc, service::PeerService { core: core.clone() });
     let stop = shutdown.clone();
     let (h, c, timeout) = (health.clone(), core.clone(), cfg.shutdown_timeout);
     let leave = cfg.leave_on_shutdown;
