@@ -33,8 +33,6 @@ pub struct Pool {
     spare: Mutex<Vec<Vec<u8>>>,
     /// Buffers kept for reuse at most.
     keep: usize,
-    /// Bytes in each buffer ([`BLOCK`] unless made [`Pool::sized`]).
-    block: usize,
 }
 
 impl Default for Pool {
@@ -46,28 +44,21 @@ impl Default for Pool {
 impl Pool {
     /// A pool that keeps up to `keep` spare buffers.
     pub fn keeping(keep: usize) -> Self {
-        Self::sized(BLOCK, keep)
-    }
-
-    /// A pool of `block`-byte buffers (a multiple of [`ALIGN`]) keeping up to `keep`.
-    pub fn sized(block: usize, keep: usize) -> Self {
         Self {
             spare: Mutex::default(),
             keep,
-            block: block.div_ceil(ALIGN).max(1) * ALIGN,
         }
     }
 
-    /// A buffer of the pool's block size aligned to [`ALIGN`], empty.
+    /// A [`BLOCK`]-sized buffer aligned to [`ALIGN`], empty.
     pub fn take(&self) -> AlignedBuf {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let buf = spare.unwrap_or_else(|| vec![0; self.block + ALIGN]);
+        let buf = spare.unwrap_or_else(|| vec![0; BLOCK + ALIGN]);
         // Within ALIGN (always, for bytes); kept in bounds whatever it says.
         let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
         AlignedBuf {
             buf,
             start,
-            block: self.block,
             filled: 0,
         }
     }
@@ -115,15 +106,13 @@ pub struct AlignedBuf {
     buf: Vec<u8>,
     /// Where the aligned block starts in `buf`.
     start: usize,
-    /// The block's size.
-    block: usize,
     filled: usize,
 }
 
 impl AlignedBuf {
     /// Copy as much of `data` as fits; returns how much did.
     pub fn fill(&mut self, data: &[u8]) -> usize {
-        let n = (self.block - self.filled).min(data.len());
+        let n = (BLOCK - self.filled).min(data.len());
         let at = self.start + self.filled;
         self.buf[at..at + n].copy_from_slice(&data[..n]);
         self.filled += n;
@@ -146,8 +135,8 @@ impl AlignedBuf {
     pub fn read_at(&mut self, file: &File, offset: u64) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
         self.filled = 0;
-        let block = self.start..self.start + self.block;
-        while self.filled < self.block {
+        let block = self.start..self.start + BLOCK;
+        while self.filled < BLOCK {
             let at = block.start + self.filled;
             let n = file.read_at(&mut self.buf[at..block.end], offset + self.filled as u64)?;
             if n == 0 {
@@ -162,7 +151,7 @@ impl AlignedBuf {
     }
 
     pub fn is_full(&self) -> bool {
-        self.filled == self.block
+        self.filled == BLOCK
     }
 
     /// The bytes gathered, zero-padded to [`ALIGN`] (what one direct write takes); the

@@ -30,8 +30,6 @@ use crate::store::{ChunkStore, Deleted, StoreError};
 pub const MAX_CHUNK_BYTES: u64 = 1 << 30;
 /// Messages buffered between the network and the disk for one transfer.
 const PIPE_DEPTH: usize = 8;
-/// Messages read ahead for one `GetChunk` answer (each up to `store::READ_BLOCK`).
-const READ_PIPE_DEPTH: usize = 2;
 
 #[derive(Default)]
 pub struct Counters {
@@ -576,7 +574,7 @@ impl PeerRpc for PeerService {
         } else {
             req.offset + req.length
         };
-        let (tx, rx) = mpsc::channel(READ_PIPE_DEPTH);
+        let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let verify = req.verify;
         let span = info_span!("chunk.get", chunk = %h, peer = %core.id, offset = req.offset, bytes = end - req.offset, verify);
         // The reading task gives the slot back when it ends.
@@ -595,7 +593,7 @@ impl PeerRpc for PeerService {
             let stop = if verify { len } else { end };
             reader.advise(from, stop - from);
             while pos < stop {
-                let want = (stop - pos).min(crate::store::READ_BLOCK as u64) as usize;
+                let want = (stop - pos).min(shoal_common::STREAM_MESSAGE_BYTES as u64) as usize;
                 let buf = match reader.read_at(pos, want) {
                     Ok(b) if b.is_empty() => break,
                     Ok(b) => b,

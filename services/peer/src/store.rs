@@ -68,10 +68,8 @@ pub struct ChunkStore {
     read_buffers: Arc<direct::Pool>,
 }
 
-/// Read buffers kept for reuse: enough for every message of a few reads in flight.
-const READ_POOL: usize = 8;
-/// Bytes of one direct read, and of one `GetChunk` answer message.
-pub const READ_BLOCK: usize = 1 << 20;
+/// Read buffers kept for reuse: enough for every message of a few dozen reads in flight.
+const READ_POOL: usize = 32;
 
 /// How long a write is remembered for deletions that must spare it.
 pub const SPARE_MAX: Duration = Duration::from_secs(60);
@@ -131,7 +129,7 @@ impl ChunkStore {
             direct: false,
             buffers: Default::default(),
             direct_reads: false,
-            read_buffers: Arc::new(direct::Pool::sized(READ_BLOCK, READ_POOL)),
+            read_buffers: Arc::new(direct::Pool::keeping(READ_POOL)),
         })
     }
 

@@ -126,9 +126,8 @@ mod tests {
     /// read never crosses a block, so no message outgrows the pooled buffer.
     #[test]
     fn direct_reads_give_the_cached_bytes_from_any_offset() {
-        use crate::store::READ_BLOCK;
         let (_d, mut s) = direct_store();
-        let data: Vec<u8> = (0..3 * READ_BLOCK + 12_345)
+        let data: Vec<u8> = (0..3 * BLOCK + 12_345)
             .map(|_| rand::random::<u8>())
             .collect();
         let h = Hash::of(&data);
@@ -145,11 +144,11 @@ mod tests {
                 1,
                 ALIGN as u64 - 1,
                 ALIGN as u64,
-                READ_BLOCK as u64 + 7,
+                BLOCK as u64 + 7,
                 len - 1,
                 len,
             ] {
-                for piece in [4097, READ_BLOCK - 1, READ_BLOCK, 2 * READ_BLOCK] {
+                for piece in [4097, BLOCK - 1, BLOCK, 2 * BLOCK] {
                     r.advise(from, len - from);
                     let (mut pos, mut got) = (from, Vec::new());
                     loop {
@@ -157,7 +156,7 @@ mod tests {
                         if b.is_empty() {
                             break;
                         }
-                        let most = if direct { piece.min(READ_BLOCK) } else { piece };
+                        let most = if direct { piece.min(BLOCK) } else { piece };
                         assert!(b.len() <= most, "a read of {} bytes", b.len());
                         pos += b.len() as u64;
                         got.extend_from_slice(&b);
