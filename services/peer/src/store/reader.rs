@@ -43,8 +43,9 @@ impl ChunkStore {
 
 /// A stored chunk open for serving. With `O_DIRECT` (`SHOAL_DIRECT_READS`, on by
 /// default) each block goes from the device into a pooled, already mapped buffer that
-/// is lent out as the message itself: no page-cache pages are filled, and the only copy
-/// left on the peer is tonic's into its encode buffer. Chunks are written past the
+/// is lent out as the message itself: no page-cache pages are filled, and `GetChunk`
+/// hands the buffer to h2 as it is (`routes.rs`), so the only copy left on the peer is
+/// the kernel's into the socket. Chunks are written past the
 /// cache too, so a read comes from the device either way; through the cache, each read
 /// filled fresh cache pages and copied them out, two thirds of a peer's CPU samples
 /// while serving a get on a 2-core VM (docs/benchmarks.md, issue 17). Elsewhere (tmpfs,
