@@ -60,6 +60,32 @@ pub fn part_path(out: &Path) -> PathBuf {
 /// Bytes for the output file: at this offset, of the chunk that ends at the last.
 type Piece = (u64, Bytes, u64);
 
+/// Where a get's bytes go: through the page cache, written by the task that received
+/// them (no hand-off: a channel send and a thread wake-up per piece were two thirds of
+/// the client's futex calls), or, with `O_DIRECT`, to the writer thread that gathers
+/// aligned blocks ([`OutFile`]).
+#[derive(Clone)]
+enum Sink {
+    Cached(Arc<std::fs::File>),
+    Writer(mpsc::Sender<Piece>),
+}
+
+impl Sink {
+    async fn put(&self, at: u64, data: Bytes, end: u64) -> std::result::Result<(), String> {
+        match self {
+            Sink::Cached(f) => {
+                use std::os::unix::fs::FileExt;
+                f.write_all_at(&data, at)
+                    .map_err(|e| format!("writing the output: {e}"))
+            }
+            Sink::Writer(tx) => tx
+                .send((at, data, end))
+                .await
+                .map_err(|_| "the output's writer failed".to_string()),
+        }
+    }
+}
+
 /// A chunk fetched into the `.part` file: the peers its bytes came from, in order.
 struct Fetched {
     slot: usize,
@@ -233,32 +259,38 @@ impl Client {
     ) -> Result<Vec<Fetched>> {
         let summary = detail.summary.clone().unwrap_or_default();
         let tree = ChunkTree::new(summary.size, summary.chunk_size);
-        let (wtx, mut wrx) = mpsc::channel::<Piece>(32);
-        let mut wfile = OutFile::new(
-            file.try_clone().map_err(|e| ClientError::io(part, e))?,
-            part,
-            summary.chunk_size,
-            summary.size,
-            self.options.direct_output,
-        )
-        .map_err(|e| ClientError::io(part, e))?;
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            while let Some((off, data, end)) = wrx.blocking_recv() {
-                wfile.write(off, &data, end)?;
-            }
-            // Chunks still under way were abandoned (one that started again elsewhere
-            // wrote all its bytes anew): their blocks go with `wfile`.
-            Ok(())
-        });
+        let (sink, writer) = if self.options.direct_output {
+            let (wtx, mut wrx) = mpsc::channel::<Piece>(32);
+            let mut wfile = OutFile::new(
+                file.try_clone().map_err(|e| ClientError::io(part, e))?,
+                part,
+                summary.chunk_size,
+                summary.size,
+                true,
+            )
+            .map_err(|e| ClientError::io(part, e))?;
+            let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                while let Some((off, data, end)) = wrx.blocking_recv() {
+                    wfile.write(off, &data, end)?;
+                }
+                // Chunks still under way were abandoned (one that started again
+                // elsewhere wrote all its bytes anew): their blocks go with `wfile`.
+                Ok(())
+            });
+            (Sink::Writer(wtx), Some(writer))
+        } else {
+            let f = file.try_clone().map_err(|e| ClientError::io(part, e))?;
+            (Sink::Cached(Arc::new(f)), None)
+        };
         // A vector, not a lazy map: the get's future must stay `Send` for any lifetime.
         let mut fetches = Vec::with_capacity(slots.len());
         for &slot in slots {
             let c = &detail.chunks[slot];
-            let (wtx, progress) = (wtx.clone(), progress.clone());
+            let (sink, progress) = (sink.clone(), progress.clone());
             let offset = c.index as u64 * summary.chunk_size;
             fetches.push(async move {
                 let hash = ChunkHash::new(c.index as u64, tree, !deferred);
-                self.fetch_chunk(c, offset, hash, wtx, progress.as_ref(), avoid)
+                self.fetch_chunk(c, offset, hash, sink, progress.as_ref(), avoid)
                     .await
                     .map(|(from, bytes, cv)| Fetched {
                         slot,
@@ -272,11 +304,13 @@ impl Client {
             .buffer_unordered(self.options.get_parallelism.max(1))
             .try_collect()
             .await?;
-        drop(wtx);
-        writer
-            .await
-            .map_err(|e| ClientError::Other(e.to_string()))?
-            .map_err(|e| ClientError::io(part, e))?;
+        drop(sink);
+        if let Some(writer) = writer {
+            writer
+                .await
+                .map_err(|e| ClientError::Other(e.to_string()))?
+                .map_err(|e| ClientError::io(part, e))?;
+        }
         Ok(fetched)
     }
 
@@ -333,7 +367,7 @@ impl Client {
         c: &pb::ChunkReplicas,
         file_offset: u64,
         mut hasher: ChunkHash,
-        wtx: mpsc::Sender<Piece>,
+        sink: Sink,
         progress: &dyn Progress,
         avoid: &Avoid,
     ) -> Result<(Vec<pb::PeerRef>, u64, Verified)> {
@@ -363,7 +397,7 @@ impl Client {
             let peer = order[k];
             let span = info_span!("chunk.get", chunk.index = c.index, chunk.hash = %c.hash, peer = %peer.id, offset = pos);
             match self
-                .stream_range(peer, c, pos, &mut hasher, file_offset, &wtx, progress)
+                .stream_range(peer, c, pos, &mut hasher, file_offset, &sink, progress)
                 .instrument(span)
                 .await
             {
@@ -438,7 +472,7 @@ impl Client {
         pos: u64,
         hasher: &mut ChunkHash,
         file_offset: u64,
-        wtx: &mpsc::Sender<Piece>,
+        sink: &Sink,
         progress: &dyn Progress,
     ) -> std::result::Result<u64, ReplicaError> {
         let mut r = self.open_replica(peer, c, pos).await?;
@@ -446,9 +480,10 @@ impl Client {
             let len = data.len() as u64;
             hasher.update(&data);
             let at = file_offset + pos + r.got - len;
-            wtx.send((at, data, file_offset + c.size))
+            // A local failure is not the peer's: `ABORTED` does not avoid it.
+            sink.put(at, data, file_offset + c.size)
                 .await
-                .map_err(|_| (r.got - len, None, "local writer failed".to_string()))?;
+                .map_err(|e| (r.got - len, Some(tonic::Code::Aborted), e))?;
             progress.advance(len);
         }
         Ok(r.got)
