@@ -16,6 +16,7 @@ mod outfile;
 mod put;
 mod putstream;
 mod renewal;
+mod replica;
 mod stream;
 mod tracker;
 mod verify;

@@ -21,7 +21,7 @@ use crate::{Client, ClientError, Result};
 const BLOCKING_HASH_BYTES: usize = 1 << 20;
 
 /// A failed read from one replica: bytes appended before the failure, the gRPC code, why.
-use crate::get::ReplicaError;
+use crate::replica::ReplicaError;
 
 impl Client {
     /// Fetch one whole chunk, verified against its BLAKE3 hash. Replicas are tried
